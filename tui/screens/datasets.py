@@ -1,0 +1,11 @@
+"""(in progress: being written by its owner, see docs/ARCHITECTURE.md)"""
+
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+
+class DatasetsScreen(Screen):
+    def compose(self):
+        yield Header()
+        yield Static("datasets")
+        yield Footer()
