@@ -164,8 +164,9 @@ class Store:
         base = f"{stamp}-{slug}"
         taken = {r["id"] for r in self.list_runs()}
         runs_dir = self.path.parent / "runs"
+        trash = self.path.parent / ".voxtune" / "trash"  # removed runs' folders: ids are never reused
         n, candidate = 1, base
-        while candidate in taken or (runs_dir / candidate).exists():
+        while candidate in taken or (runs_dir / candidate).exists() or (trash / candidate).exists():
             n += 1
             candidate = f"{base}-{n}"
         return candidate

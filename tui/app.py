@@ -1,30 +1,42 @@
 """The Textual app: four screens (Runs, Models, Datasets, History) as app modes.
 
-Owned by the TUI foundation; each screen lives in tui/screens/<name>.py.
+Global keys: 1-4 switch screens, n opens the new-run form, ? shows the keys of the
+current screen, ctrl+p the command palette, which offers every key-bound action of the
+current screen by name (generated from the live bindings, so nothing is palette-only or
+key-only). Each screen lives in tui/screens/<name>.py; this module stays import-light.
 """
 
 from __future__ import annotations
 
-from textual.app import App
+from functools import partial
+from typing import Iterable
+
+from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 
 from engine.workspace import Workspace, open_workspace
+
+SCREENS = Binding.Group("Screens", compact=True)
 
 
 class VoxtuneApp(App):
     TITLE = "voxtune"
     CSS_PATH = "app.tcss"
     BINDINGS = [
-        Binding("1", "switch_mode('runs')", "Runs"),
-        Binding("2", "switch_mode('models')", "Models"),
-        Binding("3", "switch_mode('datasets')", "Datasets"),
-        Binding("4", "switch_mode('history')", "History"),
-        Binding("q", "quit", "Quit"),
+        Binding("1", "switch_mode('runs')", "Runs", group=SCREENS),
+        Binding("2", "switch_mode('models')", "Models", group=SCREENS),
+        Binding("3", "switch_mode('datasets')", "Datasets", group=SCREENS),
+        Binding("4", "switch_mode('history')", "History", group=SCREENS),
+        Binding("n", "new_run", "New run"),
+        Binding("question_mark", "help", "Keys", key_display="?"),
+        Binding("q", "quit", "Quit", show=False),
     ]
 
     def __init__(self, workspace: Workspace | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.workspace = workspace or open_workspace()
+        self.sub_title = str(self.workspace.home)
 
     def get_modes(self):
         from tui.screens.datasets import DatasetsScreen
@@ -38,6 +50,51 @@ class VoxtuneApp(App):
         for name, screen in self.get_modes().items():
             self.add_mode(name, screen)
         self.switch_mode("runs")
+
+    # -- new run ----------------------------------------------------------------------
+    def open_new_run(self, model: str | None = None, clone_of: str | None = None, method: str | None = None) -> None:
+        """The new-run form, optionally for a model (Models screen) or as a copy of a run."""
+        from tui.screens.new_run import NewRunScreen
+
+        def queued(run_id: str | None) -> None:
+            if run_id:
+                self.switch_mode("runs")
+
+        self.push_screen(NewRunScreen(model=model, clone_of=clone_of, method=method), queued)
+
+    def action_new_run(self) -> None:
+        from tui.screens.new_run import NewRunScreen
+
+        if isinstance(self.screen, NewRunScreen):
+            return
+        self.open_new_run()
+
+    # -- help -------------------------------------------------------------------------
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen, keys_of
+
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss()
+            return
+        title = getattr(self.screen, "HELP_TITLE", None) or type(self.screen).__name__.removesuffix("Screen")
+        self.push_screen(HelpScreen(title, keys_of(self.screen)))
+
+    # -- command palette ----------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        seen = {"quit"}
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if binding.system or not binding.description or not active.enabled:
+                continue
+            name = binding.description
+            if binding.action.startswith("switch_mode"):
+                name = f"Go to {binding.description}"
+            if name.lower() in seen:
+                continue
+            seen.add(name.lower())
+            shown_key = binding.key_display or self.get_key_display(binding)
+            yield SystemCommand(name, f"key: {shown_key}", partial(self.run_action, binding.action, active.node))
 
 
 def run_app(workspace: Workspace) -> int:

@@ -57,3 +57,8 @@ class Recipe(Protocol):
 
     def save(self, loaded: Loaded, out_dir: str) -> None:
         """Save the processor (and anything else from_pretrained needs) next to weights."""
+
+    # Optional: `configure(self, config: dict) -> None` -- called by the driver with the run's
+    # config.json before load(), for family options such as `language` or a prompt.
+    # Optional: an Example whose meta has "score_text": False carries no target of its own
+    # (a segment of a long eval clip): the driver leaves it out of eval_loss.

@@ -1,5 +1,237 @@
-"""CLI group (in progress: being written by its owner, see docs/ARCHITECTURE.md)."""
+"""`voxtune models | fit | gpus | doctor`: which models fit which GPU, by how much, and why."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from tui.cli import CliError, emit
+
+METHODS = ("full", "lora", "qlora", "lora8")
+DEFAULT_PRESET = "rx-7700-xt"  # the card voxtune was built for; used when none is detected
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("models", help="candidate models and whether each method fits a GPU")
+    _gpu_args(p)
+    p.add_argument("--batch", type=_positive_int, default=1, help="examples per step (default 1)")
+    p.add_argument("--audio-seconds", type=_positive_float, default=30.0, metavar="S",
+                   help="audio per example in seconds (default 30)")
+    p.add_argument("--json", action="store_true", help="print a JSON array only")
+    p.set_defaults(func=cmd_models)
+
+    f = sub.add_parser("fit", help="memory estimate for one model and configuration, term by term")
+    f.add_argument("model", metavar="MODEL", help="catalog name or hub id (case-insensitive), or a local checkpoint folder")
+    f.add_argument("--method", choices=METHODS, required=True)
+    f.add_argument("--batch", type=_positive_int, default=1)
+    f.add_argument("--audio-seconds", type=_positive_float, default=30.0, metavar="S")
+    f.add_argument("--target-tokens", type=_positive_int, default=None, metavar="N",
+                   help="target text tokens per example (default: ~200 per minute of speech)")
+    f.add_argument("--lora-rank", type=_positive_int, default=16, metavar="R")
+    f.add_argument("--lora-targets", default=None, metavar="a,b", help="module names (default: the family's)")
+    f.add_argument("--optimizer", choices=("adamw", "adamw8bit", "adafactor"), default="adamw")
+    f.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto")
+    f.add_argument("--no-checkpointing", dest="checkpointing", action="store_false",
+                   help="turn gradient checkpointing off (faster, much more activation memory)")
+    f.add_argument("--freeze-audio-encoder", action="store_true")
+    f.add_argument("--attention", choices=("math", "sdpa"), default="math",
+                   help="math stores attention matrices (RDNA3, the default); sdpa: fused kernels")
+    _gpu_args(f)
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=cmd_fit)
+
+    g = sub.add_parser("gpus", help="GPU presets and the devices on this machine")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=cmd_gpus)
+
+    d = sub.add_parser("doctor", help="check torch, GPU, bitsandbytes, attention kernels, disk, ffmpeg, HF cache")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_doctor)
+
+
+def _positive_int(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be at least 1")
+    return n
+
+
+def _positive_float(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"{v} must be positive")
+    return x
+
+
+def _gpu_args(p) -> None:
+    x = p.add_mutually_exclusive_group()
+    x.add_argument("--gpu", metavar="NAME", help="preset or detected device (`voxtune gpus` lists them)")
+    x.add_argument("--vram", type=_positive_float, metavar="GB", help="GPU memory in GB")
+
+
+def resolve_gpu(args) -> tuple[str, float, str]:
+    """(label, GB, how chosen): --vram, --gpu, the first detected device, else the default preset."""
+    from engine.gpus import UnknownGpu, detect, find_gpu
+
+    if getattr(args, "vram", None):
+        return f"{args.vram:g} GB", float(args.vram), "--vram"
+    if getattr(args, "gpu", None):
+        try:
+            g = find_gpu(args.gpu)
+        except UnknownGpu as e:
+            raise CliError(str(e)) from None
+        return g.name, g.total_gb, "detected" if g.detected else "preset"
+    found = detect()
+    if found:
+        return found[0].name, found[0].total_gb, "detected"
+    g = find_gpu(DEFAULT_PRESET, detected=[])
+    return g.name, g.total_gb, "preset (no GPU detected)"
+
+
+def _entry(ref: str):
+    from engine.catalog import UnknownModel, get_model
+
+    try:
+        return get_model(ref)
+    except UnknownModel as e:
+        raise CliError(str(e)) from None
+
+
+def _measurements(args) -> list[dict]:
+    """The store's measurements, without creating a workspace where there is none."""
+    from engine.store import Store
+    from engine.workspace import Workspace, resolve_home
+
+    ws = Workspace(resolve_home(getattr(args, "home", None)))
+    if not ws.db_path.exists():
+        return []
+    return Store(ws).list_measurements()
+
+
+def fmt_params(n: int | None) -> str:
+    if not n:
+        return "?"
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
+def model_row(row: dict, gpu_gb: float) -> dict:
+    """One `voxtune models --json` element."""
+    e = row["entry"]
+    p = e.params or {}
+    from engine.estimator import recommend
+
+    return {
+        "name": e.name, "hub_id": e.hub_id, "family": e.family, "recipe": e.recipe,
+        "params_total": p.get("total"),
+        "params": {k: p.get(k) for k in ("audio_encoder", "decoder", "other")} | {"source": p.get("source")},
+        "window_s": e.window_s, "long_audio": e.long_audio, "languages": e.languages, "licence": e.licence,
+        "trainable": e.trainable, "reason": e.reason, "supported_methods": e.methods,
+        "methods": row["methods"], "gpu_gb": gpu_gb,
+        "recommendation": recommend(e, gpu_gb).text if e.params else None,
+    }
+
+
+MARK = {"fits": "✓", "tight": "~", "no": "✗"}
+
+
+def cmd_models(args) -> int:
+    from engine.estimator import FitConfig, estimate_all
+
+    label, gb, how = resolve_gpu(args)
+    rows = estimate_all(gb, FitConfig(batch=args.batch, audio_seconds=args.audio_seconds))
+    out = [model_row(r, gb) for r in rows]
+    lines = [f"GPU: {label} ({gb:g} GB, {how}); batch {args.batch}, {args.audio_seconds:g} s audio per example. "
+             "✓ fits  ~ tight  ✗ too big",
+             f"{'model':<24}{'params':>7} {'window':>6}" + "".join(f"{m:>10}" for m in METHODS)]
+    for o in out:
+        cells = []
+        for m in METHODS:
+            v = o["methods"].get(m)
+            cells.append(f"{MARK[v['verdict']]} {v['total_gb']:.1f}".rjust(10) if v else "?".rjust(10))
+        win = f"{o['window_s']:g}s"
+        lines.append(f"{o['name'][:23]:<24}{fmt_params(o['params_total']):>7} {win:>6}" + "".join(cells)
+                     + ("" if o["trainable"] else "  (not trainable)"))
+    lines.append("`voxtune fit MODEL --method M` explains one estimate; GB = 1e9 bytes.")
+    emit(out, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from engine import calibration
+    from engine.estimator import FitConfig, estimate, recommend
+
+    e = _entry(args.model)
+    if not e.params:
+        raise CliError(f"{e.name}: no parameter counts (no safetensors in the folder?); "
+                       "run `python -m engine.params` or pick a catalog model")
+    targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()] if args.lora_targets else None
+    cfg = FitConfig(method=args.method, precision=args.precision, optimizer=args.optimizer, batch=args.batch,
+                    gradient_checkpointing=args.checkpointing, lora_rank=args.lora_rank, lora_targets=targets,
+                    audio_seconds=args.audio_seconds, target_tokens=args.target_tokens,
+                    freeze_audio_encoder=args.freeze_audio_encoder, attention=args.attention)
+    try:
+        est = estimate(e, cfg)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    label, gb, how = resolve_gpu(args)
+    measured = calibration.compare(est, _measurements(args), e, cfg)
+    rec = recommend(e, gb, replace(cfg, batch=1))
+    out = {"model": e.name, "method": cfg.method, "gpu": label, "gpu_gb": gb, "total_gb": round(est.total_gb, 3),
+           "breakdown": est.breakdown, "fits": est.fits(gb), "verdict": est.verdict(gb),
+           "max_batch": est.max_batch(gb), "trainable_params": est.trainable_params, "details": est.details,
+           "recommendation": rec.text, "measured": measured}
+    if cfg.method not in e.methods:
+        out["warning"] = f"voxtune cannot train {e.name} with {cfg.method}: {e.reason or 'method not supported'}"
+    lines = [f"{e.name}, {cfg.method}, batch {cfg.batch}, {cfg.audio_seconds:g} s audio "
+             f"({est.details['text_tokens']} text tokens, {est.details['encoder_chunks']} x "
+             f"{est.details['encoder_frames']} encoder frames), checkpointing {'on' if cfg.gradient_checkpointing else 'off'}"]
+    for k, v in est.breakdown.items():
+        lines.append(f"  {k:<12}{v:8.2f} GB")
+    lines.append(f"  {'total':<12}{est.total_gb:8.2f} GB   on {label} ({gb:g} GB): "
+                 f"{ {'fits': 'fits', 'tight': 'fits, tight', 'no': 'does NOT fit'}[est.verdict(gb)] }; "
+                 f"largest batch {out['max_batch']}")
+    if measured:
+        lines.append(f"  measured    {measured['measured_gb']:8.2f} GB   ({measured['device']}, run {measured['run_id']}; "
+                     f"estimate {measured['error_pct']:+.0f}%)")
+    if "warning" in out:
+        lines.append("  warning: " + out["warning"])
+    lines.append(rec.text)
+    emit(out, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_gpus(args) -> int:
+    from engine.gpus import detect, presets
+
+    found = detect()
+    out = {"detected": [g.to_dict() for g in found], "presets": [g.to_dict() for g in presets()]}
+    lines = ["Detected:" if found else "Detected: no GPU (CPU only)"]
+    for g in found:
+        util = f", {g.util_percent:.0f}% busy" if g.util_percent is not None else ""
+        lines.append(f"  {g.label}{util}  [{g.vendor}, {g.arch or '?'}, via {g.source}]")
+    lines.append("Presets (use with --gpu KEY):")
+    for g in presets():
+        lines.append(f"  {g.key:<12} {g.name} ({g.total_gb:g} GB)")
+    emit(out, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from engine.doctor import run_doctor
+    from engine.workspace import resolve_home
+
+    found = run_doctor(resolve_home(getattr(args, "home", None)))
+    icon = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "info": "info"}
+    lines = []
+    for f in found:
+        lines.append(f"[{icon[f.status]}] {f.check}: {f.detail}")
+        if f.fix and f.status != "ok":
+            lines.append(f"       fix: {f.fix}")
+    emit([f.to_dict() for f in found], args.json, "\n".join(lines))
+    return 1 if any(f.status == "fail" for f in found) else 0

@@ -1,5 +1,241 @@
-"""CLI group (in progress: being written by its owner, see docs/ARCHITECTURE.md)."""
+"""`voxtune runs`: list, inspect, cancel, retry, resume, clone, remove, tail logs, export."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from tui.cli import CliError, emit, workspace
+from tui.cli.queue import add_run_options, run_options, start_engine
+
+FOLLOW_POLL_S = 0.5
+
+
+def _fmt_num(v, spec: str = ".3f") -> str:
+    return format(v, spec) if isinstance(v, (int, float)) else "-"
+
+
+def _row(ws, r: dict) -> dict:
+    from engine.progress import read_progress
+    from engine.runfiles import RunFiles
+
+    prog = read_progress(RunFiles(ws.run_dir(r["id"])))
+    return {"id": r["id"], "status": r["status"], "reason": r.get("status_reason"), "model": r.get("model"),
+            "method": r.get("method"), "dataset": r.get("dataset"), "priority": r.get("priority", 0),
+            "created_at": r.get("created_at"), "step": prog["step"], "max_steps": prog["max_steps"],
+            "loss": prog["loss"], "wer": prog["wer"], "best_wer": prog["best_wer"], "eta_s": prog["eta_s"]}
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from engine.store import Store
+
+    ws = workspace(args)
+    store = Store(ws)
+    runs = sorted(store.list_runs(), key=lambda r: r.get("seq", 0))
+    if args.status:
+        runs = [r for r in runs if r["status"] == args.status]
+    rows = [_row(ws, r) for r in runs]
+    lines = []
+    if store.get_meta("queue_paused", False):
+        lines.append(f"queue paused: {store.get_meta('queue_paused_reason') or ''}")
+    lines.append(f"{'ID':<40} {'STATUS':<11} {'STEP':>11} {'LOSS':>7} {'WER':>6}  REASON")
+    for r in rows:
+        step = f"{r['step']}/{r['max_steps']}" if r["step"] is not None else "-"
+        lines.append(f"{r['id']:<40} {r['status']:<11} {step:>11} {_fmt_num(r['loss']):>7} "
+                     f"{_fmt_num(r['wer']):>6}  {r['reason'] or ''}".rstrip())
+    if not rows:
+        lines.append("(no runs: `voxtune queue add --model M --dataset D --method lora`)")
+    emit(rows, args.json, "\n".join(lines))
+    return 0
+
+
+def _require(ws, run_id: str) -> dict:
+    from engine.store import Store, StoreError
+
+    try:
+        return Store(ws).require_run(run_id)
+    except StoreError as e:
+        raise CliError(str(e)) from e
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from engine.progress import read_progress
+    from engine.runfiles import RunFiles, read_json
+
+    ws = workspace(args)
+    run = _require(ws, args.id)
+    files = RunFiles(ws.run_dir(args.id))
+    prog = read_progress(files)
+    config = read_json(files.config, {})
+    result = read_json(files.result, None)
+    out = {"id": run["id"], "status": run["status"], "reason": run.get("status_reason"), "run": run,
+           "config": config, "progress": prog, "metrics": run.get("metrics") or prog["last_eval"],
+           "best": run.get("best"), "peak_memory": run.get("peak_memory"), "result": result,
+           "folder": str(files.root)}
+    lines = [f"{run['id']}: {run['status']}" + (f" -- {run.get('status_reason')}" if run.get("status_reason") else "")]
+    lines.append(f"  model {config.get('model')} ({config.get('method')}), dataset {config.get('dataset')}, "
+                 f"batch {config.get('batch_size')} x {config.get('grad_accum')}, lr {config.get('lr')}, "
+                 f"estimate {_fmt_num(config.get('estimate_gb'), '.1f')} GB")
+    if prog["step"] is not None:
+        eta = f", eta {int(prog['eta_s'])} s" if prog["eta_s"] is not None and run["status"] == "running" else ""
+        lines.append(f"  progress: step {prog['step']}/{prog['max_steps']}{eta}, loss {_fmt_num(prog['loss'])}")
+    if out["metrics"]:
+        m = out["metrics"]
+        lines.append("  last evaluation: " + ", ".join(f"{k} {_fmt_num(m[k])}" for k in ("wer", "cer", "eval_loss", "wer_normalized") if k in m))
+    if run.get("best"):
+        lines.append(f"  best: {run['best']}")
+    if run.get("peak_memory"):
+        lines.append("  peak memory: " + ", ".join(f"{k} {v}" for k, v in run["peak_memory"].items() if v is not None))
+    for h in run.get("history", []):
+        lines.append(f"  {time.strftime('%m-%d %H:%M:%S', time.localtime(h['time']))} {h['status']}"
+                     + (f": {h['reason']}" if h.get("reason") else ""))
+    lines.append(f"  folder: {files.root}")
+    emit(out, args.json, "\n".join(lines))
+    return 0
+
+
+def _queue_op(func, *a, **kw):
+    from engine import queue
+
+    try:
+        return func(*a, **kw)
+    except queue.QueueError as e:
+        raise CliError(str(e)) from e
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from engine import queue
+
+    now = _queue_op(queue.cancel, workspace(args), args.id)
+    print(f"{args.id}: cancelled" if now == "cancelled" else
+          f"{args.id}: cancel requested; the worker saves a checkpoint and stops (forced after a timeout)")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from engine import queue
+
+    ws = workspace(args)
+    new = _queue_op(queue.retry, ws, args.id)
+    emit({"id": new}, args.json, new)
+    start_engine(ws, args.json)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from engine import queue
+
+    ws = workspace(args)
+    has_ckpt = _queue_op(queue.resume, ws, args.id)
+    print(f"{args.id} queued to resume " + ("from its last checkpoint" if has_ckpt else "(no checkpoint yet: from step 0)"))
+    paused, reason = queue.is_paused(ws)
+    if paused:
+        print(f"note: the queue is paused ({reason}); `voxtune queue resume` lets it start", file=sys.stderr)
+    start_engine(ws, True)
+    return 0
+
+
+def cmd_clone(args: argparse.Namespace) -> int:
+    from engine import queue
+
+    ws = workspace(args)
+    new = _queue_op(queue.clone, ws, args.id, **run_options(args))
+    emit({"id": new}, args.json, new)
+    start_engine(ws, args.json)
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from engine import queue
+
+    dest = _queue_op(queue.remove, workspace(args), args.id)
+    print(f"{args.id} removed" + (f"; its folder is in {dest}" if dest else ""))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from engine.runfiles import RunFiles, read_lines_from, tail_lines
+    from engine.store import Store
+
+    ws = workspace(args)
+    _require(ws, args.id)
+    path = RunFiles(ws.run_dir(args.id)).log
+    lines, offset = tail_lines(path, args.lines)
+    for ln in lines:
+        sys.stdout.write(ln + "\n")
+    sys.stdout.flush()
+    if not args.follow:
+        return 0
+    store = Store(ws)
+    while True:
+        new, offset = read_lines_from(path, offset)
+        for ln in new:
+            sys.stdout.write(ln + "\n")
+        sys.stdout.flush()
+        if not new:
+            run = store.get_run(args.id)
+            if run is None or run["status"] not in ("queued", "running"):
+                new, offset = read_lines_from(path, offset)
+                for ln in new:
+                    sys.stdout.write(ln + "\n")
+                return 0
+            time.sleep(FOLLOW_POLL_S)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from engine import export
+
+    ws = workspace(args)
+    _require(ws, args.id)
+    try:
+        out = export.export_run(ws, args.id, merge=args.merge, out=args.out)
+    except (ValueError, FileNotFoundError) as e:
+        raise CliError(str(e)) from e
+    print(f"exported to {out}")
+    return 0
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("runs", help="list and manage runs")
+    rs = p.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
+    ls = rs.add_parser("ls", help="all runs with status, progress and WER")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--status", choices=("queued", "running", "finished", "failed", "cancelled", "interrupted"))
+    ls.set_defaults(func=cmd_ls)
+    p.set_defaults(func=cmd_ls, json=False, status=None)
+
+    show = rs.add_parser("show", help="config, status, progress, last evaluation, peak memory")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_show)
+
+    c = rs.add_parser("cancel", help="cancel a queued run, or stop a running one after a checkpoint")
+    c.add_argument("id")
+    c.set_defaults(func=cmd_cancel)
+    for name, func, text in (("retry", cmd_retry, "queue a failed/cancelled/interrupted run again as a new run"),):
+        r = rs.add_parser(name, help=text)
+        r.add_argument("id")
+        r.add_argument("--json", action="store_true")
+        r.set_defaults(func=func)
+    r = rs.add_parser("resume", help="continue an interrupted/cancelled/failed run from its last checkpoint")
+    r.add_argument("id")
+    r.set_defaults(func=cmd_resume)
+    cl = rs.add_parser("clone", help="queue a copy of a run with changed options")
+    cl.add_argument("id")
+    add_run_options(cl, required=False)
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(func=cmd_clone)
+    rm = rs.add_parser("rm", help="forget a run (its folder moves to .voxtune/trash)")
+    rm.add_argument("id")
+    rm.set_defaults(func=cmd_rm)
+    lg = rs.add_parser("logs", help="print the worker's log")
+    lg.add_argument("id")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
+    lg.add_argument("-n", "--lines", type=int, default=200)
+    lg.set_defaults(func=cmd_logs)
+    ex = rs.add_parser("export", help="save the fine-tuned model (adapter, or merged with --merge)")
+    ex.add_argument("id")
+    ex.add_argument("--merge", action="store_true", help="merge LoRA weights into the base model")
+    ex.add_argument("--out", metavar="DIR")
+    ex.set_defaults(func=cmd_export)

@@ -1,11 +1,393 @@
-"""(in progress: being written by its owner, see docs/ARCHITECTURE.md)"""
+"""Which run was best: every run, filtered and sorted, with details and comparisons.
 
+Rows come from the TinyDB records only (loaded in a thread worker), so 10,000 runs open
+quickly; a run's files are read only when its detail or a comparison is opened. The
+comparison logic and its Markdown/CSV export live in engine.compare, shared with the CLI.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
+
+from engine import compare
+from engine.compare import COLUMNS, CompareError, fmt_value
+from engine.store import Store
+from tui.widgets.plot import Plot, Series
+from tui.widgets.samples import diff_text
+
+SORT_CYCLE = ["created_at", "wer", "best_wer", "cer", "eval_loss", "final_loss", "duration_s", "peak_gb", "id", "model", "status"]
+MARK = "●"
+# what matters first at 80 columns: which run, did it finish, how good
+FIRST = ["id", "status", "wer", "best_wer", "model", "method", "dataset"]
+DISPLAY = FIRST + [k for k, _ in COLUMNS if k not in FIRST]
+HEADINGS = dict(COLUMNS)
 
 
 class HistoryScreen(Screen):
-    def compose(self):
+    TITLE = "History"
+    DEFAULT_CSS = """
+    HistoryScreen #history-filter { height: 1; border: none; padding: 0 1; }
+    HistoryScreen #history-table { height: 1fr; }
+    HistoryScreen #history-status { height: 1; padding: 0 1; color: $text-muted; }
+    """
+    BINDINGS = [
+        Binding("slash", "focus_filter", "Filter"),
+        Binding("s", "cycle_sort", "Sort"),
+        Binding("r", "reverse", "Reverse"),
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare"),
+        Binding("o", "open_dashboard", "Log/dashboard"),
+        Binding("ctrl+r", "reload", "Reload", show=False),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.rows: list[dict] = []  # every run's summary
+        self.shown: list[dict] = []  # filtered and sorted
+        self.records: dict[str, dict] = {}
+        self.marked: set[str] = set()
+        self.sort_key = "created_at"
+        self.sort_reverse = True  # newest first
+        self.filter_text = ""
+        self.loaded = 0  # loads finished: tests wait on this
+
+    def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("history")
+        yield Input(placeholder="filter: model=whisper method=lora dataset=… status=finished,failed  or words", id="history-filter")
+        table = DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield Static("loading runs…", id="history-status")
         yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_column(" ", key="mark", width=1)
+        for key in DISPLAY:
+            table.add_column(HEADINGS[key], key=key)
+        table.focus()
+        self.sub_title = "all runs"
+        self.action_reload()
+
+    def on_screen_resume(self) -> None:
+        if self.loaded:
+            self.action_reload()
+
+    @work(thread=True, exclusive=True, group="history-load", exit_on_error=False)
+    def action_reload(self) -> None:
+        records = Store(self.app.workspace).list_runs()
+        rows = [compare.summarize(r) for r in records]
+        self.app.call_from_thread(self._loaded, records, rows)
+
+    def _loaded(self, records: list[dict], rows: list[dict]) -> None:
+        self.records = {r["id"]: r for r in records}
+        self.rows = rows
+        self.marked &= set(self.records)
+        self.loaded += 1
+        self.refresh_table()
+
+    def refresh_table(self) -> None:
+        try:
+            rows = compare.filter_rows(self.rows, self.filter_text)
+            problem = None
+        except CompareError as e:
+            rows, problem = self.rows, str(e)
+        self.shown = compare.sort_rows(rows, self.sort_key, self.sort_reverse)
+        table = self.query_one(DataTable)
+        cursor_id = self.current_id()
+        table.clear()
+        table.add_rows(
+            ([MARK if r["id"] in self.marked else " "] + [fmt_value(k, r.get(k)) if k != "id" else r["id"] for k in DISPLAY]
+             for r in self.shown),
+        )
+        # DataTable keys rows by position here; ids are kept in self.shown
+        if cursor_id is not None:
+            idx = next((i for i, r in enumerate(self.shown) if r["id"] == cursor_id), 0)
+            table.move_cursor(row=idx, animate=False)
+        arrow = "↓" if self.sort_reverse else "↑"
+        status = Text(f"{len(self.shown)} of {len(self.rows)} runs · sorted by {dict(COLUMNS)[self.sort_key]} {arrow}")
+        if self.marked:
+            status.append(f" · {len(self.marked)} marked (c: compare)")
+        if problem:
+            status = Text(problem, style="bold red")
+        self.query_one("#history-status", Static).update(status)
+
+    def current_id(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not self.shown or table.cursor_row is None or not (0 <= table.cursor_row < len(self.shown)):
+            return None
+        return self.shown[table.cursor_row]["id"]
+
+    # -- actions -----------------------------------------------------------------------------
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "history-filter":
+            self.filter_text = event.value
+            self.refresh_table()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "history-filter":
+            self.query_one(DataTable).focus()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        key = event.column_key.value
+        if key in dict(COLUMNS):
+            # same column again flips the order; a new column starts at its best (lowest) value
+            self.sort_by(key, not self.sort_reverse if key == self.sort_key else key == "created_at")
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_detail()
+
+    def sort_by(self, key: str, reverse: bool = False) -> None:
+        self.sort_key, self.sort_reverse = key, reverse
+        self.refresh_table()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#history-filter", Input).focus()
+
+    def action_cycle_sort(self) -> None:
+        i = SORT_CYCLE.index(self.sort_key) if self.sort_key in SORT_CYCLE else -1
+        key = SORT_CYCLE[(i + 1) % len(SORT_CYCLE)]
+        self.sort_by(key, key == "created_at")  # newest first; lowest metric (best) first
+
+    def action_reverse(self) -> None:
+        self.sort_by(self.sort_key, not self.sort_reverse)
+
+    def action_mark(self) -> None:
+        run_id = self.current_id()
+        if run_id is None:
+            return
+        self.marked ^= {run_id}
+        table = self.query_one(DataTable)
+        table.update_cell_at((table.cursor_row, 0), MARK if run_id in self.marked else " ")
+        table.move_cursor(row=min(table.cursor_row + 1, len(self.shown) - 1))
+        self.refresh_status_only()
+
+    def refresh_status_only(self) -> None:
+        arrow = "↓" if self.sort_reverse else "↑"
+        text = f"{len(self.shown)} of {len(self.rows)} runs · sorted by {dict(COLUMNS)[self.sort_key]} {arrow}"
+        if self.marked:
+            text += f" · {len(self.marked)} marked (c: compare)"
+        self.query_one("#history-status", Static).update(text)
+
+    def action_detail(self) -> None:
+        run_id = self.current_id()
+        if run_id is not None:
+            self.app.push_screen(RunDetailScreen(self.records[run_id]))
+
+    def action_open_dashboard(self) -> None:
+        run_id = self.current_id()
+        if run_id is not None:
+            from tui.screens.dashboard import DashboardScreen
+
+            self.app.push_screen(DashboardScreen(run_id))
+
+    def action_compare(self) -> None:
+        ids = [r["id"] for r in self.shown if r["id"] in self.marked]
+        ids += sorted(self.marked - set(ids))  # marked but filtered out still count
+        if len(ids) < 2:
+            self.notify("mark at least two runs with space, then press c", severity="warning")
+            return
+        self.app.push_screen(CompareScreen([self.records[i] for i in ids]))
+
+
+class RunDetailScreen(Screen):
+    """Configuration, final metrics, samples, measured vs estimated memory, duration."""
+
+    TITLE = "Run detail"
+    DEFAULT_CSS = """
+    RunDetailScreen #detail-body { height: auto; padding: 0 1; }
+    RunDetailScreen Plot { height: 12; }
+    """
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("o", "open_dashboard", "Log/dashboard")]
+
+    def __init__(self, record: dict, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.record = record
+        self.detail: dict | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll():
+            yield Static(f"{self.record['id']}: reading run files…", id="detail-body")
+            yield Plot("WER (green) and eval loss", id="detail-plot")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.record["id"]
+        self._load()
+
+    @work(thread=True, exit_on_error=False)
+    def _load(self) -> None:
+        detail = compare.run_detail(self.app.workspace, self.record)
+        self.app.call_from_thread(self._show, detail)
+
+    def _show(self, d: dict) -> None:
+        self.detail = d
+        row, rec = d["row"], d["record"]
+        t = Text()
+        t.append(f"{rec['id']}\n", style="bold")
+        t.append(f"{row['model']} · {row['method']} · {row['dataset']} · {row['status']}")
+        if rec.get("status_reason"):
+            t.append(f" ({rec['status_reason']})", style="dim")
+        t.append(f"\nduration {fmt_value('duration_s', row['duration_s'])}")
+        if d["result"].get("train_samples_per_s"):
+            t.append(f" · {d['result']['train_samples_per_s']:.2f} samples/s")
+        t.append("\n\nMemory\n", style="bold underline")
+        peak = d["peak_memory"]
+        t.append(f"measured peak {fmt_value('peak_gb', row['peak_gb'])} GB")
+        if peak:
+            t.append(f" (allocated {fmt_value('x_gb', peak.get('allocated_gb'))}, reserved {fmt_value('x_gb', peak.get('reserved_gb'))}, "
+                     f"process RSS {fmt_value('x_gb', peak.get('rss_gb'))} on {peak.get('device', '?')})")
+        t.append(f"\nestimated {fmt_value('estimate_gb', row['estimate_gb'])} GB")
+        if row["peak_gb"] is not None and row["estimate_gb"]:
+            err = (row["estimate_gb"] - row["peak_gb"]) / row["peak_gb"] * 100
+            t.append(f"  (estimate {'over' if err >= 0 else 'under'} by {abs(err):.0f}%)", style="yellow" if err < 0 else "")
+        if d["result"].get("oom"):
+            t.append(f"\nOUT OF MEMORY at step {d['result'].get('oom_step')}", style="bold red")
+        t.append("\n\nMetrics (final evaluation)\n", style="bold underline")
+        for key, heading in compare.METRIC_COLUMNS[:8]:
+            t.append(f"{heading:<11}{fmt_value(key, row.get(key))}\n")
+        if (d["result"].get("best") or rec.get("best")):
+            best = rec.get("best") or d["result"]["best"]
+            t.append(f"best WER {fmt_value('wer', best.get('wer'))} at step {best.get('step')} ({best.get('checkpoint')})\n")
+        if d["result"].get("error_tail"):
+            t.append("\nLast log lines\n", style="bold underline")
+            t.append("\n".join(d["result"]["error_tail"][-10:]) + "\n", style="red")
+        t.append("\nFinal samples\n", style="bold underline")
+        if not d["samples"]:
+            t.append("(none)\n", style="dim")
+        for sid, s in sorted(d["samples"].items()):
+            t.append(f"{sid} (step {s.get('step')})\n", style="bold")
+            t.append_text(diff_text(s.get("reference", "") or "", s.get("prediction", "") or ""))
+            t.append("\n")
+        t.append("\nConfiguration\n", style="bold underline")
+        for k, v in sorted(d["config"].items()):
+            if k != "versions":
+                t.append(f"{k:<24}", style="dim")
+                t.append(f"{v}\n")
+        self.query_one("#detail-body", Static).update(t)
+        self.query_one(Plot).set_series([Series("WER", d["curves"]["wer"], "green3"), Series("eval loss", d["curves"]["eval_loss"])])
+
+    def action_open_dashboard(self) -> None:
+        from tui.screens.dashboard import DashboardScreen
+
+        self.app.push_screen(DashboardScreen(self.record["id"]))
+
+
+class CompareScreen(Screen):
+    """Two or more runs side by side; m / v export Markdown / CSV into <home>/exports/."""
+
+    TITLE = "Compare"
+    DEFAULT_CSS = """
+    CompareScreen #compare-tabs { height: 1fr; }
+    CompareScreen TabPane { padding: 0; height: 1fr; }
+    CompareScreen DataTable { height: 1fr; }
+    """
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("t", "tab('cmp-metrics')", "Table"),
+        Binding("p", "tab('cmp-curves')", "Plot"),
+        Binding("s", "tab('cmp-samples')", "Samples"),
+        Binding("d", "tab('cmp-config')", "Config diff"),
+        Binding("w", "curve", "Next curve"),
+        Binding("m", "export('md')", "Export .md"),
+        Binding("v", "export('csv')", "Export .csv"),
+    ]
+    CURVES = [("wer", "WER"), ("eval_loss", "eval loss"), ("loss", "train loss")]
+
+    def __init__(self, records: list[dict], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.records = records
+        self.comparison: compare.Comparison | None = None
+        self.curve = 0
+        self.exported: list = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(id="compare-tabs"):
+            with TabPane("Metrics", id="cmp-metrics"):
+                yield DataTable(id="cmp-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("Curves", id="cmp-curves"):
+                yield Plot("", id="cmp-plot")
+            with TabPane("Samples", id="cmp-samples"):
+                with VerticalScroll():
+                    yield Static("", id="cmp-samples-body")
+            with TabPane("Config", id="cmp-config"):
+                yield DataTable(id="cmp-config-table", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{len(self.records)} runs"
+        self._load()
+
+    @work(thread=True, exit_on_error=False)
+    def _load(self) -> None:
+        comp = compare.load_comparison(self.app.workspace, self.records)
+        self.app.call_from_thread(self._show, comp)
+
+    def _show(self, comp: compare.Comparison) -> None:
+        self.comparison = comp
+        ids = comp.run_ids
+        table = self.query_one("#cmp-table", DataTable)
+        table.add_column("")
+        for i, rid in enumerate(ids):
+            table.add_column(Text(rid, style=_colour(i)))
+        table.add_rows([[h, *vals] for h, vals in comp.metric_table()])
+        cfg = self.query_one("#cmp-config-table", DataTable)
+        cfg.add_column("differs")
+        for rid in ids:
+            cfg.add_column(rid)
+        diffs = comp.config_differences()
+        cfg.add_rows([[k, *v] for k, v in diffs] or [["(identical)", *[""] * len(ids)]])
+        t = Text()
+        for sid, ref, preds in comp.sample_table():
+            t.append(f"{sid}\n", style="bold underline")
+            t.append("reference  ", style="dim")
+            t.append(ref + "\n")
+            for i, (rid, pred) in enumerate(zip(ids, preds)):
+                t.append(f"{rid}\n", style=_colour(i))
+                t.append_text(diff_text(ref, pred))
+                t.append("\n")
+            t.append("\n")
+        self.query_one("#cmp-samples-body", Static).update(t or "no sample outputs in these runs")
+        self._plot()
+
+    def _plot(self) -> None:
+        if self.comparison is None:
+            return
+        key, name = self.CURVES[self.curve]
+        plot = self.query_one("#cmp-plot", Plot)
+        plot.title = f"{name} against step (w: next curve)"
+        plot.percent = key == "wer"
+        plot.set_series([Series(d["record"]["id"], d["curves"][key], _colour(i)) for i, d in enumerate(self.comparison.details)])
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def action_curve(self) -> None:
+        self.curve = (self.curve + 1) % len(self.CURVES)
+        self.query_one(TabbedContent).active = "cmp-curves"
+        self._plot()
+
+    def action_export(self, fmt: str) -> None:
+        if self.comparison is None:
+            self.notify("still reading the runs; try again in a moment", severity="warning")
+            return
+        try:
+            path = compare.export(self.app.workspace, self.comparison, fmt)
+        except (OSError, CompareError) as e:
+            self.notify(f"export failed: {e}", severity="error")
+            return
+        self.exported.append(path)
+        self.notify(f"comparison written to {path}", title="exported", timeout=10)
+
+
+def _colour(i: int) -> str:
+    from tui.widgets.plot import PALETTE
+
+    return PALETTE[i % len(PALETTE)]

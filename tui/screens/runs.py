@@ -1,11 +1,288 @@
-"""(in progress: being written by its owner, see docs/ARCHITECTURE.md)"""
+"""Runs, the home screen: what is running, what waits and why, what finished and how well.
 
+State comes from a background Poller (store + run files + daemon status) so a big
+workspace or a slow disk never freezes the keys. Every action goes through engine.queue,
+the same validated operations the CLI uses; the daemon picks the changes up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header, Static
+
+from engine.runfiles import RunFiles
+from engine.store import FINAL, Store
+from engine.workspace import Workspace
+from tui.poller import Poller
+from tui.widgets.engine_bar import EngineBar, EngineState
+from tui.widgets.run_table import RunRow, RunTable, build_rows
+
+
+@dataclass
+class RunsView:
+    rows: list[RunRow]
+    engine: EngineState
+    runs: dict[str, dict] = field(default_factory=dict)
+
+
+def engine_state(ws: Workspace, store: Store, counts: dict) -> EngineState:
+    """Ask engine.daemon without waiting on it; fall back to the store for the queue flag."""
+    paused = bool(store.get_meta("queue_paused", False))
+    try:
+        from engine import daemon
+    except ImportError as e:
+        return EngineState(queue_paused=paused, counts=counts, error=f"engine.daemon unavailable ({e})")
+    try:
+        st = daemon.status(ws) or {}
+    except Exception as e:  # noqa: BLE001 - a broken pid file must not break the screen
+        return EngineState(queue_paused=paused, counts=counts, error=f"cannot read engine status: {e}")
+    return EngineState(
+        running=bool(st.get("running")),
+        pid=st.get("pid"),
+        queue_paused=bool(st.get("queue_paused", paused)),
+        counts=counts,
+    )
+
+
+class ProgressCache:
+    """read_progress for live runs every poll; for finished ones once (they no longer change)."""
+
+    def __init__(self) -> None:
+        self._final: dict[tuple, dict] = {}
+
+    def get(self, ws: Workspace, run: dict) -> dict:
+        try:
+            from engine.progress import read_progress
+        except ImportError:
+            return {}
+        status = run.get("status")
+        if status == "queued" and not run.get("resume"):
+            return {}
+        key = (run.get("id"), status, run.get("finished_at"))
+        if status in FINAL and key in self._final:
+            return self._final[key]
+        try:
+            prog = read_progress(RunFiles(ws.run_dir(run["id"]))) or {}
+        except Exception:  # noqa: BLE001 - one unreadable run folder must not hide the others
+            prog = {}
+        if status in FINAL:
+            self._final[key] = prog
+        return prog
+
+
+def load_view(ws: Workspace, cache: ProgressCache) -> RunsView:
+    store = Store(ws)
+    runs = store.list_runs()
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
+    engine = engine_state(ws, store, counts)
+    progress = {r["id"]: cache.get(ws, r) for r in runs}
+    rows = build_rows(runs, progress, queue_paused=engine.queue_paused)
+    return RunsView(rows=rows, engine=engine, runs={r["id"]: r for r in runs})
 
 
 class RunsScreen(Screen):
-    def compose(self):
+    """Home: the queue and every past run. Enter opens a run's live dashboard."""
+
+    BINDINGS = [
+        Binding("enter", "open_run", "Open", show=False),
+        Binding("c", "cancel_run", "Cancel"),
+        Binding("r", "retry_run", "Retry"),
+        Binding("e", "resume_run", "Resume", show=False),
+        Binding("y", "clone_run", "Clone", show=False),
+        Binding("K", "move_up", "Move up", show=False),
+        Binding("J", "move_down", "Move down", show=False),
+        Binding("p", "toggle_queue", "Pause queue", tooltip="Pause or resume the queue"),
+        Binding("s", "start_engine", "Start engine"),
+        Binding("f5", "refresh", "Refresh", show=False),
+    ]
+
+    POLL_SECONDS = 1.0
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.view: RunsView | None = None
+        self._cache = ProgressCache()
+        self._starting = False
+        self.poller: Poller | None = None
+
+    @property
+    def workspace(self) -> Workspace:
+        return self.app.workspace  # type: ignore[attr-defined]
+
+    def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("runs")
+        yield EngineBar("engine: checking…", id="engine-bar")
+        yield RunTable(id="runs-table")
+        yield Static("Loading runs…", id="run-detail")
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(RunTable).focus()
+        self.poller = Poller(
+            self,
+            fetch=lambda: load_view(self.workspace, self._cache),
+            apply=self._apply,
+            interval=self.POLL_SECONDS,
+            on_error=self._poll_failed,
+            name="runs-poll",
+        ).start()
+
+    # -- showing state ----------------------------------------------------------------
+    def _apply(self, view: RunsView) -> None:
+        if self._starting and view.engine.running:
+            self._starting = False
+        if self._starting:
+            view.engine = EngineState(**{**view.engine.__dict__, "starting": True})
+        self.view = view
+        self.query_one(EngineBar).show(view.engine)
+        table = self.query_one(RunTable)
+        table.show(view.rows)
+        self._show_detail()
+
+    def _poll_failed(self, error: BaseException) -> None:
+        self.query_one("#run-detail", Static).update(f"Cannot read the workspace: {error}")
+
+    def _show_detail(self) -> None:
+        table = self.query_one(RunTable)
+        row = table.row_for(table.current_key)
+        if row is not None:
+            text = row.detail
+        elif self.view is not None and not self.view.rows:
+            text = "No runs yet. Press n to queue one (2 lists models, 3 datasets)."
+        else:
+            text = ""
+        self.query_one("#run-detail", Static).update(text)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open_run()
+
+    # -- helpers ----------------------------------------------------------------------
+    def selected_run(self) -> dict | None:
+        key = self.query_one(RunTable).current_key
+        if key is None or self.view is None:
+            return None
+        return self.view.runs.get(key)
+
+    def _need_run(self) -> dict | None:
+        run = self.selected_run()
+        if run is None:
+            self.notify("No run selected.", severity="warning")
+        return run
+
+    def _do(self, done: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run an engine.queue operation in a thread; report the outcome; refresh."""
+
+        async def work() -> None:
+            try:
+                result = await asyncio.to_thread(fn, *args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - the engine's message is meant for the user
+                self.notify(str(e) or type(e).__name__, title="Not done", severity="error")
+                return
+            self.notify(done.format(result=result))
+            if self.poller is not None:
+                self.poller.poke()
+
+        self.run_worker(work, group="runs-action", exit_on_error=False)
+
+    @staticmethod
+    def _queue():
+        from engine import queue
+
+        return queue
+
+    # -- actions ----------------------------------------------------------------------
+    def action_refresh(self) -> None:
+        if self.poller is not None:
+            self.poller.poke()
+
+    def action_open_run(self) -> None:
+        run = self._need_run()
+        if run is None:
+            return
+        try:
+            from tui.screens.dashboard import DashboardScreen
+        except ImportError:
+            self.notify("The run dashboard is not installed.", severity="error")
+            return
+        self.app.push_screen(DashboardScreen(run["id"]))
+
+    def action_cancel_run(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            self._do(f"Cancel requested for {run['id']}.", self._queue().cancel, self.workspace, run["id"])
+
+    def action_retry_run(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            self._do("Queued {result} (retry of %s)." % run["id"], self._queue().retry, self.workspace, run["id"])
+
+    def action_resume_run(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            self._do(f"{run['id']} will resume from its last checkpoint.", self._queue().resume, self.workspace, run["id"])
+
+    def action_clone_run(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            self.app.open_new_run(clone_of=run["id"])  # type: ignore[attr-defined]
+
+    def action_move_up(self) -> None:
+        self._move(+1)
+
+    def action_move_down(self) -> None:
+        self._move(-1)
+
+    def _move(self, delta: int) -> None:
+        """engine.queue.move counts towards the front: +1 is up the list."""
+        run = self._need_run()
+        if run is None:
+            return
+        if run.get("status") != "queued":
+            self.notify("Only queued runs can be moved.", severity="warning")
+            return
+        self._do(f"Moved {run['id']} {'up' if delta > 0 else 'down'}.", self._queue().move, self.workspace, run["id"], delta)
+
+    def action_toggle_queue(self) -> None:
+        paused = self.view.engine.queue_paused if self.view else False
+        if paused:
+            self._do("Queue resumed.", self._queue().unpause, self.workspace)
+        else:
+            self._do("Queue paused: running runs go on, nothing new starts.", self._queue().pause, self.workspace)
+
+    def action_start_engine(self) -> None:
+        if self.view is not None and self.view.engine.running:
+            self.notify("The engine is already running.")
+            return
+        from engine import daemon
+
+        self._starting = True
+        if self.view is not None:
+            self._apply(self.view)
+
+        def start():
+            daemon.ensure_running(self.workspace)
+
+        async def work() -> None:
+            try:
+                await asyncio.to_thread(start)
+            except Exception as e:  # noqa: BLE001
+                self._starting = False
+                self.notify(f"The engine did not start: {e}", severity="error")
+            else:
+                self.notify("Engine started.")
+            if self.poller is not None:
+                self.poller.poke()
+
+        self.run_worker(work, group="engine-start", exit_on_error=False)

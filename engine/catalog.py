@@ -1,0 +1,267 @@
+"""The candidate models (data/catalog.json), looked up by name, alias, hub id or local folder.
+
+Light module: plain JSON, no torch. Parameter counts come from the shipped cache that
+engine.params computes (data/param_counts.json); a local checkpoint folder is described
+from its config.json and counted from its safetensors headers (no weights are read).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import struct
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+CATALOG_PATH = DATA / "catalog.json"
+METHODS = ("full", "lora", "qlora", "lora8")
+
+
+class UnknownModel(LookupError):
+    def __init__(self, ref: str, matches: list[str], detail: str | None = None) -> None:
+        self.ref, self.matches = ref, matches
+        hint = f"; did you mean {', '.join(matches)}?" if matches else ""
+        msg = detail or f"unknown model {ref!r}{hint} (`voxtune models` lists them; a local checkpoint folder works too)"
+        super().__init__(msg)
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    hub_id: str
+    family: str  # seq2seq | ctc | audio-llm | speech-to-text
+    recipe: str  # whisper | ctc | qwen2_audio | voxtral | seamless | omni | granite | qwen_audio | salmonn
+    model_class: str
+    arch: dict
+    window_s: float
+    long_audio: str  # segment | multi_item | native
+    audio_tokens_per_s: float
+    languages: str = ""
+    licence: str = ""
+    methods: list[str] = field(default_factory=list)
+    trainable: bool = True
+    reason: str | None = None
+    lora_targets: list[str] = field(default_factory=list)
+    config_class: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    published: dict | None = None
+    requires_remote_code: bool = False
+    notes: str | None = None
+    local_path: str | None = None
+    params: dict | None = None  # count record (engine.params), None when unknown
+
+    @property
+    def params_total(self) -> int | None:
+        return int(self.params["total"]) if self.params else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- catalog ---------------------------------------------------------------------------------
+@lru_cache(maxsize=4)
+def _load(path: str) -> tuple[ModelEntry, ...]:
+    from engine.params import load_counts
+
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); restore it from the voxtune release") from e
+    counts = load_counts()
+    known = set(ModelEntry.__dataclass_fields__)
+    out = []
+    for i, m in enumerate(raw.get("models", [])):
+        extra = set(m) - known
+        missing = {"name", "hub_id", "family", "recipe", "model_class", "arch", "window_s", "long_audio",
+                   "audio_tokens_per_s"} - set(m)
+        if missing or extra:
+            raise ValueError(f"{path}: model #{i} ({m.get('name')}): missing {sorted(missing)} / unknown {sorted(extra)}")
+        entry = ModelEntry(**m)
+        entry.params = counts.get(entry.name)
+        out.append(entry)
+    return tuple(out)
+
+
+def load_catalog(path: Path | None = None) -> list[ModelEntry]:
+    return list(_load(str(path or CATALOG_PATH)))
+
+
+def names() -> list[str]:
+    return [e.name for e in load_catalog()]
+
+
+def _keys(e: ModelEntry) -> list[str]:
+    return [k.lower() for k in (e.name, e.hub_id, e.hub_id.split("/")[-1], *e.aliases)]
+
+
+def close_matches(ref: str, candidates: list[str], n: int = 5) -> list[str]:
+    low = {c.lower(): c for c in candidates}
+    hits = difflib.get_close_matches(ref.lower(), list(low), n=n, cutoff=0.5)
+    subs = [k for k in low if ref.lower() in k or (len(k) > 3 and k in ref.lower())]
+    out: list[str] = []
+    for k in hits + subs:
+        if low[k] not in out:
+            out.append(low[k])
+    return out[:n]
+
+
+def get_model(ref: str) -> ModelEntry:
+    """A catalog name, alias or hub id (case-insensitive), or a local checkpoint folder."""
+    ref = str(ref).strip()
+    key = ref.lower()
+    for e in load_catalog():
+        if key in _keys(e):
+            return e
+    p = Path(ref).expanduser()
+    if p.is_dir():
+        return entry_from_folder(p)
+    entries = load_catalog()
+    near = close_matches(ref, [e.name for e in entries] + [e.hub_id for e in entries])
+    raise UnknownModel(ref, near)
+
+
+# -- local checkpoint folders ---------------------------------------------------------------
+# model_type in config.json -> (family, recipe). Sub-configs of the multimodal models are
+# listed too, since an exported thinker or encoder may carry them.
+MODEL_TYPES: dict[str, tuple[str, str]] = {
+    "whisper": ("seq2seq", "whisper"),
+    "qwen2_audio": ("audio-llm", "qwen2_audio"),
+    "voxtral": ("audio-llm", "voxtral"),
+    "seamless_m4t_v2": ("speech-to-text", "seamless"),
+    "seamless_m4t": ("speech-to-text", "seamless"),
+    "wav2vec2-bert": ("ctc", "ctc"),
+    "wav2vec2_bert": ("ctc", "ctc"),
+    "wav2vec2": ("ctc", "ctc"),
+    "qwen2_5_omni": ("audio-llm", "omni"),
+    "qwen2_5_omni_thinker": ("audio-llm", "omni"),
+    "granite_speech": ("audio-llm", "granite"),
+    "qwen": ("audio-llm", "qwen_audio"),
+}
+_TEMPLATE = {"whisper": "whisper-small", "qwen2_audio": "qwen2-audio-7b-instruct", "voxtral": "voxtral-mini-3b",
+             "seamless": "seamless-m4t-v2-large", "ctc": "w2v-bert-2.0", "omni": "qwen2.5-omni-7b",
+             "granite": "granite-speech-3.3-2b", "qwen_audio": "qwen-audio"}
+
+
+def family_for_model_type(model_type: str) -> tuple[str, str]:
+    """(family, recipe) for a config.json model_type; KeyError names the supported ones."""
+    try:
+        return MODEL_TYPES[model_type]
+    except KeyError:
+        raise KeyError(f"model_type {model_type!r} is not an audio-to-text family voxtune trains "
+                       f"(supported: {', '.join(sorted(MODEL_TYPES))})") from None
+
+
+def _first(d: dict, *keys: str, default: Any = None) -> Any:
+    for k in keys:
+        if d.get(k) is not None:
+            return d[k]
+    return default
+
+
+def arch_from_config(cfg: dict, recipe: str) -> dict:
+    """Catalog-style architecture numbers from a checkpoint's config.json."""
+    if recipe == "whisper":
+        return {
+            "audio": {"hidden": cfg["d_model"], "layers": cfg["encoder_layers"], "heads": cfg["encoder_attention_heads"],
+                      "ffn": cfg["encoder_ffn_dim"], "mel_bins": cfg.get("num_mel_bins", 80),
+                      "frames_per_30s": cfg.get("max_source_positions", 1500)},
+            "text": {"hidden": cfg["d_model"], "layers": cfg["decoder_layers"], "heads": cfg["decoder_attention_heads"],
+                     "ffn": cfg["decoder_ffn_dim"], "vocab": cfg["vocab_size"],
+                     "max_target_tokens": cfg.get("max_target_positions", 448)},
+        }
+    if recipe in ("ctc",):
+        return {"audio": {"hidden": cfg["hidden_size"], "layers": cfg["num_hidden_layers"],
+                          "heads": cfg["num_attention_heads"], "ffn": cfg["intermediate_size"], "frames_per_30s": 1500},
+                "text": {"vocab": cfg.get("vocab_size") or 64}}
+    if recipe == "seamless":
+        return {"audio": {"hidden": cfg["hidden_size"], "layers": cfg["speech_encoder_layers"],
+                          "heads": cfg["speech_encoder_attention_heads"], "ffn": cfg["speech_encoder_intermediate_size"],
+                          "frames_per_30s": 1500},
+                "text": {"hidden": cfg["hidden_size"], "layers": cfg["decoder_layers"], "heads": cfg["decoder_attention_heads"],
+                         "ffn": cfg["decoder_ffn_dim"], "vocab": cfg["vocab_size"], "max_target_tokens": 256}}
+    root = cfg.get("thinker_config", cfg)  # a full Omni checkpoint nests the thinker
+    au = _first(root, "audio_config", "encoder_config", default={}) or {}
+    tx = root.get("text_config", {}) or {}
+    audio = {"hidden": _first(au, "d_model", "hidden_size", "hidden_dim", default=1280),
+             "layers": _first(au, "encoder_layers", "num_hidden_layers", "num_layers", default=32),
+             "heads": _first(au, "encoder_attention_heads", "num_attention_heads", "num_heads", default=20),
+             "frames_per_30s": 1500}
+    audio["ffn"] = _first(au, "encoder_ffn_dim", "intermediate_size",
+                          default=audio["hidden"] * au.get("feedforward_mult", 4))
+    heads = _first(tx, "num_attention_heads", default=32)
+    text = {"hidden": _first(tx, "hidden_size", default=4096), "layers": _first(tx, "num_hidden_layers", default=32),
+            "heads": heads, "kv_heads": _first(tx, "num_key_value_heads", default=heads),
+            "ffn": _first(tx, "intermediate_size", default=11008), "vocab": _first(tx, "vocab_size", default=151936),
+            "tie_embeddings": bool(_first(tx, "tie_word_embeddings", default=root.get("tie_word_embeddings", False)))}
+    if tx.get("head_dim"):
+        text["head_dim"] = tx["head_dim"]
+    return {"audio": audio, "text": text}
+
+
+def safetensors_counts(folder: Path) -> dict | None:
+    """Count record from safetensors headers only (shapes, no tensor data)."""
+    from engine.params import part_of
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    parts = {"audio": 0, "text": 0, "other": 0}
+    quantizable = 0
+    lora: dict[str, dict[str, int]] = {}
+    for f in files:
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for name, meta in header.items():
+            if name == "__metadata__":
+                continue
+            shape = meta.get("shape", [])
+            numel = 1
+            for s in shape:
+                numel *= s
+            part = part_of(name)
+            parts[part] += numel
+            if len(shape) == 2 and name.endswith(".weight") and not any(
+                    k in name for k in ("embed", "lm_head", "proj_out", "shared")):
+                quantizable += numel
+                suffix = name.rsplit(".", 2)[-2]
+                slot = lora.setdefault(suffix, {"audio": 0, "text": 0, "other": 0})
+                slot[part] += shape[0] + shape[1]
+    return {"total": sum(parts.values()), "audio_encoder": parts["audio"], "decoder": parts["text"],
+            "other": parts["other"], "quantizable": quantizable, "lora_dims": dict(sorted(lora.items())),
+            "source": "safetensors"}
+
+
+def entry_from_folder(folder: Path) -> ModelEntry:
+    """Describe a local checkpoint (a download or an exported fine-tune) as a catalog entry."""
+    folder = Path(folder).expanduser().resolve()
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise UnknownModel(str(folder), [], detail=f"{folder}: no config.json; point at a Hugging Face checkpoint "
+                                                   "folder (the one holding config.json and *.safetensors)")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UnknownModel(str(folder), [], detail=f"{cfg_path}: not valid JSON ({e})") from e
+    model_type = cfg.get("model_type", "")
+    try:
+        family, recipe = family_for_model_type(model_type)
+    except KeyError as e:
+        raise UnknownModel(str(folder), [], detail=f"{cfg_path}: {e.args[0]}") from None
+    try:
+        arch = arch_from_config(cfg, recipe)
+    except KeyError as e:
+        raise UnknownModel(str(folder), [], detail=f"{cfg_path}: field {e.args[0]!r} missing for a {model_type} config") from None
+    t = next(e for e in load_catalog() if e.name == _TEMPLATE[recipe])
+    archs = cfg.get("architectures") or [t.model_class]
+    return ModelEntry(
+        name=str(folder), hub_id=str(folder), family=family, recipe=recipe, model_class=archs[0], arch=arch,
+        window_s=t.window_s, long_audio=t.long_audio, audio_tokens_per_s=t.audio_tokens_per_s,
+        languages=t.languages, licence="see the checkpoint's model card", methods=list(t.methods),
+        trainable=t.trainable, reason=t.reason, lora_targets=list(t.lora_targets),
+        config_class=t.config_class, requires_remote_code=t.requires_remote_code, local_path=str(folder),
+        params=safetensors_counts(folder),
+    )

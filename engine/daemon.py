@@ -1,0 +1,535 @@
+"""The engine daemon: one per workspace, detached from any terminal, executing the queue.
+
+It polls the store (~0.5 s), starts `python -m engine.worker RUN_DIR` for each admitted
+run in the worker's own session (log.txt as stdout+stderr), samples telemetry about once a
+second, escalates cancel requests (cancel.request -> SIGTERM -> SIGKILL), and when a worker
+ends records its exit status, signal, last log lines and peak memory into result.json and
+the run record. Workers are never the daemon's responsibility to keep alive: they outlive
+a daemon that stops or dies, and a restarted daemon re-adopts them.
+
+One daemon per workspace: it holds an exclusive flock on .voxtune/engine.lock for its whole
+life; .voxtune/engine.pid says who it is (pid + create_time, checked with psutil).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from engine import queue as runqueue
+from engine import scheduler
+from engine.progress import read_progress
+from engine.runfiles import RunFiles, atomic_write_json, read_json, tail_lines
+from engine.store import Store
+from engine.telemetry import Sampler, detect_gpus
+from engine.worker import OOM_MARKERS, lock_holder
+from engine.workspace import Workspace
+
+POLL_S = 0.5
+TELEMETRY_S = 1.0
+CANCEL_TIMEOUT_S = float(os.environ.get("VOXTUNE_CANCEL_TIMEOUT", "180"))  # graceful stop, then SIGTERM
+KILL_GRACE_S = float(os.environ.get("VOXTUNE_KILL_GRACE", "15"))  # SIGTERM, then SIGKILL
+ERROR_TAIL_LINES = 20
+
+
+class DaemonError(Exception):
+    pass
+
+
+def _pid_path(ws: Workspace) -> Path:
+    return ws.engine_dir / "engine.pid"
+
+
+def _lock_path(ws: Workspace) -> Path:
+    return ws.engine_dir / "engine.lock"
+
+
+def log_path(ws: Workspace) -> Path:
+    return ws.engine_dir / "engine.log"
+
+
+def _proc_matches(pid: int | None, create_time: float | None) -> psutil.Process | None:
+    """The live process `pid`, if it is the same process that was recorded (not a reused pid)."""
+    if not pid:
+        return None
+    try:
+        p = psutil.Process(int(pid))
+        if create_time is not None and abs(p.create_time() - float(create_time)) > 1.0:
+            return None
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return p
+    except (psutil.Error, ValueError):
+        return None
+
+
+def _lock_held(ws: Workspace) -> bool:
+    path = _lock_path(ws)
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _daemon_process(ws: Workspace) -> psutil.Process | None:
+    info = read_json(_pid_path(ws)) or {}
+    proc = _proc_matches(info.get("pid"), info.get("create_time"))
+    if proc is not None and _lock_held(ws):
+        return proc
+    return None
+
+
+# -- the public API used by the CLI and the TUI ------------------------------------------------
+def status(ws: Workspace) -> dict:
+    """running, pid, queue_paused (+ reason), active runs with progress, queued count."""
+    proc = _daemon_process(ws)
+    info = read_json(_pid_path(ws)) or {}
+    store = Store(ws)
+    runs = store.list_runs()
+    active = []
+    for r in scheduler.order(x for x in runs if x["status"] == "running"):
+        prog = read_progress(RunFiles(ws.run_dir(r["id"])))
+        active.append({
+            "id": r["id"], "pid": r.get("pid"), "device": r.get("device"), "started_at": r.get("started_at"),
+            "cancel_requested": bool(r.get("cancel_requested")), "step": prog["step"],
+            "max_steps": prog["max_steps"], "eta_s": prog["eta_s"],
+        })
+    queued = scheduler.order(x for x in runs if x["status"] == "queued")
+    return {
+        "running": proc is not None,
+        "pid": proc.pid if proc else None,
+        "started_at": info.get("started_at") if proc else None,
+        "workspace": str(ws.home),
+        "log": str(log_path(ws)),
+        "queue_paused": bool(store.get_meta("queue_paused", False)),
+        "queue_paused_reason": store.get_meta("queue_paused_reason"),
+        "active_runs": active,
+        "queued": [{"id": r["id"], "reason": r.get("status_reason")} for r in queued],
+    }
+
+
+def start(ws: Workspace, wait_s: float = 30.0) -> int:
+    """Start the daemon detached (new session, streams to .voxtune/engine.log) unless one runs.
+    Returns its pid."""
+    proc = _daemon_process(ws)
+    if proc is not None:
+        return proc.pid
+    ws.ensure()
+    with open(log_path(ws), "ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "engine.daemon", "--home", str(ws.home)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True, cwd=str(ws.home),
+        )
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        proc = _daemon_process(ws)
+        if proc is not None:
+            if child.poll() is None and proc.pid != child.pid:
+                child.wait(timeout=wait_s)  # lost the race to another starter: it exits by itself
+            return proc.pid
+        if child.poll() is not None:
+            proc = _daemon_process(ws)
+            if proc is not None:
+                return proc.pid
+            tail = "\n".join(tail_lines(log_path(ws), 15)[0])
+            raise DaemonError(f"the engine exited at start (code {child.returncode}); {log_path(ws)} ends with:\n{tail}")
+        time.sleep(0.1)
+    raise DaemonError(f"the engine did not come up within {wait_s:.0f} s; see {log_path(ws)}")
+
+
+ensure_running = start
+
+
+def stop(ws: Workspace, timeout_s: float = 30.0) -> bool:
+    """SIGTERM the daemon and wait for it to exit. Running workers are left alone (they keep
+    training and are re-adopted at the next start). Returns False if none was running."""
+    proc = _daemon_process(ws)
+    if proc is None:
+        return False
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except psutil.TimeoutExpired:
+        raise DaemonError(f"the engine (pid {proc.pid}) did not stop within {timeout_s:.0f} s; see {log_path(ws)}")
+    return True
+
+
+# -- the daemon itself ------------------------------------------------------------------------
+def _log(msg: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}", flush=True)
+
+
+def _gb(x: Any) -> str:
+    return f"{x:.1f} GB" if isinstance(x, (int, float)) else "?"
+
+
+def gpu_devices(gpus: list) -> list[scheduler.Device]:
+    from engine.telemetry import _attr
+
+    out = []
+    for i, g in enumerate(gpus):
+        total = _attr(g, "total_gb", "memory_gb")
+        free = _attr(g, "free_gb")
+        used = _attr(g, "used_gb")
+        if free is None and total is not None and used is not None:
+            free = total - used
+        idx = _attr(g, "index")
+        out.append(scheduler.Device(str(idx if idx is not None else i), str(_attr(g, "name") or f"GPU {i}"), free, total))
+    return out
+
+
+def oom_reason(config: dict, result: dict, budget_gb: float | None, fallback: str | None = None) -> str:
+    """'out of memory at step 40 (peak 11.6 GB); try `voxtune runs clone ...`' with a config the
+    estimator says fits `budget_gb`; without an estimate, the worker's own advice (`fallback`)."""
+    peak = (result.get("peak_memory") or {})
+    peak_gb = peak.get("reserved_gb") or peak.get("allocated_gb") or peak.get("proc_gpu_gb")
+    step = result.get("oom_step")
+    where = f" at step {step}" if step is not None else ""
+    text = f"out of memory{where} (peak {_gb(peak_gb)})" if peak_gb else f"out of memory{where}"
+    fix = runqueue.suggest_fit(config, budget_gb)
+    if (not fix or fix["estimate_gb"] is None) and fallback and "out of memory at step" in fallback:
+        return fallback  # the driver's own message already has the step, the peak and advice
+    if fix:
+        est = f" (estimated {_gb(fix['estimate_gb'])})" if fix["estimate_gb"] is not None else ""
+        text += f"; try `voxtune runs clone {config.get('run_id')} {fix['flags']}`{est}"
+    else:
+        text += "; try a smaller batch with more --grad-accum, gradient checkpointing, or --method qlora"
+    return text
+
+
+class Daemon:
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws.ensure()
+        self.store = Store(ws)
+        self.children: dict[str, subprocess.Popen] = {}
+        self.adopted: dict[str, psutil.Process] = {}
+        self.samplers: dict[str, Sampler] = {}
+        self.term_sent: dict[str, float] = {}
+        self.forced: set[str] = set()
+        self.stopping = False
+        self._last_sample = 0.0
+        self._lock_fd: int | None = None
+
+    # lifecycle
+    def acquire(self) -> bool:
+        fd = os.open(_lock_path(self.ws), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        me = psutil.Process()
+        atomic_write_json(_pid_path(self.ws), {"pid": me.pid, "create_time": me.create_time(), "started_at": time.time(),
+                                               "python": sys.executable})
+        return True
+
+    def release(self) -> None:
+        info = read_json(_pid_path(self.ws)) or {}
+        if info.get("pid") == os.getpid():
+            try:
+                _pid_path(self.ws).unlink()
+            except FileNotFoundError:
+                pass
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.stopping = True
+
+    def serve(self) -> int:
+        if not self.acquire():
+            _log(f"another engine already serves {self.ws.home}; exiting")
+            return 0
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a dropped SSH session must not stop the queue
+        _log(f"engine started, pid {os.getpid()}, workspace {self.ws.home}")
+        try:
+            self.recover()
+            while not self.stopping:
+                try:
+                    self.tick()
+                except Exception:  # a bad record or a full disk must not kill the daemon
+                    _log("error during poll:\n" + traceback.format_exc())
+                    time.sleep(2)
+                time.sleep(POLL_S)
+        finally:
+            live = list(self.children) + list(self.adopted)
+            if live:
+                _log(f"leaving {len(live)} run(s) running ({', '.join(live)}); the next start re-adopts them")
+            _log("engine stopped")
+            self.release()
+        return 0
+
+    # recovery
+    def recover(self) -> None:
+        interrupted = []
+        for run in self.store.list_runs():
+            if run["status"] != "running":
+                continue
+            rid = run["id"]
+            run_dir = self.ws.run_dir(rid)
+            holder = lock_holder(run_dir)
+            if holder is None and not run.get("pid") and time.time() - (run.get("started_at") or 0) < 10:
+                time.sleep(3)  # the previous daemon died just after spawning: let the worker take its lock
+                holder = lock_holder(run_dir)
+            proc = _proc_matches(holder, None) if holder and holder > 0 else _proc_matches(run.get("pid"), run.get("pid_create_time"))
+            if proc is not None:
+                self.adopted[rid] = proc
+                self.samplers[rid] = Sampler(RunFiles(run_dir), proc.pid, self._gpu_index(run))
+                if proc.pid != run.get("pid"):
+                    self.store.update_run(rid, pid=proc.pid, pid_create_time=proc.create_time())
+                _log(f"re-adopted {rid} (worker pid {proc.pid})")
+                continue
+            result = read_json(RunFiles(run_dir).result, None) if RunFiles(run_dir).result.exists() else None
+            if isinstance(result, dict) and result.get("status") in ("finished", "failed", "cancelled"):
+                self.finalize(rid, None)  # it ended while no engine was watching
+                continue
+            prog = read_progress(RunFiles(run_dir))
+            at = f" at step {prog['step']}" if prog["step"] is not None else ""
+            reason = f"interrupted{at}: the engine stopped and the worker is gone; `voxtune runs resume {rid}` continues it"
+            self.store.set_status(rid, "interrupted", reason, pid=None, pid_create_time=None)
+            interrupted.append(rid)
+            _log(f"{rid}: {reason}")
+        if interrupted:
+            runqueue.pause(self.ws, f"paused after a crash: {len(interrupted)} run(s) interrupted "
+                                    f"({', '.join(interrupted)}); resume them or `voxtune queue resume`")
+
+    # the poll loop
+    def tick(self) -> None:
+        self.reap()
+        runs = self.store.list_runs()
+        self.handle_cancels([r for r in runs if r["status"] == "running"])
+        gpus = None
+        if self.samplers and time.monotonic() - self._last_sample >= TELEMETRY_S:
+            self._last_sample = time.monotonic()
+            gpus = detect_gpus()
+            for rid, sampler in list(self.samplers.items()):
+                try:
+                    sampler.sample(gpus)
+                except Exception:
+                    _log(f"{rid}: telemetry failed:\n{traceback.format_exc()}")
+        if not self.stopping:
+            self.schedule(runs, gpus)
+
+    def reap(self) -> None:
+        for rid, child in list(self.children.items()):
+            rc = child.poll()
+            if rc is not None:
+                self.finalize(rid, rc)
+        for rid, proc in list(self.adopted.items()):
+            try:
+                gone = not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                gone = True
+            if gone:
+                self.finalize(rid, None)
+
+    def _pid_of(self, rid: str) -> int | None:
+        if rid in self.children:
+            return self.children[rid].pid
+        if rid in self.adopted:
+            return self.adopted[rid].pid
+        return None
+
+    def handle_cancels(self, running: list[dict]) -> None:
+        now = time.time()
+        for run in running:
+            rid = run["id"]
+            if not run.get("cancel_requested"):
+                continue
+            files = RunFiles(self.ws.run_dir(rid))
+            if not files.cancel_request.exists():
+                files.cancel_request.write_text(f"{now}\n")
+            pid = self._pid_of(rid)
+            if pid is None:
+                continue
+            asked = run.get("cancel_requested_at") or now
+            sig = None
+            if rid not in self.term_sent and now - asked > CANCEL_TIMEOUT_S:
+                sig, self.term_sent[rid] = signal.SIGTERM, now
+            elif rid in self.term_sent and rid not in self.forced and now - self.term_sent[rid] > KILL_GRACE_S:
+                sig = signal.SIGKILL
+                self.forced.add(rid)
+            if sig is not None:
+                _log(f"{rid}: worker did not stop after the cancel request; sending {signal.Signals(sig).name}")
+                self.forced.add(rid)
+                try:
+                    os.killpg(pid, sig)  # the worker leads its own session/process group
+                except ProcessLookupError:
+                    pass
+
+    def _gpu_index(self, run: dict) -> int | None:
+        dev = run.get("device")
+        return int(dev) if dev not in (None, scheduler.CPU) and str(dev).isdigit() else None
+
+    def schedule(self, runs: list[dict], gpus: list | None) -> None:
+        queued = [r for r in runs if r["status"] == "queued"]
+        if not queued:
+            return
+        active = [r for r in runs if r["status"] == "running"]
+        paused = bool(self.store.get_meta("queue_paused", False))
+        devices = gpu_devices(gpus if gpus is not None else detect_gpus())
+        plan = scheduler.plan(queued, active, devices, paused=paused)
+        by_id = {r["id"]: r for r in queued}
+        for rid, reason in plan.waiting.items():
+            if by_id[rid].get("status_reason") != reason:
+                self.store.update_run(rid, status_reason=reason)
+        for rid, device in plan.start:
+            self.spawn(by_id[rid], device, multi_gpu=len(devices) > 1)
+
+    def spawn(self, run: dict, device: str, multi_gpu: bool = False) -> None:
+        rid = run["id"]
+        files = RunFiles(self.ws.run_dir(rid))
+        if not files.config.exists():
+            self.store.set_status(rid, "failed", f"{files.config} is missing; the run cannot start")
+            return
+        # Recorded as running before the process exists: if the daemon dies in between, the
+        # run comes back as interrupted (resumable) rather than queued and started twice.
+        self.store.set_status(rid, "running", "resuming from last checkpoint" if run.get("resume") else None,
+                              device=device, pid=None, pid_create_time=None, cancel_requested=False,
+                              exit_code=None, signal=None)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if multi_gpu and device != scheduler.CPU:
+            env["CUDA_VISIBLE_DEVICES"] = device  # ROCm builds of torch honour it too
+        with open(files.log, "ab") as log:
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if run.get('resume') else 'start'} "
+                      f"on {device} ===\n".encode())
+            log.flush()
+            child = subprocess.Popen(
+                [sys.executable, "-m", "engine.worker", str(files.root)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True, cwd=str(files.root), env=env,
+            )
+        self.children[rid] = child
+        try:
+            ctime = psutil.Process(child.pid).create_time()
+        except psutil.Error:
+            ctime = None
+        self.store.update_run(rid, pid=child.pid, pid_create_time=ctime)
+        self.samplers[rid] = Sampler(files, child.pid, self._gpu_index({"device": device}))
+        self._last_sample = 0.0  # first sample on the next poll
+        _log(f"{rid}: started worker pid {child.pid} on {device}")
+
+    def finalize(self, rid: str, returncode: int | None) -> None:
+        """A worker ended: decide the run's status and record everything we know."""
+        self.children.pop(rid, None)
+        self.adopted.pop(rid, None)
+        sampler = self.samplers.pop(rid, None)
+        forced = rid in self.forced
+        self.forced.discard(rid)
+        self.term_sent.pop(rid, None)
+        files = RunFiles(self.ws.run_dir(rid))
+        run = self.store.get_run(rid)
+        if run is None:
+            return
+        try:
+            result = read_json(files.result, None)
+        except ValueError:
+            result = None
+        result = result if isinstance(result, dict) else {}
+        config = read_json(files.config, {}) or {}
+        tail, _ = tail_lines(files.log, ERROR_TAIL_LINES)
+        sig = signal.Signals(-returncode).name if returncode is not None and returncode < 0 else None
+        last_line = next((ln.strip() for ln in reversed(tail) if ln.strip() and not ln.startswith("===")), "")
+
+        if result.get("status") in ("finished", "failed", "cancelled"):
+            status, reason = result["status"], result.get("reason")
+        elif forced:
+            status, reason = "cancelled", f"cancelled: the worker ignored the cancel request and was stopped ({sig or 'signal'})"
+        elif sig:
+            status, reason = "failed", f"killed by {sig}" + (" (the kernel's out-of-memory killer does this)" if sig == "SIGKILL" else "")
+        elif returncode is None:
+            status, reason = "failed", f"the worker ended while the engine was not watching, without a result; last line: {last_line[:200]}"
+        elif returncode != 0:
+            status, reason = "failed", f"worker exited with code {returncode}: {last_line[:200]}"
+        else:
+            status, reason = "failed", "the worker exited without writing result.json"
+        oom = bool(result.get("oom")) or (status == "failed" and any(m in "\n".join(tail).lower() for m in OOM_MARKERS))
+        peaks = sampler.peaks() if sampler else {}
+        peak = dict(result.get("peak_memory") or {})
+        peak.setdefault("device", run.get("device"))
+        if peaks.get("rss_gb"):
+            peak["rss_gb"] = max(peak.get("rss_gb") or 0.0, peaks["rss_gb"])
+        if peaks.get("proc_gpu_gb") is not None:
+            peak["proc_gpu_gb"] = peaks["proc_gpu_gb"]
+        result["peak_memory"] = peak
+        if oom and status == "failed":
+            result["oom"] = True
+            budget = next((d.total_gb for d in gpu_devices(detect_gpus()) if d.id == run.get("device")), None)
+            reason = oom_reason(config, result, budget, fallback=reason if result.get("oom") else None)
+        result.update(status=status, reason=reason, exit_code=returncode, signal=sig, error_tail=tail)
+        atomic_write_json(files.result, result)
+        prog = read_progress(files)
+        metrics = result.get("metrics") or prog["last_eval"]
+        self.store.set_status(
+            rid, status, reason, pid=None, pid_create_time=None, exit_code=returncode, signal=sig,
+            peak_memory=peak, metrics=metrics, best=result.get("best") or run.get("best"),
+            resume=False, cancel_requested=False, oom=oom,
+        )
+        self._measure(rid, run, config, result)
+        _log(f"{rid}: {status} ({reason or 'ok'}), exit code {returncode}, signal {sig}")
+
+    def _measure(self, rid: str, run: dict, config: dict, result: dict) -> None:
+        """A calibration point for the estimator: what this config really took on the GPU."""
+        peak = result.get("peak_memory") or {}
+        if peak.get("allocated_gb") is None and peak.get("reserved_gb") is None:
+            return
+        record = {
+            "model": config.get("model"), "method": config.get("method"), "batch": config.get("batch_size"),
+            "audio_seconds": result.get("audio_seconds") or config.get("audio_seconds"),
+            "lora_rank": config.get("lora_rank"), "precision": result.get("precision") or config.get("precision"),
+            "gradient_checkpointing": config.get("gradient_checkpointing"), "optimizer": config.get("optimizer"),
+            "device": peak.get("device") or run.get("device"), "peak_allocated_gb": peak.get("allocated_gb"),
+            "peak_reserved_gb": peak.get("reserved_gb"), "estimate_gb": config.get("estimate_gb"),
+            "oom": bool(result.get("oom")), "run_id": rid, "time": time.time(),
+        }
+        try:
+            from engine import calibration  # ESTIMATOR's format, when present
+
+            make = getattr(calibration, "measurement_from_run", None)
+            if make is not None:
+                record = make(config, result, run) or record
+        except ImportError:
+            pass
+        except Exception:
+            _log(f"{rid}: calibration record failed, storing the plain one:\n{traceback.format_exc()}")
+        self.store.add_measurement(record)
+
+
+def serve(ws: Workspace) -> int:
+    """Run the daemon in the foreground (systemd, or the detached child of start())."""
+    return Daemon(ws).serve()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.daemon")
+    parser.add_argument("--home", required=True)
+    args = parser.parse_args(argv)
+    from engine.workspace import open_workspace
+
+    return serve(open_workspace(args.home))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,568 @@
+"""Datasets: import the user's recordings, check them, split them, describe them.
+
+Import reads a folder or a manifest where it is and never writes there: what voxtune keeps
+is a normalised manifest (data/<name>/manifest.jsonl, usable rows only) and a record in the
+store (problems, splits, pinned samples). Splits are drawn once from a seed and then stay
+put until someone changes them on purpose, so runs stay comparable.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import random
+import re
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+
+from engine.audio import AUDIO_EXTS, TARGET_SR, AudioError, content_hash, is_silent, probe, read_native
+from engine.runfiles import atomic_write_text
+from engine.store import Store
+from engine.workspace import Workspace
+
+SPLITS = ("train", "validation", "test")
+MIN_DURATION_S = 0.5
+MAX_DURATION_S = 30 * 60
+DEFAULT_SPLIT = "0.8/0.1/0.1"
+DEFAULT_SEED = 0
+DEFAULT_PINNED = 3
+DEMO_NAME = "demo"
+DEMO_SPLIT = "10/2/2"  # two validation clips to pin, two held out for testing
+DEMO_DIR = Path(__file__).resolve().parents[1] / "data" / "demo_clips"
+
+AUDIO_COLUMNS = ("audio", "file_name", "path", "file", "audio_path")
+TEXT_COLUMNS = ("text", "transcription", "transcript", "sentence", "clean")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class DatasetError(Exception):
+    """Bad input or an unknown name; the message names the file/field and what to do."""
+
+
+# -- reading the user's layout ---------------------------------------------------------------
+def _problem(file: Any, reason: str) -> dict:
+    return {"file": str(file), "reason": reason}
+
+
+def _clean_text(text: str) -> str:
+    """Targets are compared word by word: collapse line breaks and runs of spaces."""
+    return " ".join(text.split())
+
+
+def _read_text_file(path: Path) -> tuple[str | None, str | None]:
+    """(text, problem reason)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        return None, f"cannot read transcript ({e.strerror})"
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        return None, f"transcript is not UTF-8 (byte {e.start}); re-save it as UTF-8"
+    return text, None
+
+
+def _read_segments_file(path: Path) -> list[dict] | None:
+    if not path.exists():
+        return None
+    try:
+        segs = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path}: not a JSON list of {{start, end, text}} ({e})") from e
+    return _check_segments(segs, str(path))
+
+
+def _check_segments(segs: Any, where: str) -> list[dict] | None:
+    if segs is None:
+        return None
+    ok = isinstance(segs, list) and all(
+        isinstance(s, dict) and {"start", "end", "text"} <= set(s) for s in segs
+    )
+    if not ok:
+        raise DatasetError(f"{where}: verbatim_segments must be a list of {{\"start\", \"end\", \"text\"}} objects")
+    return [{"start": float(s["start"]), "end": float(s["end"]), "text": str(s["text"])} for s in segs]
+
+
+def _from_folder(root: Path) -> tuple[list[dict], list[dict]]:
+    """clip.wav + clip.txt (+ clip.verbatim.txt, + clip.verbatim.json with timings)."""
+    rows, problems = [], []
+    audio_files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTS
+                         and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    for audio in audio_files:
+        rel = audio.relative_to(root).with_suffix("")
+        txt = audio.with_suffix(".txt")
+        row = {"id": rel.as_posix(), "audio": audio, "text": None, "verbatim": None, "speaker": None,
+               "verbatim_segments": None}
+        if not txt.exists():
+            problems.append(_problem(audio, f"missing transcript: expected {txt.name} next to it"))
+            continue
+        row["text"], why = _read_text_file(txt)
+        if why:
+            problems.append(_problem(txt, why))
+            continue
+        vpath = audio.with_name(audio.stem + ".verbatim.txt")
+        if vpath.exists():
+            verb, why = _read_text_file(vpath)
+            if why:
+                row["note"] = f"{vpath}: {why}; verbatim ignored"
+            else:
+                row["verbatim"] = verb
+        row["verbatim_segments"] = _read_segments_file(audio.with_name(audio.stem + ".verbatim.json"))
+        rows.append(row)
+    if not audio_files:
+        raise DatasetError(
+            f"{root}: no audio files found (looked for {', '.join(sorted(AUDIO_EXTS))}); "
+            "point at a folder of clips with same-named .txt transcripts, a .jsonl/.csv manifest, "
+            "or an audiofolder with metadata.csv"
+        )
+    return rows, problems
+
+
+def _pick(row: dict, names: Iterable[str]) -> Any:
+    for n in names:
+        if row.get(n) not in (None, ""):
+            return row[n]
+    return None
+
+
+def _manifest_records(path: Path) -> list[tuple[int, dict]]:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: manifest is not UTF-8 (byte {e.start}); re-save it as UTF-8") from e
+    if path.suffix.lower() in (".jsonl", ".json"):
+        stripped = text.lstrip()
+        if path.suffix.lower() == ".json" and stripped.startswith("["):
+            data = json.loads(stripped)
+            return list(enumerate(data, 1))
+        out = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{path}:{n}: not valid JSON ({e.msg}); one JSON object per line") from e
+            if not isinstance(rec, dict):
+                raise DatasetError(f"{path}:{n}: expected a JSON object with \"audio\" and \"text\"")
+            out.append((n, rec))
+        return out
+    reader = csv.DictReader(io.StringIO(text))
+    return [(n, dict(r)) for n, r in enumerate(reader, 2)]
+
+
+def _from_manifest(path: Path, base: Path) -> tuple[list[dict], list[dict]]:
+    records = _manifest_records(path)
+    if not records:
+        raise DatasetError(f"{path}: manifest has no rows")
+    columns = set().union(*(r.keys() for _, r in records))
+    if not columns & set(AUDIO_COLUMNS):
+        raise DatasetError(f"{path}: no audio column; name one of {', '.join(AUDIO_COLUMNS)}")
+    if not columns & set(TEXT_COLUMNS):
+        raise DatasetError(f"{path}: no transcript column; name one of {', '.join(TEXT_COLUMNS)} (the clean target)")
+    rows, problems = [], []
+    for n, rec in records:
+        audio = _pick(rec, AUDIO_COLUMNS)
+        where = f"{path}:{n}"
+        if audio is None:
+            problems.append(_problem(where, "no audio path in this row"))
+            continue
+        audio_path = Path(str(audio)).expanduser()
+        if not audio_path.is_absolute():
+            audio_path = base / audio_path
+        text = _pick(rec, TEXT_COLUMNS)
+        if text is None:
+            problems.append(_problem(audio_path, f"missing transcript ({where}: empty text)"))
+            continue
+        rows.append({
+            "id": str(rec.get("id") or Path(str(audio)).with_suffix("").as_posix()),
+            "audio": audio_path,
+            "text": str(text),
+            "verbatim": rec.get("verbatim") or None,
+            "speaker": rec.get("speaker") or None,
+            "verbatim_segments": _check_segments(rec.get("verbatim_segments"), where),
+        })
+    return rows, problems
+
+
+def discover(path: str | Path) -> tuple[list[dict], list[dict], str]:
+    """Raw rows, early problems, and the layout name for a folder or manifest path."""
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.suffix.lower() not in (".jsonl", ".json", ".csv"):
+            raise DatasetError(f"{path}: expected a folder or a .jsonl/.csv manifest")
+        rows, problems = _from_manifest(path, path.parent)
+        return rows, problems, "manifest"
+    meta = path / "metadata.csv"
+    if meta.exists():
+        rows, problems = _from_manifest(meta, path)
+        return rows, problems, "audiofolder"
+    for name in ("manifest.jsonl", "manifest.csv"):
+        if (path / name).exists():
+            rows, problems = _from_manifest(path / name, path)
+            return rows, problems, "manifest"
+    rows, problems = _from_folder(path)
+    return rows, problems, "folder"
+
+
+# -- validation ------------------------------------------------------------------------------
+def validate(raw_rows: list[dict]) -> tuple[list[dict], list[dict], list[str]]:
+    """Manifest rows for the usable clips, problems for the rest, and conversion notes."""
+    rows, problems = [], []
+    by_id: dict[str, str] = {}
+    by_hash: dict[str, str] = {}
+    rates: Counter = Counter()
+    multichannel = 0
+    notes = [raw["note"] for raw in raw_rows if raw.get("note")]
+    for raw in raw_rows:
+        audio = Path(raw["audio"])
+        text = _clean_text(raw["text"] or "")
+        if not text:
+            problems.append(_problem(audio, "empty transcript: write the clean text for this clip"))
+            continue
+        if raw["id"] in by_id:
+            problems.append(_problem(audio, f"duplicate id {raw['id']!r} (already used by {by_id[raw['id']]})"))
+            continue
+        try:
+            info = probe(audio)
+            if info.duration <= 0:
+                raise AudioError(f"{audio}: audio has no samples (zero length)")
+            digest = content_hash(audio)
+            if digest in by_hash:
+                problems.append(_problem(audio, f"identical audio to {by_hash[digest]}"))
+                continue
+            if info.duration < MIN_DURATION_S:
+                problems.append(_problem(audio, f"too short ({info.duration:.2f} s < {MIN_DURATION_S} s)"))
+                continue
+            if info.duration > MAX_DURATION_S:
+                problems.append(_problem(
+                    audio, f"too long ({info.duration / 60:.0f} min > {MAX_DURATION_S // 60} min): split the recording"))
+                continue
+            samples, sr = read_native(audio)
+        except AudioError as e:
+            problems.append(_problem(audio, str(e).removeprefix(f"{audio}: ")))
+            continue
+        if is_silent(samples, sr):
+            problems.append(_problem(audio, "silence only (no sound above -50 dBFS)"))
+            continue
+        by_id[raw["id"]] = str(audio)
+        by_hash[digest] = str(audio)
+        rates[info.sample_rate] += 1
+        multichannel += info.channels > 1
+        verbatim = _clean_text(raw["verbatim"]) if raw.get("verbatim") else None
+        row = {"id": raw["id"], "audio": str(audio), "duration": round(info.duration, 3),
+               "sample_rate": info.sample_rate, "channels": info.channels, "sha256": digest,
+               "text": text, "verbatim": verbatim or None, "speaker": raw.get("speaker")}
+        if raw.get("verbatim_segments"):
+            row["verbatim_segments"] = raw["verbatim_segments"]
+        rows.append(row)
+    notes += [f"{n} clip(s) at {r} Hz are resampled to {TARGET_SR} Hz when loaded"
+             for r, n in sorted(rates.items()) if r != TARGET_SR]
+    if multichannel:
+        notes.append(f"{multichannel} clip(s) with several channels are mixed down to mono when loaded")
+    return rows, problems, notes
+
+
+# -- splits and pinned samples ---------------------------------------------------------------
+def parse_split(spec: str | None) -> tuple[str, list[float]]:
+    """"8/1/1" or "0.8/0.1/0.1" (also ":" or ","): ("count"|"fraction", three numbers)."""
+    spec = spec or DEFAULT_SPLIT
+    parts = re.split(r"[/:,]", str(spec))
+    try:
+        nums = [float(p) for p in parts]
+    except ValueError:
+        nums = []
+    if len(nums) != 3 or any(n < 0 for n in nums) or sum(nums) <= 0:
+        raise DatasetError(f"--split {spec!r}: give train/validation/test as counts (8/1/1) or fractions (0.8/0.1/0.1)")
+    kind = "count" if all(n.is_integer() for n in nums) and sum(nums) > 1 else "fraction"
+    return kind, nums
+
+
+def split_counts(n: int, spec: str | None = None) -> tuple[int, int, int]:
+    """How many clips go to train/validation/test. Counts are exact when they add up to n;
+    otherwise they are proportions. Small datasets still get one validation and one test clip
+    (10 -> 8/1/1, 3 -> 1/1/1) whenever the spec asks for any."""
+    kind, nums = parse_split(spec)
+    if kind == "count" and sum(nums) == n:
+        return int(nums[0]), int(nums[1]), int(nums[2])
+    total = sum(nums)
+    fr = [x / total for x in nums]
+    val = round(n * fr[1])
+    test = round(n * fr[2])
+    if fr[1] > 0 and val == 0 and n >= 2:
+        val = 1
+    if fr[2] > 0 and test == 0 and n >= 3:
+        test = 1
+    if fr[0] > 0:
+        while val + test > n - 1 and (val or test):
+            if test >= val and test:
+                test -= 1
+            else:
+                val -= 1
+    return n - val - test, val, test
+
+
+def make_splits(ids: list[str], seed: int = DEFAULT_SEED, spec: str | None = None) -> dict[str, list[str]]:
+    """Same ids + seed + spec -> same splits, whatever order the files were found in."""
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    n_train, n_val, _ = split_counts(len(order), spec)
+    return {"train": order[:n_train], "validation": order[n_train:n_train + n_val],
+            "test": order[n_train + n_val:]}
+
+
+def default_pinned(splits: dict[str, list[str]], n: int = DEFAULT_PINNED) -> list[str]:
+    for split in ("validation", "test", "train"):
+        if splits.get(split):
+            return list(splits[split][:n])
+    return []
+
+
+# -- import ----------------------------------------------------------------------------------
+def _manifest_text(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+
+
+def _changes(old_rows: list[dict], new_rows: list[dict]) -> dict:
+    old = {r["id"]: r for r in old_rows}
+    new = {r["id"]: r for r in new_rows}
+    changed = [i for i in new if i in old and any(old[i].get(k) != new[i].get(k)
+                                                   for k in ("sha256", "text", "verbatim", "audio"))]
+    return {"added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new)), "changed": sorted(changed)}
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name or ""):
+        raise DatasetError(f"dataset name {name!r}: use letters, digits, '.', '_' or '-' (up to 64 characters)")
+    return name
+
+
+def import_dataset(ws: Workspace, path: str | Path, name: str, seed: int | None = None,
+                   split: str | None = None, pinned: list[str] | None = None) -> dict:
+    """Import (or re-import) PATH as NAME; returns the report the CLI prints.
+
+    On re-import, clips already assigned keep their split unless `seed` or `split` is given;
+    new clips join train. Nothing is written when no clip is usable.
+    """
+    check_name(name)
+    raw_rows, problems, layout = discover(path)
+    rows, more_problems, notes = validate(raw_rows)
+    problems += more_problems
+    store = Store(ws)
+    old = store.get_dataset(name)
+    report = {"name": name, "source": str(Path(path).expanduser().resolve()), "layout": layout,
+              "clips_total": len(rows) + len(problems), "clips_usable": len(rows), "hours": round(sum(r["duration"] for r in rows) / 3600, 4),
+              "problems": problems, "notes": notes, "stored": False, "changes": None}
+    if not rows:
+        report["splits"] = {s: 0 for s in SPLITS}
+        return report
+
+    ids = [r["id"] for r in rows]
+    explicit = seed is not None or split is not None or old is None
+    if explicit:
+        seed = seed if seed is not None else (old or {}).get("split_seed", DEFAULT_SEED)
+        split = split or (old or {}).get("split_spec") or DEFAULT_SPLIT
+        splits = make_splits(ids, seed, split)
+    else:
+        seed, split = old.get("split_seed", DEFAULT_SEED), old.get("split_spec", DEFAULT_SPLIT)
+        present = set(ids)
+        splits = {s: [i for i in old["splits"].get(s, []) if i in present] for s in SPLITS}
+        assigned = {i for s in SPLITS for i in splits[s]}
+        splits["train"] += [i for i in sorted(ids) if i not in assigned]
+    if pinned is not None:
+        pins = _checked_pins(pinned, ids)
+    elif old is not None and old.get("pinned") and set(old["pinned"]) <= set(splits["validation"] + splits["test"]):
+        pins = list(old["pinned"])
+    else:
+        pins = default_pinned(splits)
+
+    ds_dir = ws.dataset_dir(name)
+    manifest = ds_dir / "manifest.jsonl"
+    old_rows = _read_manifest(manifest) if old and manifest.exists() else []
+    text = _manifest_text(rows)
+    atomic_write_text(manifest, text)
+    t = time.time()
+    record = {
+        "name": name, "source": report["source"], "layout": layout, "manifest": str(manifest),
+        "manifest_hash": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "clips_total": report["clips_total"], "clips_usable": len(rows), "hours": report["hours"],
+        "problems": problems, "notes": notes, "splits": splits, "split_seed": seed, "split_spec": split,
+        "pinned": pins, "imported_at": (old or {}).get("imported_at", t), "updated_at": t,
+    }
+    store.upsert_dataset(record)
+    if old is not None:
+        report["changes"] = _changes(old_rows, rows)
+        report["changes"]["splits"] = "recomputed" if explicit else "kept"
+    report.update(stored=True, manifest=str(manifest), splits={s: len(splits[s]) for s in SPLITS},
+                  split_seed=seed, pinned=pins)
+    return report
+
+
+def _checked_pins(pins: list[str], ids: Iterable[str]) -> list[str]:
+    known = set(ids)
+    unknown = [p for p in pins if p not in known]
+    if unknown:
+        raise DatasetError(f"pinned samples {', '.join(unknown)} are not usable clips of this dataset")
+    return list(pins)
+
+
+# -- reading back ----------------------------------------------------------------------------
+def _read_manifest(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def list_all(ws: Workspace) -> list[dict]:
+    return sorted(Store(ws).list_datasets(), key=lambda d: d["name"])
+
+
+def get(ws: Workspace, name: str) -> dict:
+    """The dataset record; `demo` is imported on first use. Unknown names list the known ones."""
+    rec = Store(ws).get_dataset(name)
+    if rec is None and name == DEMO_NAME:
+        return ensure_demo(ws)
+    if rec is None:
+        known = [d["name"] for d in list_all(ws)] or ["(none yet)"]
+        raise DatasetError(
+            f"no dataset {name!r}; known: {', '.join(known)}. "
+            f"Import one with `voxtune data import PATH --name {name}`")
+    return rec
+
+
+def load_rows(ws: Workspace, name: str, split: str = "all") -> list[dict]:
+    """Manifest rows of a split (train|validation|test|all), in split order."""
+    rec = get(ws, name)
+    manifest = Path(rec["manifest"])
+    if not manifest.exists():
+        raise DatasetError(f"{manifest}: manifest of dataset {name!r} is missing; re-import it")
+    rows = _read_manifest(manifest)
+    if split == "all":
+        return rows
+    if split not in SPLITS:
+        raise DatasetError(f"split {split!r}: use one of train, validation, test, all")
+    by_id = {r["id"]: r for r in rows}
+    return [by_id[i] for i in rec["splits"].get(split, []) if i in by_id]
+
+
+def set_splits(ws: Workspace, name: str, seed: int | None = None, spec: str | None = None,
+               splits: dict[str, list[str]] | None = None) -> dict:
+    """The one way splits change: redraw from a seed/spec, or assign ids explicitly."""
+    store = Store(ws)
+    with store.locked():
+        rec = get(ws, name)
+        ids = [r["id"] for r in load_rows(ws, name, "all")]
+        if splits is not None:
+            given = [i for s in SPLITS for i in splits.get(s, [])]
+            if sorted(given) != sorted(ids):
+                missing, extra = set(ids) - set(given), set(given) - set(ids)
+                raise DatasetError(
+                    f"splits for {name!r} must list every usable clip exactly once"
+                    f" (missing: {sorted(missing) or '-'}, unknown or repeated: {sorted(extra) or '-'})")
+            new = {s: list(splits.get(s, [])) for s in SPLITS}
+        else:
+            seed = rec.get("split_seed", DEFAULT_SEED) if seed is None else seed
+            spec = spec or rec.get("split_spec", DEFAULT_SPLIT)
+            new = make_splits(ids, seed, spec)
+            rec["split_seed"], rec["split_spec"] = seed, spec
+        rec["splits"] = new
+        if not set(rec.get("pinned", [])) <= set(new["validation"] + new["test"]):
+            rec["pinned"] = default_pinned(new)
+        rec["updated_at"] = time.time()
+        store.upsert_dataset(rec)
+    return rec
+
+
+def set_pinned(ws: Workspace, name: str, ids: list[str] | None = None, n: int = DEFAULT_PINNED) -> dict:
+    """Pin these clips (or the first `n` validation clips) for every run to record."""
+    store = Store(ws)
+    with store.locked():
+        rec = get(ws, name)
+        all_ids = [r["id"] for r in load_rows(ws, name, "all")]
+        rec["pinned"] = _checked_pins(ids, all_ids) if ids is not None else default_pinned(rec["splits"], n)
+        rec["updated_at"] = time.time()
+        store.upsert_dataset(rec)
+    return rec
+
+
+def pinned_rows(ws: Workspace, name: str) -> list[dict]:
+    rec = get(ws, name)
+    by_id = {r["id"]: r for r in load_rows(ws, name, "all")}
+    return [by_id[i] for i in rec.get("pinned", []) if i in by_id]
+
+
+def ensure_demo(ws: Workspace) -> dict:
+    """The shipped demo as dataset `demo`; a no-op when it is already imported and intact."""
+    rec = Store(ws).get_dataset(DEMO_NAME)
+    if rec is not None and Path(rec["manifest"]).exists():
+        return rec
+    manifest = DEMO_DIR / "manifest.jsonl"
+    if not manifest.exists():
+        raise DatasetError(f"{manifest}: the demo dataset is missing from this install; run `python data/make_demo.py`")
+    import_dataset(ws, manifest, DEMO_NAME, seed=DEFAULT_SEED, split=DEMO_SPLIT)
+    return Store(ws).get_dataset(DEMO_NAME)  # type: ignore[return-value]
+
+
+# -- stats -----------------------------------------------------------------------------------
+HIST_BINS = [(0, 10, "<10s"), (10, 30, "10-30s"), (30, 60, "30s-1m"), (60, 120, "1-2m"),
+             (120, 300, "2-5m"), (300, 600, "5-10m"), (600, float("inf"), ">10m")]
+FILLER_WORDS = {"um", "uh", "uhm", "umm", "erm", "er", "ah", "eh", "hmm", "mm", "mhm"}
+FILLER_PHRASES = (("you", "know"), ("i", "mean"))
+_WORD_RE = re.compile(r"[\w']+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD_RE.findall(text.lower())
+
+
+def filler_share(text: str) -> float:
+    """Share of words that are fillers (um, uh, ... and 'you know', 'I mean')."""
+    ws_ = words(text)
+    if not ws_:
+        return 0.0
+    n = sum(w in FILLER_WORDS for w in ws_)
+    for a, b in FILLER_PHRASES:
+        n += 2 * sum(1 for x, y in zip(ws_, ws_[1:]) if x == a and y == b)
+    return n / len(ws_)
+
+
+def _summary(values: list[float]) -> dict:
+    if not values:
+        return {"min": 0, "median": 0, "max": 0}
+    return {"min": round(min(values), 2), "median": round(statistics.median(values), 2), "max": round(max(values), 2)}
+
+
+def stats(ws: Workspace, name: str) -> dict:
+    """Everything `data show` and the Datasets screen display."""
+    rec = get(ws, name)
+    rows = load_rows(ws, name, "all")
+    durations = [r["duration"] for r in rows]
+    n_words = [len(words(r["text"])) for r in rows]
+    minutes = sum(durations) / 60
+    by_id = {r["id"]: r for r in rows}
+    hist = [{"bin": label, "count": sum(lo <= d < hi for d in durations)} for lo, hi, label in HIST_BINS]
+    both = [r for r in rows if r.get("verbatim")]
+    fillers = None
+    if both:
+        fillers = {"clips": len(both),
+                   "verbatim": round(statistics.mean(filler_share(r["verbatim"]) for r in both), 4),
+                   "clean": round(statistics.mean(filler_share(r["text"]) for r in both), 4)}
+    return {
+        "name": name, "source": rec.get("source"), "manifest": rec.get("manifest"),
+        "clips_total": rec["clips_total"], "clips_usable": rec["clips_usable"],
+        "hours": rec["hours"], "duration_s": _summary(durations), "histogram": hist,
+        "words_per_minute": round(sum(n_words) / minutes, 1) if minutes else 0.0,
+        "transcript_words": _summary([float(n) for n in n_words]),
+        "vocabulary": len({w for r in rows for w in words(r["text"])}),
+        "splits": {s: len(rec["splits"].get(s, [])) for s in SPLITS},
+        "split_hours": {s: round(sum(by_id[i]["duration"] for i in rec["splits"].get(s, []) if i in by_id) / 3600, 4)
+                        for s in SPLITS},
+        "split_seed": rec.get("split_seed"), "pinned": rec.get("pinned", []),
+        "problems": rec.get("problems", []), "notes": rec.get("notes", []), "fillers": fillers,
+        "imported_at": rec.get("imported_at"), "updated_at": rec.get("updated_at"),
+    }

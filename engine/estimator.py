@@ -1,0 +1,450 @@
+"""How much GPU memory a fine-tuning run needs, term by term, before anything is loaded.
+
+Pure functions of a catalog entry (architecture numbers + parameter counts) and a FitConfig:
+no torch, no GPU. Every term follows ../shared/REFERENCE.md section 2; the formula sits next
+to the code that applies it. Sizes are decimal GB (1e9 bytes), like GPU spec sheets.
+
+Sequence lengths come from audio length, per family:
+  Whisper-style encoders (Whisper, Qwen2-Audio, Voxtral, Omni): 1500 frames per 30 s chunk;
+  conformers (w2v-BERT, SeamlessM4T, granite): ~50 frames/s, treated the same way.
+  LLM audio tokens: entry.audio_tokens_per_s (Voxtral 12.5/s, Qwen2-Audio and Omni 25/s).
+  long_audio "segment": a long clip becomes several <= window examples (batch counts those);
+  "multi_item"/"native": the whole clip is one example of ceil(seconds/30) encoder chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from engine.catalog import METHODS, ModelEntry, UnknownModel, get_model
+
+GB = 1e9
+SPEECH_TOKENS_PER_MIN = 200  # target text ~200 tokens per minute of speech (REFERENCE s.2)
+PROMPT_TOKENS = 40  # chat template + instruction around the audio in audio-LLM prompts
+SEQ2SEQ_PROMPT_TOKENS = 4  # Whisper's <|startoftranscript|><|en|><|transcribe|><|notimestamps|>
+RUNTIME_GB = 1.0  # CUDA/HIP context + allocator pools: 0.3-2 GB, budget ~1 GB (REFERENCE s.2)
+FRAGMENTATION = 0.10  # caching-allocator slack on top of everything else (REFERENCE s.2)
+DEFAULT_MARGIN = 0.10  # keep 10% of the card free (display, other processes, estimate error)
+OPTIMIZERS = ("adamw", "adamw8bit", "adafactor")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# Optimizer state bytes per trainable parameter: two fp32 Adam moments = 8; 8-bit AdamW
+# moments = 2; Adafactor (factored second moment, HF docs' figure) ~4.
+OPTIMIZER_BYTES = {"adamw": 8.0, "adamw8bit": 2.0, "adafactor": 4.0}
+NF4_BYTES = 0.52  # NF4 with double quantisation: 4 bits + block scales (REFERENCE s.2)
+INT8_BYTES = 1.0
+
+
+@dataclass
+class FitConfig:
+    method: str = "lora"  # full | lora | qlora | lora8
+    precision: str = "auto"  # auto = bf16/fp16 on a GPU
+    optimizer: str = "adamw"
+    batch: int = 1
+    gradient_checkpointing: bool = True
+    lora_rank: int = 16
+    lora_targets: list[str] | None = None  # None = the family default (entry.lora_targets)
+    audio_seconds: float = 30.0
+    target_tokens: int | None = None  # None = from the speech rate
+    freeze_audio_encoder: bool = False
+    attention: str = "math"  # math: the s^2 attention matrix is stored (RDNA3); sdpa: fused, not stored
+    training: bool = True  # False: evaluation/inference only
+
+    def validate(self) -> "FitConfig":
+        if self.method not in METHODS:
+            raise ValueError(f"method {self.method!r}: use one of {', '.join(METHODS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        if self.attention not in ("math", "sdpa"):
+            raise ValueError(f"attention {self.attention!r}: use math or sdpa")
+        if self.batch < 1:
+            raise ValueError(f"batch {self.batch}: must be at least 1")
+        if self.audio_seconds <= 0:
+            raise ValueError(f"audio seconds {self.audio_seconds}: must be positive")
+        if self.lora_rank < 1:
+            raise ValueError(f"LoRA rank {self.lora_rank}: must be at least 1")
+        return self
+
+
+@dataclass
+class Estimate:
+    model: str
+    method: str
+    batch: int
+    weights_gb: float
+    gradients_gb: float
+    optimizer_gb: float
+    activations_gb: float
+    logits_gb: float
+    overhead_gb: float
+    total_gb: float
+    trainable_params: int
+    details: dict = field(default_factory=dict)  # sequence lengths and the like, for display
+    _entry: Any = field(default=None, repr=False, compare=False)
+    _cfg: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def breakdown(self) -> dict[str, float]:
+        return {k: round(getattr(self, f"{k}_gb"), 3) for k in
+                ("weights", "gradients", "optimizer", "activations", "logits", "overhead")}
+
+    def fits(self, gpu_gb: float, margin: float = DEFAULT_MARGIN) -> bool:
+        """True if the total leaves `margin` (a fraction) of the card free."""
+        return self.total_gb <= gpu_gb * (1 - margin)
+
+    def verdict(self, gpu_gb: float, margin: float = DEFAULT_MARGIN) -> str:
+        """fits | tight (fits, but within 20% of the card) | no."""
+        if not self.fits(gpu_gb, margin):
+            return "no"
+        return "tight" if self.total_gb > 0.8 * gpu_gb else "fits"
+
+    def max_batch(self, gpu_gb: float, margin: float = DEFAULT_MARGIN) -> int:
+        return max_batch(self._entry, self._cfg, gpu_gb, margin)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        for k, v in d.items():
+            if k.endswith("_gb"):
+                d[k] = round(v, 3)
+        d["breakdown"] = self.breakdown
+        return d
+
+
+# -- parameter bookkeeping ---------------------------------------------------------------
+def _head_dim(t: dict) -> int:
+    return t.get("head_dim") or t["hidden"] // t["heads"]
+
+
+def _analytic_lora_dims(entry: ModelEntry, suffix: str) -> dict[str, int]:
+    """sum(in+out) over modules named `suffix`, from architecture numbers alone (used for
+    models without a computed count: published-only and unusual checkpoints)."""
+    out = {"audio": 0, "text": 0, "other": 0}
+    a, t = entry.arch.get("audio", {}), entry.arch.get("text", {})
+    if a.get("hidden"):
+        h, f, n = a["hidden"], a.get("ffn", 4 * a["hidden"]), a["layers"]
+        per = {"q_proj": 2 * h, "k_proj": 2 * h, "v_proj": 2 * h, "out_proj": 2 * h, "fc1": h + f, "fc2": h + f,
+               "linear_q": 2 * h, "linear_k": 2 * h, "linear_v": 2 * h, "linear_out": 2 * h}
+        out["audio"] = per.get(suffix, 0) * n
+    if t.get("hidden"):
+        h, f, n = t["hidden"], t.get("ffn", 4 * t["hidden"]), t["layers"]
+        hd = _head_dim(t)
+        q, kv = t["heads"] * hd, t.get("kv_heads", t["heads"]) * hd
+        per = {"q_proj": h + q, "k_proj": h + kv, "v_proj": h + kv, "o_proj": q + h, "out_proj": 2 * h,
+               "gate_proj": h + f, "up_proj": h + f, "down_proj": h + f, "fc1": h + f, "fc2": h + f,
+               "c_attn": h + 3 * h, "c_proj": 2 * h}
+        out["text"] = per.get(suffix, 0) * n
+    return out
+
+
+def _counts(entry: ModelEntry) -> dict:
+    p = entry.params
+    if not p:
+        raise ValueError(f"{entry.name}: no parameter counts; run `python -m engine.params --write data/param_counts.json`")
+    return p
+
+
+def _quantizable(entry: ModelEntry) -> int:
+    """Params in nn.Linear layers (what bitsandbytes converts; embeddings, norms, convs and
+    lm_head stay 16-bit). Published-only entries: total minus embeddings and head."""
+    p = _counts(entry)
+    if p.get("quantizable") is not None:
+        return int(p["quantizable"])
+    t = entry.arch.get("text", {})
+    emb = t.get("vocab", 0) * t.get("hidden", 0) * (1 if t.get("tie_embeddings") else 2)
+    return max(0, int(p["total"]) - emb)
+
+
+def lora_params(entry: ModelEntry, cfg: FitConfig) -> int:
+    """LoRA adds r x (in + out) per targeted Linear (REFERENCE s.2). PEFT matches targets by
+    module-name suffix in every part; a frozen audio encoder gets none."""
+    dims = _counts(entry).get("lora_dims")
+    targets = cfg.lora_targets or entry.lora_targets
+    total = 0
+    for suffix in targets:
+        d = dims.get(suffix) if dims else None
+        if d is None:
+            d = _analytic_lora_dims(entry, suffix)
+        total += d.get("text", 0) + d.get("other", 0) + (0 if cfg.freeze_audio_encoder else d.get("audio", 0))
+    extra = int(_counts(entry)["decoder"]) if entry.recipe == "ctc" else 0  # new CTC head: trained in full
+    return cfg.lora_rank * total + extra
+
+
+def trainable_params(entry: ModelEntry, cfg: FitConfig) -> int:
+    p = _counts(entry)
+    if cfg.method == "full":
+        return int(p["total"]) - (int(p["audio_encoder"]) if cfg.freeze_audio_encoder else 0)
+    return lora_params(entry, cfg)
+
+
+# -- sequence lengths ----------------------------------------------------------------------
+def sequence_lengths(entry: ModelEntry, cfg: FitConfig) -> dict:
+    """Per example: encoder chunks x frames, and the text (decoder / LM) length."""
+    window = float(entry.window_s)
+    seconds = float(cfg.audio_seconds)
+    if entry.long_audio == "segment":
+        per_example = min(seconds, window)
+        examples_per_clip = math.ceil(seconds / window)
+    else:
+        per_example = seconds  # the whole clip, as several 30 s items or natively
+        examples_per_clip = 1
+    frames_30 = entry.arch.get("audio", {}).get("frames_per_30s", 1500)
+    chunks = max(1, math.ceil(per_example / 30.0))
+    target = cfg.target_tokens if cfg.target_tokens is not None else math.ceil(SPEECH_TOKENS_PER_MIN * per_example / 60)
+    text = entry.arch.get("text", {})
+    if entry.family == "ctc":
+        text_len = 0
+    elif entry.family in ("seq2seq", "speech-to-text"):
+        cap = text.get("max_target_tokens", 448)
+        text_len = min(cap, SEQ2SEQ_PROMPT_TOKENS + target)
+    else:  # audio LLM: audio tokens + prompt + target in one sequence
+        text_len = math.ceil(entry.audio_tokens_per_s * per_example) + PROMPT_TOKENS + target
+    # Each 30 s chunk is encoded on its own (Whisper-style encoders); a partial last chunk is
+    # padded to the full 1500 frames.
+    return {"seconds_per_example": per_example, "examples_per_clip": examples_per_clip,
+            "encoder_chunks": chunks, "encoder_frames": frames_30, "text_tokens": text_len,
+            "target_tokens": target}
+
+
+def _layer_activation_bytes(s: float, b: float, h: int, a: int, attention: str, cross_s: float = 0) -> float:
+    """One transformer layer, 16-bit, no recomputation (Korthikanti et al. 2022):
+    s*b*h*(34 + 5*a*s/h) bytes; fused SDPA does not store the 5*a*s^2*b attention term.
+    A decoder layer with cross-attention adds 5*a*s*s_enc*b for its cross-attention matrix."""
+    bytes_ = s * b * h * 34
+    if attention == "math":
+        bytes_ += 5 * a * s * s * b + 5 * a * s * cross_s * b
+    return bytes_
+
+
+def _stack_activation_bytes(s, b, h, a, layers, cfg: FitConfig, needs_grad: bool, cross_s: float = 0) -> float:
+    """A stack of layers. With gradient checkpointing only each layer's input is kept
+    (2*s*b*h bytes) plus one layer recomputed in full; without it, every layer in full.
+    A stack that needs no gradient keeps nothing: one layer's forward is transient."""
+    one = _layer_activation_bytes(s, b, h, a, cfg.attention, cross_s)
+    if not cfg.training or not needs_grad:
+        return one
+    if cfg.gradient_checkpointing:
+        return layers * 2 * s * b * h + one
+    return layers * one
+
+
+# -- the estimate ----------------------------------------------------------------------------
+def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
+    cfg.validate()
+    p = _counts(entry)
+    total_p = int(p["total"])
+    mixed = cfg.precision != "fp32"
+    w16 = 2.0 if mixed else 4.0  # bytes per weight in the compute dtype
+    act_scale = 1.0 if mixed else 2.0  # fp32 activations are twice the 16-bit ones
+    trainable = trainable_params(entry, cfg) if cfg.training else 0
+
+    # Weights. Full: fp32 master weights + a 16-bit copy of the trained ones under mixed
+    # precision (4 + 2 B). LoRA: the frozen base in 16-bit (lora), int8 (lora8, ~1 B) or NF4
+    # (qlora, ~0.52 B) for nn.Linear only -- the rest stays 16-bit -- plus fp32 adapters (4 B).
+    q = _quantizable(entry)
+    if cfg.method == "full":
+        weights = (total_p * w16) if not cfg.training else (total_p * 4 + (trainable * 2 if mixed else 0))
+    elif cfg.method == "lora":
+        weights = total_p * w16 + trainable * 4
+    else:
+        per_linear = INT8_BYTES if cfg.method == "lora8" else NF4_BYTES
+        weights = q * per_linear + (total_p - q) * w16 + trainable * 4
+    # Gradients: fp32, one per trainable parameter (4 B). Optimizer: see OPTIMIZER_BYTES.
+    grads = trainable * 4.0
+    optim = trainable * OPTIMIZER_BYTES[cfg.optimizer]
+
+    seq = sequence_lengths(entry, cfg)
+    b = cfg.batch
+    audio, text = entry.arch.get("audio", {}), entry.arch.get("text", {})
+    lora_in_audio = cfg.method != "full" and not cfg.freeze_audio_encoder and any(
+        (((_counts(entry).get("lora_dims") or {}).get(t) or _analytic_lora_dims(entry, t)).get("audio", 0))
+        for t in (cfg.lora_targets or entry.lora_targets))
+    audio_needs_grad = (cfg.method == "full" and not cfg.freeze_audio_encoder) or lora_in_audio
+    acts = 0.0
+    if audio.get("hidden"):
+        enc_b = b * seq["encoder_chunks"]
+        acts += _stack_activation_bytes(seq["encoder_frames"], enc_b, audio["hidden"], audio["heads"], audio["layers"],
+                                        cfg, audio_needs_grad)
+    if text.get("hidden") and seq["text_tokens"]:
+        cross = seq["encoder_frames"] if entry.family in ("seq2seq", "speech-to-text") else 0
+        acts += _stack_activation_bytes(seq["text_tokens"], b, text["hidden"], text["heads"], text["layers"],
+                                        cfg, True, cross)
+        if cross:  # the encoder output every decoder layer cross-attends to
+            acts += 2 * seq["encoder_frames"] * b * text["hidden"]
+    acts *= act_scale
+    if not cfg.training and text.get("hidden") and seq["text_tokens"]:
+        # generation keeps a K/V cache: 2 x layers x tokens x kv_heads x head_dim x 2 B
+        kv = text.get("kv_heads", text["heads"]) * _head_dim(text)
+        acts += 2 * text["layers"] * seq["text_tokens"] * kv * 2 * b
+
+    # Logits: ~10*s*V bytes per example (bf16 logits, fp32 upcast in the loss, its gradient).
+    # CTC: logits over encoder frames (small vocabulary). Generation: 16-bit logits only.
+    vocab = text.get("vocab", 0)
+    s_logit = seq["encoder_frames"] * seq["encoder_chunks"] if entry.family == "ctc" else seq["text_tokens"]
+    logits = (10 if cfg.training else 2) * s_logit * vocab * b
+
+    subtotal = weights + grads + optim + acts + logits
+    overhead = RUNTIME_GB * GB + FRAGMENTATION * subtotal
+    total = subtotal + overhead
+    return Estimate(
+        model=entry.name, method=cfg.method, batch=b,
+        weights_gb=weights / GB, gradients_gb=grads / GB, optimizer_gb=optim / GB,
+        activations_gb=acts / GB, logits_gb=logits / GB, overhead_gb=overhead / GB, total_gb=total / GB,
+        trainable_params=trainable, details=dict(seq, attention=cfg.attention, precision=cfg.precision,
+                                                 optimizer=cfg.optimizer, lora_rank=cfg.lora_rank,
+                                                 gradient_checkpointing=cfg.gradient_checkpointing),
+        _entry=entry, _cfg=cfg,
+    )
+
+
+def max_batch(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, margin: float = DEFAULT_MARGIN,
+              limit: int = 1024) -> int:
+    """Largest batch that fits (0: not even one example). Estimates grow with batch."""
+    def ok(n: int) -> bool:
+        return estimate(entry, replace(cfg, batch=n)).fits(gpu_gb, margin)
+
+    if not ok(1):
+        return 0
+    lo, hi = 1, 2
+    while hi <= limit and ok(hi):
+        lo, hi = hi, hi * 2
+    if hi > limit:
+        return lo
+    while hi - lo > 1:  # ok(lo), not ok(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
+# -- recommendation --------------------------------------------------------------------------
+METHOD_LABEL = {"full": "full fine-tune", "lora": "LoRA", "lora8": "8-bit LoRA", "qlora": "QLoRA"}
+RECOMMEND_RANKS = (32, 16, 8)  # LoRA ranks tried, largest first, before a smaller base precision
+
+
+@dataclass
+class Recommendation:
+    model: str
+    gpu_gb: float
+    method: str | None
+    batch: int
+    lora_rank: int | None
+    gradient_checkpointing: bool
+    total_gb: float | None
+    text: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def recommend(entry: ModelEntry, gpu_gb: float, base: FitConfig | None = None,
+              margin: float = DEFAULT_MARGIN) -> Recommendation:
+    """The least compromised set-up that fits: full fine-tuning if it allows batch >= 4, else
+    LoRA with a 16-bit, then 8-bit, then 4-bit base (ranks 32, 16, 8 for each), at the
+    largest power-of-two batch <= 16."""
+    base = replace(base or FitConfig(), gradient_checkpointing=True, training=True)
+    gpu_s = f"{gpu_gb:g} GB"
+    if not entry.trainable:
+        return Recommendation(entry.name, gpu_gb, None, 0, None, True, None,
+                              f"{entry.name} on {gpu_s}: cannot train here -- {entry.reason}")
+    tried = None
+    plan = [("full", 4, base.lora_rank)] + [(m, 1, r) for m in ("lora", "lora8", "qlora") for r in RECOMMEND_RANKS]
+    for method, min_batch, rank in plan:
+        if method not in entry.methods:
+            continue
+        cfg = replace(base, method=method, batch=1, lora_rank=rank)
+        mb = max_batch(entry, cfg, gpu_gb, margin)
+        if tried is None or method != "full":
+            tried = estimate(entry, cfg)
+        if mb >= min_batch:
+            batch = 2 ** int(math.log2(min(mb, 16)))
+            est = estimate(entry, replace(cfg, batch=batch))
+            rank = None if method == "full" else cfg.lora_rank
+            what = METHOD_LABEL[method] + (f" r={rank}" if rank else "")
+            return Recommendation(entry.name, gpu_gb, method, batch, rank, True, round(est.total_gb, 2),
+                                  f"{entry.name} on {gpu_s}: {what}, batch {batch}, checkpointing on "
+                                  f"(~{est.total_gb:.1f} GB)")
+    need = f" ({METHOD_LABEL[tried.method]} at batch 1 needs ~{tried.total_gb:.1f} GB)" if tried else ""
+    return Recommendation(entry.name, gpu_gb, None, 0, None, True, None,
+                          f"{entry.name} on {gpu_s}: does not fit{need}; try shorter audio or a bigger GPU")
+
+
+# -- runs ----------------------------------------------------------------------------------
+def _max_duration(manifest: str | None) -> float | None:
+    """Longest clip in a dataset manifest (JSON Lines with a `duration` per row)."""
+    if not manifest:
+        return None
+    longest = None
+    try:
+        with open(manifest, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    d = float(json.loads(line).get("duration") or 0)
+                except (ValueError, json.JSONDecodeError, AttributeError):
+                    continue
+                longest = d if longest is None else max(longest, d)
+    except OSError:
+        return None
+    return longest or None
+
+
+def fit_config_from_run(config: dict, entry: ModelEntry | None = None) -> FitConfig:
+    """FitConfig from a run's config.json (see docs/ARCHITECTURE.md)."""
+    seconds = config.get("audio_seconds") or _max_duration(config.get("dataset_manifest")) or 30.0
+    return FitConfig(
+        method=config.get("method") or "lora",
+        precision=config.get("precision") or "auto",
+        optimizer=config.get("optimizer") or "adamw",
+        batch=int(config.get("batch_size") or 1),
+        gradient_checkpointing=config.get("gradient_checkpointing", True) is not False,
+        lora_rank=int(config.get("lora_rank") or 16),
+        lora_targets=config.get("lora_targets") or None,
+        audio_seconds=float(seconds),
+        freeze_audio_encoder=bool(config.get("freeze_audio_encoder", False)),
+        attention=config.get("attention") or "math",
+        training=not config.get("eval_only", False),
+    )
+
+
+def estimate_for_run(config: dict) -> Estimate | None:
+    """The estimate for a run's resolved config; None if the model or its counts are unknown."""
+    entry = None
+    for ref in (config.get("model_ref"), config.get("model")):
+        if not ref:
+            continue
+        try:
+            entry = get_model(ref)
+            break
+        except UnknownModel:
+            continue
+    if entry is None or not entry.params:
+        return None
+    try:
+        return estimate(entry, fit_config_from_run(config, entry))
+    except ValueError:
+        return None
+
+
+def estimate_all(gpu_gb: float, cfg: FitConfig | None = None, entries: list[ModelEntry] | None = None,
+                 margin: float = DEFAULT_MARGIN) -> list[dict]:
+    """Every catalog model x every method: what `voxtune models` and the Models screen show."""
+    from engine.catalog import load_catalog
+
+    cfg = cfg or FitConfig()
+    rows = []
+    for e in entries if entries is not None else load_catalog():
+        methods = {}
+        for m in METHODS:
+            if not e.params:
+                methods[m] = None
+                continue
+            c = replace(cfg, method=m)
+            est = estimate(e, c)
+            methods[m] = {"total_gb": round(est.total_gb, 2), "fits": est.fits(gpu_gb, margin),
+                          "verdict": est.verdict(gpu_gb, margin), "max_batch": max_batch(e, c, gpu_gb, margin),
+                          "supported": m in e.methods}
+        rows.append({"entry": e, "methods": methods})
+    return rows

@@ -1,0 +1,168 @@
+"""Where a model's files come from: a local folder, or a hub id through the Hugging Face cache.
+
+Training boxes are often offline (or the user set HF_HUB_OFFLINE); then an uncached hub id
+fails deep inside transformers with a message that does not say what to do. Here it fails
+early, saying so, and naming both ways out. A folder may also hold a LoRA adapter (a run's
+export or checkpoint); `resolve` reports its base model so the caller can load both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+
+class ModelNotAvailable(Exception):
+    """The model's files cannot be found or fetched; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    ref: str  # absolute local folder or hub id of the (base) model
+    adapter: str | None = None  # absolute folder of a PEFT adapter to put on top
+    local: bool = False
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def offline() -> bool:
+    return _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("TRANSFORMERS_OFFLINE"))
+
+
+def looks_like_path(ref: str) -> bool:
+    """Absolute/relative paths, and anything that exists on disk (as transformers decides)."""
+    return ref.startswith(("/", "./", "../", "~")) or ref.count("/") > 1 or Path(ref).expanduser().exists()
+
+
+def _offline_message(ref: str) -> str:
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
+    why = "HF_HUB_OFFLINE is set" if offline() else "the hub could not be reached"
+    return (
+        f"model {ref!r} is not in the Hugging Face cache ({cache}) and {why}, so it cannot be "
+        "downloaded. Either download it once on a machine with network access (unset "
+        "HF_HUB_OFFLINE, or run `huggingface-cli download " + ref + "`), or pass a local folder "
+        "that holds the checkpoint (config.json + weights + processor files) as the model, "
+        "e.g. --model /path/to/folder"
+    )
+
+
+def _in_cache(hub_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in ("config.json", "adapter_config.json"):
+        hit = try_to_load_from_cache(hub_id, name)
+        if isinstance(hit, str):
+            return True
+    return False
+
+
+def resolve(ref: str) -> ModelSource:
+    """Check that `ref` can be loaded, before any heavy work starts."""
+    ref = str(ref)
+    if looks_like_path(ref):
+        path = Path(ref).expanduser().resolve()
+        if not path.is_dir():
+            raise ModelNotAvailable(f"model folder {path} does not exist; give an existing checkpoint folder or a hub id")
+        adapter_cfg = path / "adapter_config.json"
+        if adapter_cfg.exists():
+            try:
+                base = json.loads(adapter_cfg.read_text())["base_model_name_or_path"]
+            except (KeyError, json.JSONDecodeError) as e:
+                raise ModelNotAvailable(f"{adapter_cfg}: cannot read base_model_name_or_path ({e})") from e
+            if not base:
+                raise ModelNotAvailable(f"{adapter_cfg}: base_model_name_or_path is empty; export the run again")
+            inner = resolve(base)
+            return ModelSource(inner.ref, str(path), inner.local)
+        if not (path / "config.json").exists():
+            raise ModelNotAvailable(
+                f"{path} holds neither config.json (a model) nor adapter_config.json (a LoRA "
+                "adapter); point to the checkpoint folder itself")
+        return ModelSource(str(path), None, True)
+    if offline() and not _in_cache(ref):
+        raise ModelNotAvailable(_offline_message(ref))
+    return ModelSource(ref)
+
+
+def from_pretrained(loader: Callable[..., Any] | Any, ref: str, **kwargs: Any) -> Any:
+    """`loader.from_pretrained(ref, **kwargs)` with download failures turned into ModelNotAvailable."""
+    fn = loader.from_pretrained if hasattr(loader, "from_pretrained") else loader
+    try:
+        return fn(ref, **kwargs)
+    except OSError as e:
+        if looks_like_path(ref):
+            raise ModelNotAvailable(f"cannot load {ref}: {e}") from e
+        raise ModelNotAvailable(_offline_message(ref) + f" (transformers said: {str(e).splitlines()[0]})") from e
+
+
+# -- building the model for a run (heavy: torch/transformers/peft imported inside) -------------
+def torch_dtype(precision: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
+def quantization_config(method: str, compute_dtype: Any):
+    """qlora: 4-bit NF4 with double quantisation; lora8: 8-bit; anything else: none."""
+    if method not in ("qlora", "lora8"):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if method == "qlora":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_model(recipe: Any, source: ModelSource | str, *, method: str = "full", precision: str = "fp32",
+               device: str = "cpu", train_texts: Any = (), trust_remote_code: bool = False,
+               lora: dict | None = None, gradient_checkpointing: bool = False, trainable: bool = True,
+               context: dict | None = None):
+    """The recipe's model + processor, quantised and LoRA-wrapped as `method` says.
+
+    Weights stay fp32 for a full fine-tune (mixed precision keeps fp32 master weights); a
+    LoRA base is loaded in the compute precision since it is frozen. A `source` holding an
+    adapter (a run's export or checkpoint) gets it on top: trainable for LoRA methods,
+    merged into the weights for `full`. `context` (workspace, dataset, model, manifest_hash)
+    goes to loaded.extra for recipes that cache prepared segments per (dataset, model).
+    """
+    if isinstance(source, str):
+        source = resolve(source)
+    quantized = method in ("qlora", "lora8")
+    compute = torch_dtype(precision)
+    weights = torch_dtype("fp32") if (method == "full" and trainable) else compute
+    qconfig = quantization_config(method, compute)
+    device_map = None
+    if quantized:
+        device_map = {"": 0} if device.startswith("cuda") else {"": "cpu"}
+    loaded = recipe.load(source.ref, dtype=weights, quantization_config=qconfig, device_map=device_map,
+                         trust_remote_code=trust_remote_code, train_texts=list(train_texts))
+    model = loaded.model
+    if quantized and trainable:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    if source.adapter:
+        from peft import PeftModel
+
+        keep_training = trainable and method != "full"
+        model = PeftModel.from_pretrained(model, source.adapter, is_trainable=keep_training)
+        if not keep_training and not quantized:
+            model = model.merge_and_unload()
+    elif lora is not None and trainable:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            r=int(lora["r"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora.get("dropout", 0.0)),
+            target_modules=list(lora["targets"]), bias="none"))
+    loaded.model = model
+    loaded.extra.setdefault("source", source)
+    loaded.extra.update({k: v for k, v in (context or {}).items() if v is not None})
+    return loaded

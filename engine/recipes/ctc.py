@@ -1,0 +1,277 @@
+"""w2v-BERT 2.0 with a CTC head (`Wav2Vec2BertForCTC`): a pretrained speech encoder plus a
+new character classifier whose alphabet comes from the user's own clean transcripts.
+
+Vocabulary: characters, case and punctuation KEPT. The target is the cleaned-up text with
+its capitals and punctuation, and CTC can only emit symbols it has, so lower-casing or
+stripping punctuation here would make `wer` (raw, against the clean reference) unreachable.
+The alphabet is the training texts' characters plus ASCII letters, digits and common
+punctuation (so an eval clip with an unseen letter still decodes), space as "|", "[PAD]"
+(id 0, also the CTC blank) and "[UNK]". It is saved with the run as a
+Wav2Vec2CTCTokenizer + SeamlessM4TFeatureExtractor processor (`Wav2Vec2BertProcessor`), so
+`from_pretrained` on an exported folder gives back the same alphabet. A checkpoint that
+already has a matching CTC tokenizer (a finished run) keeps its alphabet and head.
+
+CTC can delete and copy but not reorder or rewrite: it learns to drop fillers, not to fix
+grammar. Decoding is greedy (argmax, merge repeats, drop blanks).
+
+Default LoRA targets: the attention projections `linear_q`, `linear_v`; the new `lm_head`
+is always fully trained (`modules_to_save`) and never quantised, since it starts random
+(nor is the small feature projection: see NOT_QUANTIZED).
+
+Long audio: windowed. Clips up to `WINDOW_S` are one example; longer ones are cut into
+segments with their slice of the clean text by `engine.segment` (see `windowed_examples`),
+and evaluation joins a clip's segment predictions before scoring.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from engine.recipes.base import Example, Loaded
+
+WINDOW_S = 30.0
+SAMPLE_RATE = 16000
+PAD, UNK, DELIM = "[PAD]", "[UNK]", "|"
+# Kept in 16/32-bit under qlora/lora8: the new head (random, trained fully), and the 160->hidden
+# feature projection, whose input width is not a multiple of bitsandbytes' 64-wide 4-bit blocks
+# (its CPU kernels refuse such layers; it is 0.03% of the weights).
+NOT_QUANTIZED = ("lm_head", "feature_projection.projection")
+BASE_CHARS = string.ascii_letters + string.digits + ".,?!'\"-:;()"
+
+
+def build_vocab(texts: Sequence[str]) -> dict[str, int]:
+    """Character -> id; deterministic for the same texts (sorted), blank/pad at 0."""
+    chars = set(BASE_CHARS)
+    for t in texts:
+        chars.update(unicodedata.normalize("NFC", t))
+    chars.discard(" ")
+    for c in list(chars):
+        if c.isspace() or unicodedata.category(c).startswith("C"):
+            chars.discard(c)  # tabs/newlines/control chars: spaces are "|"
+    vocab = {PAD: 0, UNK: 1, DELIM: 2}
+    for c in sorted(chars):
+        vocab[c] = len(vocab)
+    return vocab
+
+
+def make_tokenizer(vocab: dict[str, int], folder: str | Path):
+    from transformers import Wav2Vec2CTCTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "vocab.json"
+    path.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    return Wav2Vec2CTCTokenizer(str(path), unk_token=UNK, pad_token=PAD, word_delimiter_token=DELIM,
+                                bos_token=None, eos_token=None,
+                                do_lower_case=False)
+
+
+# ---- helpers shared by the windowed families (ctc, seamless) -------------------------------
+
+def windowed_examples(rows: Sequence[dict], loaded: Loaded, *, window_s: float, for_training: bool,
+                      model_key: str) -> list[Example]:
+    """Manifest rows -> examples for a model that hears at most `window_s` seconds.
+
+    A clip within the window is one example. For training, a longer clip becomes segments
+    with their slice of the clean text (engine.segment; cached per dataset and model when
+    the driver put workspace/dataset in loaded.extra). For evaluation it becomes audio pieces
+    cut at pauses with no target of their own: the driver joins their predictions and scores
+    the whole clip. Nothing is truncated.
+    """
+    from engine import segment
+    from engine.audio import load_audio
+
+    long_rows = [r for r in rows if float(r.get("duration") or 0) > window_s]
+    prepared: dict[str, list[dict]] = {}
+    ctx = loaded.extra
+    if for_training and long_rows and ctx.get("workspace") and ctx.get("dataset"):
+        from engine.workspace import Workspace
+
+        prepared = segment.prepare(Workspace(Path(ctx["workspace"])), ctx["dataset"],
+                                   str(ctx.get("model") or model_key), long_rows, window_s,
+                                   manifest_hash=ctx.get("manifest_hash"))
+    out: list[Example] = []
+    for row in rows:
+        audio = load_audio(row["audio"], sr=SAMPLE_RATE)
+        duration = len(audio) / SAMPLE_RATE
+        text = row.get("text", "") or ""
+        if duration <= window_s + 1e-3:
+            out.append(Example(row["id"], audio, text, 0, 0.0, duration))
+        elif for_training:
+            segs = prepared.get(row["id"]) or segment.segment_clip(row, audio, window_s)[0]
+            for k, s in enumerate(segs):
+                out.append(Example(row["id"], _slice(audio, s["start"], s["end"]), s["text"], k,
+                                   s["start"], s["end"], {"segments": len(segs)}))
+        else:
+            pieces = segment.audio_pieces(audio, window_s)
+            for k, (a, b) in enumerate(pieces):
+                out.append(Example(row["id"], _slice(audio, a, b), "", k, a, b,
+                                   {"segments": len(pieces), "score_text": False}))
+    for ex in out:
+        if ex.end_s - ex.start_s > window_s + 0.05:
+            raise ValueError(f"clip {ex.clip_id}: segment {ex.segment} is {ex.end_s - ex.start_s:.1f} s, over the "
+                             f"{window_s:.0f} s window (it would be truncated); re-import the clip")
+    return out
+
+
+def _slice(audio, start: float, end: float):
+    return audio[int(round(start * SAMPLE_RATE)): int(round(end * SAMPLE_RATE))]
+
+
+def keep_unquantized(qconfig: Any, names: Sequence[str]) -> None:
+    """Layers bitsandbytes must leave alone. Naming any replaces transformers' default skips
+    (the output head), so the head is always in `names`."""
+    if qconfig is None:
+        return
+    have = list(getattr(qconfig, "llm_int8_skip_modules", None) or [])
+    qconfig.llm_int8_skip_modules = have + [n for n in names if n not in have]
+
+
+def unwrap(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
+def float_dtype(model: Any):
+    """The dtype inputs should have: the first floating-point parameter's (quantised layers hold ints)."""
+    import torch
+
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def model_device(model: Any):
+    return next(model.parameters()).device
+
+
+def to_model(batch: dict, model: Any) -> dict:
+    """Move a collated batch to the model's device; float tensors take the model's dtype."""
+    dev, dt = model_device(model), float_dtype(model)
+    return {k: (v.to(dev, dtype=dt) if v.is_floating_point() else v.to(dev)) if hasattr(v, "to") else v
+            for k, v in batch.items()}
+
+
+def ensure_trainable_head(model: Any, names: Sequence[str]) -> None:
+    """Under LoRA, PEFT freezes everything but the adapters; a new (random) CTC head must train
+    fully and be saved with the adapter. PEFT's `modules_to_save` does both. The shared driver's
+    LoraConfig does not set it, so it is added here, on the wrapped model, before training."""
+    peft_config = getattr(model, "peft_config", None)
+    if not peft_config or not hasattr(model, "base_model"):
+        return  # full fine-tune: everything trains already
+    from peft.tuners.tuners_utils import BaseTuner
+    from peft.utils.other import set_additional_trainable_modules
+
+    for adapter, cfg in peft_config.items():
+        have = list(getattr(cfg, "modules_to_save", None) or [])
+        missing = [n for n in names if n not in have]
+        if missing:
+            cfg.modules_to_save = have + missing
+            set_additional_trainable_modules(model=model.base_model.model, peft_config=cfg,
+                                             model_config=BaseTuner.get_model_config(model),
+                                             adapter_name=adapter)
+
+
+# ---- the recipe --------------------------------------------------------------------------------
+
+@dataclass
+class CTCRecipe:
+    key: str = "ctc"
+    default_lora_targets: Sequence[str] = ("linear_q", "linear_v")
+    modules_to_save: Sequence[str] = ("lm_head",)  # the new head trains fully under LoRA
+    long_audio: str = "segment"
+    window_s: float = WINDOW_S
+    vocab_dir: str | None = None  # a run's folder whose alphabet must be reused (adapter/checkpoint)
+
+    def configure(self, config: dict) -> None:
+        """A LoRA checkpoint or export of a CTC run holds its alphabet next to the adapter;
+        the driver loads the base model, so remember where that alphabet is."""
+        ref = config.get("model_ref") or config.get("model")
+        if ref and (Path(str(ref)) / "vocab.json").is_file():
+            self.vocab_dir = str(ref)
+
+    def load(self, model_ref: str, *, dtype: Any, quantization_config: Any, device_map: Any,
+             trust_remote_code: bool, train_texts: Sequence[str]) -> Loaded:
+        from transformers import (AutoConfig, SeamlessM4TFeatureExtractor, Wav2Vec2BertForCTC,
+                                  Wav2Vec2BertProcessor, Wav2Vec2CTCTokenizer)
+        import tempfile
+
+        tokenizer = None
+        config = AutoConfig.from_pretrained(model_ref, trust_remote_code=trust_remote_code)
+        for folder in (self.vocab_dir, model_ref):
+            if folder and (Path(folder) / "vocab.json").is_file():
+                tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(folder)
+                break
+        # the checkpoint's own head fits this alphabet: keep it (a finished run); else a new head
+        new_head = tokenizer is None or getattr(config, "vocab_size", None) != len(tokenizer) \
+            or "ForCTC" not in " ".join(getattr(config, "architectures", None) or [])
+        if tokenizer is None:
+            if not train_texts:
+                raise ValueError(f"{model_ref} has no CTC vocabulary and no training texts were given to "
+                                 "build one: train a run first, or evaluate a finished CTC run's model")
+            tokenizer = make_tokenizer(build_vocab(train_texts), tempfile.mkdtemp(prefix="voxtune-ctc-vocab-"))
+        feature_extractor = SeamlessM4TFeatureExtractor.from_pretrained(model_ref)
+        processor = Wav2Vec2BertProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+        keep_unquantized(quantization_config, NOT_QUANTIZED)
+        model = Wav2Vec2BertForCTC.from_pretrained(
+            model_ref, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+            ctc_loss_reduction="mean", ctc_zero_infinity=True, layerdrop=0.0,
+            ignore_mismatched_sizes=new_head, dtype=dtype, quantization_config=quantization_config,
+            device_map=device_map, trust_remote_code=trust_remote_code)
+        # The encoder takes features, not token embeddings, so transformers raises on
+        # get_input_embeddings(); PEFT (saving an adapter after the head changed size) and
+        # gradient checkpointing (enable_input_require_grads) both ask for it. The feature
+        # projection is the layer in that place.
+        model.get_input_embeddings = lambda: model.wav2vec2_bert.feature_projection
+        return Loaded(model=model, processor=processor,
+                      extra={"vocab": tokenizer.get_vocab(), "new_head": new_head})
+
+    def examples(self, rows: Sequence[dict], loaded: Loaded, *, for_training: bool) -> list[Example]:
+        if for_training:
+            ensure_trainable_head(loaded.model, self.modules_to_save)
+        return windowed_examples(rows, loaded, window_s=self.window_s, for_training=for_training,
+                                 model_key=self.key)
+
+    def _features(self, batch: Sequence[Example], loaded: Loaded) -> dict:
+        fe = loaded.processor.feature_extractor
+        return dict(fe([ex.audio for ex in batch], sampling_rate=SAMPLE_RATE, padding=True,
+                       return_attention_mask=True, return_tensors="pt"))
+
+    def collate(self, batch: Sequence[Example], loaded: Loaded) -> dict:
+        inputs = self._features(batch, loaded)
+        tok = loaded.processor.tokenizer
+        enc = tok([unicodedata.normalize("NFC", ex.text) for ex in batch], padding=True, return_tensors="pt")
+        inputs["labels"] = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        return inputs
+
+    def generate(self, model: Any, loaded: Loaded, batch: Sequence[Example], max_new_tokens: int) -> list[str]:
+        import torch
+
+        inputs = to_model(self._features(batch, loaded), model)
+        with torch.no_grad():
+            logits = model(**inputs).logits
+        ids = logits.argmax(-1)
+        # frames past the audio's end are padding: blank them so they decode to nothing
+        lengths = unwrap(model)._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1))
+        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] >= lengths[:, None]
+        ids = ids.masked_fill(mask, loaded.processor.tokenizer.pad_token_id)
+        return [t.strip() for t in loaded.processor.tokenizer.batch_decode(ids.cpu())]
+
+    def audio_encoder(self, model: Any) -> Any:
+        return unwrap(model).wav2vec2_bert
+
+    def save(self, loaded: Loaded, out_dir: str) -> None:
+        loaded.processor.save_pretrained(out_dir)
+
+
+def make_recipe(key: str) -> CTCRecipe:
+    if key != "ctc":
+        raise ValueError(f"engine.recipes.ctc has no recipe {key!r}")
+    return CTCRecipe()

@@ -1,0 +1,186 @@
+"""Whisper family (Whisper small..large-v3-turbo, Distil-Whisper): encoder-decoder over
+30-second log-mel windows.
+
+What differs from the shared driver: a 30 s audio window (longer clips arrive as segments
+from engine.segment, never truncated), a 448-token decoder (a target that does not fit is an
+error naming the clip, not a silent cut), and prefix tokens that depend on the checkpoint:
+multilingual models get <|lang|><|transcribe|>, English-only (.en) models take neither.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from engine.recipes.base import Example, Loaded
+
+SAMPLE_RATE = 16000
+WINDOW_S = 30.0
+DEFAULT_LANGUAGE = "english"
+
+
+class WhisperRecipe:
+    key = "whisper"
+    default_lora_targets = ("q_proj", "v_proj")
+    long_audio = "segment"
+
+    def __init__(self, language: str | None = None) -> None:
+        self.language = language
+
+    def configure(self, config: dict) -> None:
+        """Run options this family reads: the transcript language (multilingual checkpoints)."""
+        self.language = config.get("language") or self.language
+
+    # -- loading ------------------------------------------------------------------------
+    def load(self, model_ref: str, *, dtype: Any, quantization_config: Any, device_map: Any,
+             trust_remote_code: bool, train_texts: Sequence[str]) -> Loaded:
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        from engine.loading import from_pretrained
+
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if quantization_config is not None:
+            kwargs["quantization_config"] = quantization_config
+        if device_map is not None:
+            kwargs["device_map"] = device_map
+        model = from_pretrained(WhisperForConditionalGeneration, model_ref, **kwargs)
+        processor = from_pretrained(WhisperProcessor, model_ref)
+        loaded = Loaded(model=model, processor=processor)
+        self._configure_prefix(loaded)
+        return loaded
+
+    def is_multilingual(self, loaded: Loaded) -> bool:
+        gen = getattr(loaded.model, "generation_config", None)
+        flag = getattr(gen, "is_multilingual", None)
+        if flag is not None:
+            return bool(flag)
+        return len(loaded.processor.tokenizer) >= 51865  # .en vocabularies are 51864
+
+    def _configure_prefix(self, loaded: Loaded) -> None:
+        """Labels and generation must agree on the prefix the model was trained with."""
+        tok = loaded.processor.tokenizer
+        if self.is_multilingual(loaded):
+            language = self.language or DEFAULT_LANGUAGE
+            tok.set_prefix_tokens(language=language, task="transcribe", predict_timestamps=False)
+            loaded.extra["generate_kwargs"] = {"language": language, "task": "transcribe"}
+        else:
+            if self.language and self.language.lower() not in ("en", "english"):
+                raise ValueError(
+                    f"this is an English-only Whisper checkpoint (.en); language {self.language!r} "
+                    "needs a multilingual one (e.g. openai/whisper-small)")
+            tok.set_prefix_tokens(predict_timestamps=False)
+            loaded.extra["generate_kwargs"] = {}
+        gen = getattr(loaded.model, "generation_config", None)
+        if gen is not None:  # fine-tuning data has no timestamps; neither should generation
+            gen.return_timestamps = False
+        loaded.extra["max_target_tokens"] = int(getattr(loaded.model.config, "max_target_positions", 448))
+
+    # -- data -----------------------------------------------------------------------------
+    def examples(self, rows: Sequence[dict], loaded: Loaded, *, for_training: bool) -> list[Example]:
+        """Short clips whole; long clips cut at pauses into <= 30 s pieces by engine.segment.
+
+        Training pieces carry their slice of the clean transcript (cached per dataset and
+        model when the driver passed that context). Evaluation pieces carry no target of their
+        own: the driver joins their predictions and scores the whole clip.
+        """
+        from engine import segment
+        from engine.audio import load_audio
+
+        long_rows = [r for r in rows if float(r.get("duration") or 0) > WINDOW_S]
+        prepared: dict[str, list[dict]] = {}
+        if for_training and long_rows:
+            ctx = loaded.extra
+            if ctx.get("workspace") and ctx.get("dataset"):
+                from engine.workspace import Workspace
+
+                prepared = segment.prepare(Workspace(Path(ctx["workspace"])), ctx["dataset"],
+                                           str(ctx.get("model") or "whisper"), long_rows, WINDOW_S,
+                                           manifest_hash=ctx.get("manifest_hash"))
+        out: list[Example] = []
+        for row in rows:
+            audio = load_audio(row["audio"], sr=SAMPLE_RATE)
+            duration = len(audio) / SAMPLE_RATE
+            text = row.get("text", "") or ""
+            if duration <= WINDOW_S + 1e-3:
+                out.append(Example(row["id"], audio, text, 0, 0.0, duration))
+            elif for_training:
+                segs = prepared.get(row["id"]) or segment.segment_clip(row, audio, WINDOW_S)[0]
+                for k, s in enumerate(segs):
+                    out.append(Example(row["id"], _slice(audio, s["start"], s["end"]), s["text"], k,
+                                       s["start"], s["end"], {"segments": len(segs)}))
+            else:
+                pieces = segment.audio_pieces(audio, WINDOW_S)
+                for k, (a, b) in enumerate(pieces):
+                    out.append(Example(row["id"], _slice(audio, a, b), "", k, a, b,
+                                       {"segments": len(pieces), "score_text": False}))
+        for ex in out:
+            if ex.end_s - ex.start_s > WINDOW_S + 0.05:
+                raise ValueError(f"clip {ex.clip_id}: segment {ex.segment} is {ex.end_s - ex.start_s:.1f} s, over "
+                                 f"Whisper's {WINDOW_S:.0f} s window (it would be truncated); re-import the clip")
+            if for_training:
+                self._check_target_length(ex, loaded)
+        return out
+
+    def _label_ids(self, text: str, loaded: Loaded) -> list[int]:
+        return loaded.processor.tokenizer(text).input_ids
+
+    def _check_target_length(self, ex: Example, loaded: Loaded) -> None:
+        n = len(self._label_ids(ex.text, loaded))
+        limit = loaded.extra.get("max_target_tokens", 448)
+        if n > limit:
+            raise ValueError(
+                f"clip {ex.clip_id} (segment {ex.segment}, {ex.start_s:.1f}-{ex.end_s:.1f} s): its "
+                f"transcript is {n} tokens, over Whisper's {limit}-token decoder limit; split it "
+                "into shorter clips or segments (nothing was truncated)")
+
+    def collate(self, batch: Sequence[Example], loaded: Loaded) -> dict:
+        import torch
+
+        fe, tok = loaded.processor.feature_extractor, loaded.processor.tokenizer
+        features = fe([ex.audio for ex in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        enc = tok([ex.text for ex in batch], padding=True, return_tensors="pt")
+        labels = enc.input_ids.masked_fill(enc.attention_mask.ne(1), -100)
+        start = loaded.model.config.decoder_start_token_id
+        if labels.shape[1] and bool((labels[:, 0] == start).all()):
+            labels = labels[:, 1:]  # the model prepends decoder_start_token_id itself
+        return {"input_features": features.to(self._input_dtype(loaded.model)), "labels": labels.to(torch.long)}
+
+    @staticmethod
+    def _input_dtype(model: Any):
+        import torch
+
+        for p in model.parameters():  # first floating parameter: conv1 of the encoder
+            if p.dtype.is_floating_point:
+                return p.dtype
+        return torch.float32
+
+    # -- evaluation ---------------------------------------------------------------------
+    def generate(self, model: Any, loaded: Loaded, batch: Sequence[Example], max_new_tokens: int) -> list[str]:
+        import torch
+
+        fe, tok = loaded.processor.feature_extractor, loaded.processor.tokenizer
+        features = fe([ex.audio for ex in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        device = next(model.parameters()).device
+        features = features.to(device=device, dtype=self._input_dtype(model))
+        # prefix (<|sot|> [+ lang + task] + <|notimestamps|>) counts against the 448 positions
+        limit = loaded.extra.get("max_target_tokens", 448) - 4
+        with torch.no_grad():
+            ids = model.generate(input_features=features, max_new_tokens=max(1, min(max_new_tokens, limit)),
+                                 do_sample=False, num_beams=1, **loaded.extra.get("generate_kwargs", {}))
+        if not torch.is_tensor(ids):  # some versions return a dict-like output
+            ids = ids["sequences"]
+        return [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
+
+    def audio_encoder(self, model: Any) -> Any:
+        return model.get_encoder()
+
+    def save(self, loaded: Loaded, out_dir: str) -> None:
+        loaded.processor.save_pretrained(out_dir)
+
+
+def _slice(audio, start: float, end: float):
+    return audio[int(round(start * SAMPLE_RATE)): int(round(end * SAMPLE_RATE))]
+
+
+def make_recipe(key: str, **options: Any) -> WhisperRecipe:
+    return WhisperRecipe(**options)

@@ -1,0 +1,513 @@
+"""The training driver every recipe shares: one run folder in, result.json out.
+
+`run(run_dir)` is what `python -m engine.worker RUN_DIR` calls. It reads config.json, picks
+device and precision, loads the model through the family's recipe (quantised for qlora /
+lora8, PEFT LoRA for every method but full), and trains with the Hugging Face Trainer. A
+TrainerCallback is the only voxtune code inside the loop: it appends a train record per
+logging step, checks for runs/<id>/cancel.request, and every `eval_every` steps scores the
+validation split by generation (WER and the cleanup metrics, pinned samples' predictions),
+asking the Trainer to checkpoint whenever validation WER improves so the best checkpoint
+is kept (Trainer's rotation spares `state.best_model_checkpoint`) and named in result.json.
+
+Failures never escape as tracebacks alone: out-of-memory is recorded with its step and the
+peak reached; any other exception becomes status "failed" with a one-line reason; both exit
+nonzero. Memory sizes are GiB (1024**3 bytes).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import sys
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from engine import metrics as metrics_mod
+from engine.runfiles import RunFiles, append_jsonl, atomic_write_json, read_json
+
+GIB = 1024**3
+OPTIMIZERS = {"adamw": "adamw_torch", "adamw8bit": "adamw_bnb_8bit", "adafactor": "adafactor"}
+METHODS = ("full", "lora", "qlora", "lora8")
+
+
+class ConfigError(ValueError):
+    """config.json asks for something impossible; the message names the field."""
+
+
+# -- pure decisions (unit-tested without torch) -----------------------------------------------
+def pick_precision(device: str, requested: str | None, bf16_supported: bool) -> str:
+    """bf16 where supported, else fp16 on GPU; fp32 on CPU (unless asked for bf16)."""
+    requested = (requested or "auto").lower()
+    if requested not in ("auto", "bf16", "fp16", "fp32"):
+        raise ConfigError(f"config.json: precision {requested!r} is not one of auto, bf16, fp16, fp32")
+    if requested == "auto":
+        if device == "cpu":
+            return "fp32"
+        return "bf16" if bf16_supported else "fp16"
+    if requested == "fp16" and device == "cpu":
+        raise ConfigError("config.json: precision fp16 needs a GPU; use fp32 or bf16 on CPU")
+    if requested == "bf16" and device != "cpu" and not bf16_supported:
+        raise ConfigError("config.json: this GPU does not support bf16; use precision fp16 or auto")
+    return requested
+
+
+def optimizer_name(name: str | None) -> str:
+    key = (name or "adamw").lower()
+    if key not in OPTIMIZERS:
+        raise ConfigError(f"config.json: optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[key]
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    name = type(exc).__name__
+    text = str(exc).lower()
+    return name == "OutOfMemoryError" or "out of memory" in text or "hip out of memory" in text
+
+
+def eval_due(step: int, eval_every: int | None, max_steps: int) -> bool:
+    """Every eval_every steps, and always at the last step."""
+    return step >= max_steps or bool(eval_every and eval_every > 0 and step % eval_every == 0)
+
+
+def join_predictions(rows: Sequence[dict], examples: Sequence[Any], predictions: Sequence[str]) -> list[str]:
+    """A clip's segment predictions, in segment order, joined into one transcript per row."""
+    parts: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for ex, pred in zip(examples, predictions):
+        parts[ex.clip_id].append((ex.segment, pred.strip()))
+    return [" ".join(p for _, p in sorted(parts.get(r["id"], [])) if p) for r in rows]
+
+
+def oom_advice(cfg: dict) -> str:
+    tips = []
+    if int(cfg.get("batch_size") or 1) > 1:
+        b = int(cfg["batch_size"])
+        tips.append(f"--batch {max(1, b // 2)} --grad-accum {int(cfg.get('grad_accum') or 1) * 2}")
+    if not cfg.get("gradient_checkpointing"):
+        tips.append("gradient checkpointing")
+    if cfg.get("method") in ("full", "lora"):
+        tips.append("--method qlora")
+    if cfg.get("optimizer", "adamw") == "adamw" and cfg.get("method") == "full":
+        tips.append("--optimizer adamw8bit")
+    return "try " + ", ".join(tips) if tips else "try a smaller model"
+
+
+def peak_memory(device: str) -> dict:
+    """Peak memory of this process: the GPU's allocator peaks, and peak RSS on the host."""
+    out: dict[str, Any] = {"device": device, "allocated_gb": None, "reserved_gb": None,
+                           "rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 4)}
+    if device.startswith("cuda"):
+        try:
+            import torch
+
+            out["allocated_gb"] = round(torch.cuda.max_memory_allocated() / GIB, 4)
+            out["reserved_gb"] = round(torch.cuda.max_memory_reserved() / GIB, 4)
+        except Exception:  # telemetry must never turn a result into a failure
+            pass
+    return out
+
+
+# -- dataset rows -----------------------------------------------------------------------------
+def load_rows(workspace: str | Path, dataset: str, split: str) -> list[dict]:
+    from engine import datasets
+    from engine.workspace import Workspace
+
+    return datasets.load_rows(Workspace(Path(workspace)), dataset, split)
+
+
+# -- the run ----------------------------------------------------------------------------------
+@dataclass
+class Tracker:
+    """What the error path needs to know about how far the run got."""
+
+    step: int = 0
+    device: str = "cpu"
+    last_eval: dict = field(default_factory=dict)
+    best: dict | None = None
+    final_loss: float | None = None
+    cancelled: bool = False
+
+
+def run(run_dir: str | Path) -> int:
+    """Train or evaluate as runs/<id>/config.json says; write result.json; exit status."""
+    files = RunFiles(Path(run_dir).resolve())
+    started = time.time()
+    tracker = Tracker()
+    result: dict[str, Any]
+    cfg: dict = {}
+    try:
+        cfg = read_json(files.config)
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"{files.config} is missing or not a JSON object; queue the run again")
+        result = _run(cfg, files, tracker)
+    except BaseException as e:  # noqa: BLE001 -- every ending must leave a result.json
+        traceback.print_exc()
+        if isinstance(e, KeyboardInterrupt):
+            result = {"status": "cancelled", "reason": "interrupted (SIGINT)", "oom": False}
+        elif is_oom(e):
+            peak = peak_memory(tracker.device)
+            used = peak["reserved_gb"] or peak["rss_gb"]
+            result = {"status": "failed", "oom": True, "oom_step": tracker.step,
+                      "reason": f"out of memory at step {tracker.step} (peak {used:.2f} GiB); {oom_advice(cfg)}"}
+        else:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            result = {"status": "failed", "oom": False, "reason": f"{type(e).__name__}: {first}"[:500]}
+    result.setdefault("oom", False)
+    result.setdefault("oom_step", None)
+    result.setdefault("metrics", tracker.last_eval or None)
+    result.setdefault("best", tracker.best)
+    result.setdefault("final_loss", tracker.final_loss)
+    result.setdefault("train_samples_per_s", None)
+    result["peak_memory"] = peak_memory(tracker.device)
+    result["duration_s"] = round(time.time() - started, 3)
+    result["step"] = tracker.step
+    atomic_write_json(files.result, result)
+    print(f"voxtune: run {result['status']}" + (f": {result['reason']}" if result.get("reason") else ""), flush=True)
+    return 0 if result["status"] in ("finished", "cancelled") else (3 if result["oom"] else 1)
+
+
+def _run(cfg: dict, files: RunFiles, tracker: Tracker) -> dict:
+    import torch
+    from transformers import set_seed
+
+    from engine import loading
+    from engine.recipes import get_recipe
+
+    method = cfg.get("method", "lora")
+    if method not in METHODS:
+        raise ConfigError(f"config.json: method {method!r} is not one of {', '.join(METHODS)}")
+    device = os.environ.get("VOXTUNE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    tracker.device = device
+    precision = pick_precision(device, cfg.get("precision"),
+                               device != "cpu" and torch.cuda.is_bf16_supported())
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    seed = int(cfg.get("seed") or 0)
+    set_seed(seed)
+
+    recipe = get_recipe(cfg.get("recipe") or "whisper")
+    if hasattr(recipe, "configure"):
+        recipe.configure(cfg)
+    model_ref = cfg.get("model_ref") or cfg.get("model")
+    source = loading.resolve(model_ref)
+    print(f"voxtune: {method} {model_ref} on {device} ({precision}), recipe {recipe.key}", flush=True)
+
+    split = cfg.get("split") or "validation"
+    if cfg.get("eval_only"):
+        train_rows: list[dict] = []
+        eval_rows = load_rows(cfg["workspace"], cfg["dataset"], split)
+    else:
+        train_rows = load_rows(cfg["workspace"], cfg["dataset"], "train")
+        eval_rows = load_rows(cfg["workspace"], cfg["dataset"], "validation")
+        if not train_rows:
+            raise ConfigError(f"dataset {cfg['dataset']!r} has no clips in its train split; "
+                              "check `voxtune data show` and its splits")
+
+    loaded = loading.load_model(
+        recipe, source, method=method, precision=precision, device=device,
+        train_texts=[r["text"] for r in train_rows],
+        trust_remote_code=bool(cfg.get("trust_remote_code")),
+        lora=None if method == "full" else {
+            "r": int(cfg.get("lora_rank") or 16), "alpha": int(cfg.get("lora_alpha") or 2 * int(cfg.get("lora_rank") or 16)),
+            "dropout": float(cfg.get("lora_dropout") or 0.0),
+            "targets": list(cfg.get("lora_targets") or recipe.default_lora_targets)},
+        gradient_checkpointing=bool(cfg.get("gradient_checkpointing")) and not cfg.get("eval_only"),
+        trainable=not cfg.get("eval_only"),
+        context={"workspace": cfg.get("workspace"), "dataset": cfg.get("dataset"), "model": cfg.get("model"),
+                 "manifest_hash": cfg.get("dataset_manifest_hash")},
+    )
+    if cfg.get("freeze_audio_encoder") and not cfg.get("eval_only"):
+        base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
+        for p in recipe.audio_encoder(base).parameters():
+            p.requires_grad_(False)
+    print(f"voxtune: model {describe_model(loaded.model)}", flush=True)
+    evaluator = Evaluator(recipe, loaded, eval_rows, files, cfg, device, precision)
+    if cfg.get("eval_only"):
+        if device != "cpu" and not getattr(loaded.model, "hf_device_map", None):
+            loaded.model.to(device)
+        rec = evaluator(loaded.model, step=0, max_steps=0)
+        tracker.last_eval = _metrics_of(rec)
+        return {"status": "finished", "reason": None, "metrics": tracker.last_eval}
+    return _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, precision, seed)
+
+
+def describe_model(model) -> str:
+    """Parameter counts and quantised layers, for the log (and the tests that read it)."""
+    total = trainable = 0
+    for p in model.parameters():
+        n = p.numel() * (2 if p.__class__.__name__ == "Params4bit" else 1)  # packed 2 per byte
+        total += n
+        trainable += n if p.requires_grad else 0
+    kinds: dict[str, int] = {}
+    for m in model.modules():
+        where, name = type(m).__module__, type(m).__name__
+        kind = ("LoRA" if where.startswith("peft") and hasattr(m, "lora_A")
+                else "4-bit" if where.startswith("bitsandbytes") and name == "Linear4bit"
+                else "8-bit" if where.startswith("bitsandbytes") and name == "Linear8bitLt" else None)
+        if kind:
+            kinds[kind] = kinds.get(kind, 0) + 1
+    layers = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) or "plain"
+    return f"{total / 1e6:.2f}M params, {trainable / 1e6:.3f}M trainable; layers: {layers}"
+
+
+def _metrics_of(rec: dict | None) -> dict:
+    if not rec:
+        return {}
+    return {k: rec[k] for k in ("step", "eval_loss", "wer", "cer", "wer_normalized", "filler_rate", "deletion_rate") if k in rec}
+
+
+class Evaluator:
+    """Scores a model on the evaluation rows: generation -> joined clip transcripts -> metrics."""
+
+    def __init__(self, recipe, loaded, rows: list[dict], files: RunFiles, cfg: dict, device: str, precision: str):
+        self.recipe, self.loaded, self.rows, self.files = recipe, loaded, rows, files
+        self.batch = max(1, int(cfg.get("eval_batch_size") or cfg.get("batch_size") or 1))
+        self.max_new_tokens = int(cfg.get("max_new_tokens") or 225)
+        self.device, self.precision = device, precision
+        pinned = set(cfg.get("pinned") or _pinned(cfg))
+        self.pinned = [r["id"] for r in rows if r["id"] in pinned]
+        self._examples = None
+
+    @property
+    def examples(self):
+        if self._examples is None:  # prepared once, on first use
+            self._examples = self.recipe.examples(self.rows, self.loaded, for_training=False)
+        return self._examples
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type="cuda" if self.device.startswith("cuda") else "cpu", dtype=dtype)
+
+    def __call__(self, model, step: int, max_steps: int) -> dict | None:
+        import torch
+
+        if not self.rows:
+            return None
+        was_training = model.training
+        model.eval()
+        t0 = time.time()
+        try:
+            exs = self.examples
+            preds: list[str] = []
+            loss_sum, loss_n = 0.0, 0
+            dev = next(model.parameters()).device
+            with torch.no_grad(), self._autocast():
+                for i in range(0, len(exs), self.batch):
+                    batch = exs[i:i + self.batch]
+                    preds.extend(self.recipe.generate(model, self.loaded, batch, self.max_new_tokens))
+                    scored = [ex for ex in batch if ex.text and ex.meta.get("score_text", True)]
+                    if scored:
+                        inputs = self.recipe.collate(scored, self.loaded)
+                        inputs = {k: v.to(dev) if hasattr(v, "to") else v for k, v in inputs.items()}
+                        loss = model(**inputs).loss
+                        if loss is not None and torch.isfinite(loss):
+                            loss_sum += float(loss) * len(scored)
+                            loss_n += len(scored)
+        finally:
+            if was_training:
+                model.train()
+        hyps = join_predictions(self.rows, exs, preds)
+        refs = [r.get("text", "") for r in self.rows]
+        now = time.time()
+        rec = {"kind": "eval", "step": step, "max_steps": max_steps,
+               "eval_loss": round(loss_sum / loss_n, 6) if loss_n else None,
+               **{k: round(v, 6) for k, v in metrics_mod.score(refs, hyps).items()},
+               "clips": len(self.rows), "eval_s": round(now - t0, 3), "time": now}
+        append_jsonl(self.files.metrics, rec)
+        by_id = {r["id"]: (r, h) for r, h in zip(self.rows, hyps)}
+        for cid in self.pinned:
+            row, hyp = by_id[cid]
+            append_jsonl(self.files.samples, {"step": step, "sample_id": cid, "prediction": hyp,
+                                              "reference": row.get("text", ""), "time": now})
+        print(f"voxtune: eval step {step}: wer {rec['wer']:.4f} cer {rec['cer']:.4f} "
+              f"eval_loss {rec['eval_loss']} ({rec['eval_s']:.1f} s)", flush=True)
+        return rec
+
+
+def _pinned(cfg: dict) -> list[str]:
+    try:
+        from engine.store import Store
+        from engine.workspace import Workspace
+
+        rec = Store(Workspace(Path(cfg["workspace"]))).get_dataset(cfg["dataset"]) or {}
+        return list(rec.get("pinned") or [])
+    except Exception:
+        return []
+
+
+def _make_callback(files: RunFiles, tracker: Tracker, evaluator: Evaluator, eval_every: int | None,
+                   samples_per_step: int):
+    from transformers import TrainerCallback
+
+    class VoxtuneCallback(TrainerCallback):
+        """voxtune's only code inside the training loop; cheap on ordinary steps."""
+
+        def __init__(self) -> None:
+            self.last_log = (time.time(), 0)
+
+        def on_train_begin(self, args, state, control, **kw):
+            tracker.step = state.global_step
+            self.last_log = (time.time(), state.global_step)
+            if state.best_metric is not None and state.best_global_step:
+                tracker.best = {"step": state.best_global_step, "wer": state.best_metric,
+                                "checkpoint": _rel(files, state.best_model_checkpoint)}
+
+        def on_step_begin(self, args, state, control, **kw):
+            tracker.step = state.global_step + 1
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            step = tracker.step = state.global_step
+            if files.cancel_request.exists():
+                tracker.cancelled = True
+                control.should_save = True
+                control.should_training_stop = True
+                print(f"voxtune: cancel requested: checkpointing at step {step} and stopping", flush=True)
+                return control
+            if evaluator.rows and eval_due(step, eval_every, state.max_steps):
+                rec = evaluator(model, step, state.max_steps)
+                tracker.last_eval = _metrics_of(rec)
+                if rec and (state.best_metric is None or rec["wer"] < state.best_metric):
+                    state.best_metric, state.best_global_step = rec["wer"], step
+                    control.should_save = True
+            if step >= state.max_steps:
+                control.should_save = True  # the final model is always on disk
+            return control
+
+        def on_save(self, args, state, control, **kw):
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                evaluator.recipe.save(evaluator.loaded, str(ckpt))  # processor/vocab with the weights
+            if state.best_global_step:
+                best_dir = Path(args.output_dir) / f"checkpoint-{state.best_global_step}"
+                if best_dir.is_dir():
+                    tracker.best = {"step": state.best_global_step, "wer": state.best_metric,
+                                    "checkpoint": _rel(files, best_dir)}
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs:
+                return
+            now, step = time.time(), state.global_step
+            t_prev, s_prev = self.last_log
+            rate = (step - s_prev) * samples_per_step / (now - t_prev) if now > t_prev and step > s_prev else None
+            self.last_log = (now, step)
+            tracker.final_loss = float(logs["loss"])
+            rec = {"kind": "train", "step": step, "max_steps": state.max_steps, "epoch": logs.get("epoch", state.epoch),
+                   "loss": logs["loss"], "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+                   "time": now, "samples_per_s": round(rate, 4) if rate else None}
+            append_jsonl(files.metrics, rec)
+            print(f"voxtune: step {step}/{state.max_steps} loss {logs['loss']:.4f}", flush=True)
+
+    return VoxtuneCallback()
+
+
+def _rel(files: RunFiles, path: str | Path | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(files.root))
+    except ValueError:
+        return str(path)
+
+
+def training_arguments(cfg: dict, output_dir: Path, device: str, precision: str, n_train: int):
+    """TrainingArguments from config.json (also used by the overhead benchmark's baseline)."""
+    from transformers import TrainingArguments
+
+    batch = int(cfg.get("batch_size") or 1)
+    accum = int(cfg.get("grad_accum") or 1)
+    if batch < 1 or accum < 1:
+        raise ConfigError("config.json: batch_size and grad_accum must be at least 1")
+    lr = float(cfg.get("lr") or 1e-4)
+    if lr <= 0:
+        raise ConfigError("config.json: lr must be positive")
+    max_steps = int(cfg.get("max_steps") or 0)
+    epochs = float(cfg.get("epochs") or 0)
+    if max_steps <= 0 and epochs <= 0:
+        raise ConfigError("config.json: give max_steps or epochs (a positive number)")
+    total = max_steps if max_steps > 0 else math.ceil(epochs * math.ceil(n_train / batch) / accum)
+    save_every = int(cfg.get("save_every") or 0)
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accum,
+        learning_rate=lr,
+        warmup_steps=int(cfg.get("warmup_steps") or 0),
+        max_steps=max_steps if max_steps > 0 else -1,
+        num_train_epochs=epochs if max_steps <= 0 else 1.0,
+        logging_steps=int(cfg.get("log_every") or (1 if total <= 100 else 5)),
+        logging_first_step=True,
+        save_strategy="steps" if save_every > 0 else "no",
+        save_steps=save_every if save_every > 0 else 500,
+        save_total_limit=cfg.get("save_total_limit", 3),
+        eval_strategy="no",  # evaluation is generation-based, run by the callback
+        optim=optimizer_name(cfg.get("optimizer")),
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=bool(cfg.get("gradient_checkpointing")),
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.get("gradient_checkpointing") else None,
+        seed=int(cfg.get("seed") or 0),
+        data_seed=int(cfg.get("seed") or 0),
+        use_cpu=device == "cpu",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        report_to="none",
+        disable_tqdm=True,
+        save_safetensors=True,
+    )
+    import inspect
+
+    accepted = inspect.signature(TrainingArguments.__init__).parameters
+    return TrainingArguments(**{k: v for k, v in kwargs.items() if k in accepted}), total
+
+
+def _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, precision, seed) -> dict:
+    from transformers import PrinterCallback, Trainer
+
+    examples = recipe.examples(train_rows, loaded, for_training=True)
+    args, total = training_arguments(cfg, files.checkpoints, device, precision, len(examples))
+    samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    callback = _make_callback(files, tracker, evaluator, int(cfg.get("eval_every") or 0), samples_per_step)
+    trainer = Trainer(model=loaded.model, args=args, train_dataset=examples,
+                      data_collator=lambda batch: recipe.collate(batch, loaded), callbacks=[callback])
+    trainer.remove_callback(PrinterCallback)  # our callback prints one line per log instead
+    resume = None
+    if cfg.get("resume_from_checkpoint"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        resume = get_last_checkpoint(str(files.checkpoints)) if files.checkpoints.is_dir() else None
+        if resume is None:
+            print("voxtune: no checkpoint to resume from; starting at step 0", flush=True)
+        else:
+            print(f"voxtune: resuming from {resume}", flush=True)
+    print(f"voxtune: training on {len(examples)} examples, {total} steps", flush=True)
+    out = trainer.train(resume_from_checkpoint=resume)
+    tracker.step = trainer.state.global_step
+    status = "cancelled" if tracker.cancelled else "finished"
+    reason = f"cancelled at step {tracker.step}; checkpoint saved, `voxtune runs resume` continues" \
+        if tracker.cancelled else None
+    return {"status": status, "reason": reason, "metrics": tracker.last_eval or None, "best": tracker.best,
+            "final_loss": tracker.final_loss, "train_samples_per_s": out.metrics.get("train_samples_per_second"),
+            "last_checkpoint": _rel(files, _last_checkpoint(files))}
+
+
+def _last_checkpoint(files: RunFiles) -> Path | None:
+    ckpts = sorted((p for p in files.checkpoints.glob("checkpoint-*") if p.is_dir()),
+                   key=lambda p: int(p.name.rsplit("-", 1)[1]) if p.name.rsplit("-", 1)[1].isdigit() else -1)
+    return ckpts[-1] if ckpts else None
+
+
+if __name__ == "__main__":  # `python -m engine.training RUN_DIR`, same as the worker
+    sys.exit(run(sys.argv[1]))

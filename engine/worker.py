@@ -1,0 +1,98 @@
+"""One run's process: `python -m engine.worker RUN_DIR`.
+
+A separate process per run so an exception, an OOM or a segfault in training cannot take
+the daemon down. The worker holds an exclusive lock on RUN_DIR/.worker.lock for its whole
+life (with its pid inside), so a restarted daemon can tell a live worker from a dead one
+even if it died before recording the pid, and two workers can never train the same run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from engine.runfiles import RunFiles, atomic_write_json
+
+LOCK_NAME = ".worker.lock"
+# Tests and diagnostics point this at another `module:function(run_dir) -> int`.
+ENTRY_ENV = "VOXTUNE_WORKER_ENTRY"
+OOM_MARKERS = ("out of memory", "outofmemoryerror", "hip out of memory", "cuda out of memory")
+
+
+def acquire_lock(run_dir: Path) -> int | None:
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd  # kept open (and locked) until the process ends
+
+
+def lock_holder(run_dir: Path) -> int | None:
+    """The pid of a live worker holding the run's lock, or None if no worker holds it."""
+    path = Path(run_dir) / LOCK_NAME
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = Path(path).read_text().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _entry():
+    spec = os.environ.get(ENTRY_ENV)
+    if spec:
+        module, _, func = spec.partition(":")
+        return getattr(importlib.import_module(module), func or "run")
+    from engine import training
+
+    return training.run
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m engine.worker RUN_DIR", file=sys.stderr)
+        return 2
+    run_dir = Path(argv[0]).resolve()
+    files = RunFiles(run_dir)
+    if acquire_lock(run_dir) is None:
+        print(f"another worker is already running {run_dir}", file=sys.stderr)
+        return 3
+    print(f"[voxtune worker] pid {os.getpid()} starting {run_dir.name} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+    started = time.time()
+    try:
+        code = int(_entry()(run_dir) or 0)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # the driver failed without writing its own result
+        traceback.print_exc()
+        sys.stderr.flush()
+        if not files.result.exists():
+            text = f"{type(e).__name__}: {e}".strip()
+            oom = any(m in text.lower() for m in OOM_MARKERS)
+            atomic_write_json(files.result, {
+                "status": "failed", "reason": text.splitlines()[0][:300] if text else type(e).__name__,
+                "oom": oom, "duration_s": round(time.time() - started, 1),
+            })
+        return 1
+    print(f"[voxtune worker] finished with exit code {code}", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

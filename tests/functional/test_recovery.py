@@ -1,0 +1,91 @@
+"""Crash recovery with real processes: kill -9 the daemon and its worker mid-run (a tiny
+Whisper really training), restart, resume; kill -9 a worker alone and the queue moves on."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.engine_helpers import (add_dataset, add_step_run, cleanup, current_step, daemon_pid, kill9,  # noqa: E402
+                                  use_step_job, wait_for, wait_status)
+
+from engine import daemon, queue  # noqa: E402
+from engine.runfiles import RunFiles, read_json, read_jsonl  # noqa: E402
+from engine.store import Store  # noqa: E402
+from engine.worker import lock_holder  # noqa: E402
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory):
+    from tests.tiny_models import make_tiny_whisper
+
+    return make_tiny_whisper(tmp_path_factory.mktemp("models") / "tiny-whisper")
+
+
+def test_kill_daemon_and_worker_mid_run_then_resume(ws, tiny_whisper, monkeypatch):
+    from tests.tiny_models import make_tiny_dataset
+
+    monkeypatch.delenv("VOXTUNE_WORKER_ENTRY", raising=False)
+    make_tiny_dataset(ws, "tiny", n=4)
+    rid = queue.add(ws, model=str(tiny_whisper), dataset="tiny", method="full", max_steps=8, save_every=3,
+                    eval_every=4, batch_size=2, grad_accum=1, lr=1e-3, warmup_steps=0, max_new_tokens=8, seed=0)
+    files = RunFiles(ws.run_dir(rid))
+    try:
+        daemon.start(ws)
+        wait_for(lambda: (files.checkpoints / "checkpoint-3").is_dir() and current_step(ws, rid) >= 4, 240,
+                 interval=0.05, what="checkpoint-3 and step 4")
+        worker = Store(ws).get_run(rid)["pid"]
+        kill9(daemon_pid(ws))
+        kill9(worker)
+
+        daemon.start(ws)
+        run = wait_status(ws, rid, "interrupted", 30)
+        assert "worker is gone" in run["status_reason"] and "runs resume" in run["status_reason"]
+        st = daemon.status(ws)
+        assert st["queue_paused"] and rid in st["queue_paused_reason"]
+
+        assert queue.resume(ws, rid) is True
+        queue.unpause(ws)
+        run = wait_status(ws, rid, ("finished", "failed", "interrupted"), 240)
+        assert run["status"] == "finished", run["status_reason"]
+        result = read_json(files.result)
+        assert result["step"] == 8  # the same step count, continued from checkpoint-3
+        log = files.log.read_text()
+        assert "resuming from" in log and "checkpoint-3" in log
+        train_steps = [r["step"] for r in files.iter_metrics("train")]
+        resumed = train_steps[train_steps.index(max(s for s in train_steps if s <= 5)) + 1:]
+        assert resumed and min(resumed) >= 4 and max(train_steps) == 8
+        assert run["metrics"]["wer"] is not None and files.samples.exists()
+    finally:
+        cleanup(ws)
+
+
+def test_worker_killed_alone_fails_with_the_signal_and_the_queue_moves_on(ws, monkeypatch):
+    use_step_job(monkeypatch, step_s=0.1)
+    add_dataset(ws)
+    first = add_step_run(ws, max_steps=300)
+    second = add_step_run(ws, max_steps=5)
+    try:
+        daemon.start(ws)
+        wait_for(lambda: current_step(ws, first) >= 2, 30, what="the first run to train")
+        kill9(Store(ws).get_run(first)["pid"])
+        run = wait_status(ws, first, ("failed", "finished"), 30)
+        assert run["status"] == "failed" and run["status_reason"].startswith("killed by SIGKILL")
+        assert run["signal"] == "SIGKILL" and read_json(RunFiles(ws.run_dir(first)).result)["signal"] == "SIGKILL"
+        assert wait_status(ws, second, ("finished", "failed"), 30)["status"] == "finished"
+        assert daemon.status(ws)["queue_paused"] is False
+        # a failed run resumes from its last checkpoint too
+        assert queue.resume(ws, first) is True
+        wait_status(ws, first, "running", 30)
+        queue.cancel(ws, first)
+        assert wait_status(ws, first, ("cancelled", "failed"), 30)["status"] == "cancelled"
+        attempts = read_jsonl(ws.run_dir(first) / "attempts.jsonl")
+        assert attempts[0]["start"] == 0 and attempts[1]["start"] >= 5
+        assert lock_holder(ws.run_dir(first)) is None
+    finally:
+        cleanup(ws)

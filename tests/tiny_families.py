@@ -1,0 +1,224 @@
+"""Tiny random models of the non-Whisper families, saved to a folder the way the hub ships
+them, with REAL tokenizers/processors (built offline), so tests drive the same loading code
+as a real checkpoint. 64-wide configs: seconds to build, cheap to train on CPU.
+
+Each `build_*` returns the folder; `FAMILIES` maps a catalog recipe key to its builder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Text the tiny BPE tokenizers learn from: plain English, so clean targets tokenize sanely.
+CORPUS = [
+    "So I think we should start the meeting now.",
+    "The quick brown fox jumps over the lazy dog.",
+    "We moved the release to Friday, and the tests pass.",
+    "Um, uh, you know, I mean, like, well, okay then.",
+    "Please send me the report before noon tomorrow!",
+    "Is this the right way? Yes, it is; thank you.",
+    "0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz",
+]
+
+
+def _seed():
+    import torch
+
+    torch.manual_seed(0)
+
+
+def _train_bpe(vocab_size: int = 400, byte_level: bool = True, special: list[str] | None = None):
+    """(vocab, merges) of a small BPE trained on CORPUS with the `tokenizers` library."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    if byte_level:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+        alphabet = sorted(set("".join(CORPUS)) | {"▁"})
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special or [], initial_alphabet=alphabet,
+                                  show_progress=False)
+    tok.train_from_iterator(CORPUS * 3, trainer=trainer)
+    data = json.loads(tok.to_str())
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in data["model"]["merges"]]
+    return data["model"]["vocab"], merges
+
+
+# ---- CTC: w2v-BERT 2.0 ----------------------------------------------------------------------
+
+def build_ctc(folder: str | Path) -> Path:
+    """Like facebook/w2v-bert-2.0: encoder weights + feature extractor, no tokenizer or head
+    (the recipe builds the alphabet from the training texts)."""
+    from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
+
+    _seed()
+    folder = Path(folder)
+    cfg = Wav2Vec2BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                             output_hidden_size=64, conv_depthwise_kernel_size=3, feat_proj_dropout=0.0,
+                             hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0)
+    Wav2Vec2BertModel(cfg).save_pretrained(folder)
+    SeamlessM4TFeatureExtractor().save_pretrained(folder)
+    return folder
+
+
+# ---- SeamlessM4T v2 speech-to-text ----------------------------------------------------------
+
+SEAMLESS_LANGS = ["eng", "fra", "deu"]
+
+
+def build_seamless(folder: str | Path) -> Path:
+    from transformers import (GenerationConfig, SeamlessM4TFeatureExtractor, SeamlessM4TProcessor,
+                              SeamlessM4TTokenizer, SeamlessM4Tv2Config, SeamlessM4Tv2ForSpeechToText)
+
+    _seed()
+    folder = Path(folder)
+    specials = ["<pad>", "<unk>", "<s>", "</s>"]
+    vocab, merges = _train_bpe(300, byte_level=False, special=specials)
+    lang_tokens = [f"__{lang}__" for lang in SEAMLESS_LANGS]
+    tok = SeamlessM4TTokenizer(vocab=vocab, merges=merges, src_lang="eng", tgt_lang="eng",
+                               additional_special_tokens=lang_tokens)
+    processor = SeamlessM4TProcessor(feature_extractor=SeamlessM4TFeatureExtractor(), tokenizer=tok)
+    cfg = SeamlessM4Tv2Config(
+        vocab_size=len(tok), t2u_vocab_size=64, char_vocab_size=64, hidden_size=64,
+        encoder_layers=1, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=128, decoder_ffn_dim=128, speech_encoder_layers=2, speech_encoder_attention_heads=2,
+        speech_encoder_intermediate_size=128, t2u_encoder_layers=1, t2u_decoder_layers=1,
+        t2u_encoder_attention_heads=2, t2u_decoder_attention_heads=2, t2u_encoder_ffn_dim=64,
+        t2u_decoder_ffn_dim=64, conv_depthwise_kernel_size=3, adaptor_kernel_size=2, adaptor_stride=2,
+        dropout=0.0, attention_dropout=0.0, encoder_layerdrop=0.0, decoder_layerdrop=0.0,
+        speech_encoder_layerdrop=0.0, speech_encoder_dropout=0.0, adaptor_dropout=0.0,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.eos_token_id, max_position_embeddings=512,
+    )
+    model = SeamlessM4Tv2ForSpeechToText(cfg)
+    gen = GenerationConfig(decoder_start_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                           pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, max_new_tokens=32)
+    gen.text_decoder_lang_to_code_id = {lang: tok.convert_tokens_to_ids(f"__{lang}__") for lang in SEAMLESS_LANGS}
+    model.generation_config = gen
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+# ---- Qwen2-Audio ----------------------------------------------------------------------------
+
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
+TINY_WINDOW_S = 4  # tiny audio LLMs hear 4 s per audio item (real ones: 30 s), so tests stay fast
+
+
+def qwen_tokenizer():
+    """A byte-level BPE with the special tokens and chat template Qwen2-Audio's processor expects."""
+    from transformers import Qwen2Tokenizer
+
+    vocab, merges = _train_bpe(500, byte_level=True, special=QWEN_SPECIALS)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>",
+                         pad_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": QWEN_SPECIALS[1:]})
+    return tok
+
+
+def build_qwen2_audio(folder: str | Path) -> Path:
+    from transformers import (Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2AudioForConditionalGeneration,
+                              Qwen2AudioProcessor, Qwen2Config, WhisperFeatureExtractor)
+
+    _seed()
+    folder = Path(folder)
+    tok = qwen_tokenizer()
+    fe = WhisperFeatureExtractor(feature_size=80, chunk_length=TINY_WINDOW_S)
+    processor = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok)
+    cfg = Qwen2AudioConfig(
+        audio_config=Qwen2AudioEncoderConfig(
+            d_model=64, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128, num_mel_bins=80,
+            max_source_positions=fe.nb_max_frames // 2),
+        text_config=Qwen2Config(
+            vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+            eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id,
+            tie_word_embeddings=False),
+        audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"),
+    )
+    model = Qwen2AudioForConditionalGeneration(cfg)
+    model.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+# ---- Voxtral --------------------------------------------------------------------------------
+
+VOXTRAL_AUDIO_TOKEN, VOXTRAL_BEGIN_AUDIO, VOXTRAL_TRANSCRIBE = 24, 25, 34
+TEKKEN_SPECIAL_RANKS = {0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]", 5: "[AVAILABLE_TOOLS]",
+                        6: "[/AVAILABLE_TOOLS]", 7: "[TOOL_RESULTS]", 8: "[/TOOL_RESULTS]", 9: "[TOOL_CALLS]",
+                        10: "[IMG]", 11: "<pad>", 12: "[IMG_BREAK]", 13: "[IMG_END]", 14: "[PREFIX]",
+                        15: "[MIDDLE]", 16: "[SUFFIX]", 17: "[SYSTEM_PROMPT]", 18: "[/SYSTEM_PROMPT]",
+                        19: "[TOOL_CONTENT]", 20: "[ARGS]", 21: "[CALL_ID]", VOXTRAL_AUDIO_TOKEN: "[AUDIO]",
+                        VOXTRAL_BEGIN_AUDIO: "[BEGIN_AUDIO]", VOXTRAL_TRANSCRIBE: "[TRANSCRIBE]"}
+
+
+def write_tekken(path: str | Path, *, n_text_tokens: int = 1000, chunk_length_s: float = TINY_WINDOW_S,
+                 num_mel_bins: int = 80) -> Path:
+    """mistral-common's shipped Tekken vocabulary, cut to its first `n_text_tokens` ranks (all
+    256 bytes come first, so any text still encodes) and given Voxtral's special tokens and an
+    audio section (12.5 audio tokens/s, `chunk_length_s` windows)."""
+    import mistral_common
+
+    src = Path(mistral_common.__file__).parent / "data" / "tekken_240911.json"
+    data = json.loads(src.read_text(encoding="utf-8"))
+    n_special = 1000
+    data["vocab"] = data["vocab"][:n_text_tokens]
+    data["config"].update(version="v7", num_vocab_tokens=n_text_tokens, default_vocab_size=n_special + n_text_tokens,
+                          default_num_special_tokens=n_special)
+    data["special_tokens"] = [{"rank": i, "token_str": TEKKEN_SPECIAL_RANKS.get(i, f"<SPECIAL_{i}>"),
+                               "is_control": True} for i in range(n_special)]
+    data.pop("image", None)
+    data["audio"] = {"sampling_rate": 16000, "frame_rate": 12.5, "chunk_length_s": chunk_length_s,
+                     "audio_encoding_config": {"num_mel_bins": num_mel_bins, "hop_length": 160, "window_size": 400}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def build_voxtral(folder: str | Path) -> Path:
+    from transformers import (LlamaConfig, VoxtralConfig, VoxtralEncoderConfig, VoxtralForConditionalGeneration,
+                              WhisperFeatureExtractor)
+
+    _seed()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tekken(folder / "tekken.json")
+    fe = WhisperFeatureExtractor(feature_size=80, chunk_length=TINY_WINDOW_S)
+    fe.save_pretrained(folder)  # preprocessor_config.json; the tokenizer is tekken.json
+    (folder / "processor_config.json").write_text(json.dumps({"processor_class": "VoxtralProcessor"}))
+    cfg = VoxtralConfig(
+        audio_config=VoxtralEncoderConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                                          num_attention_heads=2, num_mel_bins=80,
+                                          max_source_positions=fe.nb_max_frames // 2),
+        text_config=LlamaConfig(vocab_size=2000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                                max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=11,
+                                tie_word_embeddings=False),
+        audio_token_id=VOXTRAL_AUDIO_TOKEN,
+    )
+    model = VoxtralForConditionalGeneration(cfg)
+    model.generation_config.eos_token_id = 2
+    model.generation_config.pad_token_id = 11
+    model.generation_config.bos_token_id = 1
+    model.save_pretrained(folder)
+    return folder
+
+
+FAMILIES = {
+    "ctc": build_ctc,
+    "seamless": build_seamless,
+    "qwen2_audio": build_qwen2_audio,
+    "voxtral": build_voxtral,
+}
+
+
+def build(recipe_key: str, folder: str | Path) -> Path:
+    return FAMILIES[recipe_key](folder)

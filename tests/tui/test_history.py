@@ -1,0 +1,198 @@
+"""History, run detail and comparison screens against a real workspace, at 80x24."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from dashboard_fixtures import T0, make_run
+from textual.widgets import DataTable
+
+from engine.store import Store
+from tui.app import VoxtuneApp
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.history import CompareScreen, HistoryScreen, RunDetailScreen
+
+SIZE = (80, 24)
+
+
+def three_runs(ws) -> list[str]:
+    return [
+        make_run(ws, run_id="1125-0412-whisper-small-lora", wer_scale=1.0, t0=T0),
+        make_run(ws, run_id="1125-0530-whisper-base-full", model="whisper-base", method="full", wer_scale=1.3, t0=T0 + 3600, lora_rank=8),
+        make_run(ws, run_id="1125-0645-distil-large-v3-qlora", model="distil-large-v3", method="qlora", status="failed",
+                 wer_scale=0.8, t0=T0 + 7200, dataset="calls"),
+    ]
+
+
+async def open_history(app, pilot) -> HistoryScreen:
+    await pilot.press("4")
+    screen = app.screen
+    assert isinstance(screen, HistoryScreen)
+    for _ in range(100):
+        if screen.loaded:
+            break
+        await pilot.pause(0.05)
+    await pilot.pause()
+    return screen
+
+
+def shown_ids(screen: HistoryScreen) -> list[str]:
+    table = screen.query_one(DataTable)
+    return [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+
+
+@pytest.mark.asyncio
+async def test_lists_filters_and_sorts(ws):
+    a, b, c = three_runs(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(app, pilot)
+        assert shown_ids(screen) == [c, b, a]  # newest first
+        await pilot.press("s")  # next sort key: WER, best (lowest) first
+        assert screen.sort_key == "wer" and shown_ids(screen) == [c, a, b]
+        await pilot.press("r")
+        assert shown_ids(screen) == [b, a, c]
+        await pilot.press("slash")
+        await pilot.press(*"model=whisper")
+        assert shown_ids(screen) == [b, a]
+        assert "2 of 3 runs" in str(screen.query_one("#history-status").render())
+        await pilot.press("ctrl+a", "ctrl+k", *"status=failed", "enter")
+        assert shown_ids(screen) == [c]
+        await pilot.press("slash", "ctrl+a", "ctrl+k", *"dataset=calls method=qlora", "enter")
+        assert shown_ids(screen) == [c]
+        await pilot.press("slash", "ctrl+a", "ctrl+k", *"speed=fast")
+        assert "unknown filter field 'speed'" in str(screen.query_one("#history-status").render())
+        await pilot.press("ctrl+a", "ctrl+k", "enter")
+        assert len(shown_ids(screen)) == 3
+
+
+@pytest.mark.asyncio
+async def test_sort_by_clicking_a_header(ws):
+    a, b, c = three_runs(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(app, pilot)
+        table = screen.query_one(DataTable)
+        table.post_message(DataTable.HeaderSelected(table, table.columns["best_wer"].key, 3, label=table.columns["best_wer"].label))
+        await pilot.pause()
+        assert screen.sort_key == "best_wer" and shown_ids(screen) == [c, a, b]
+        table.post_message(DataTable.HeaderSelected(table, table.columns["best_wer"].key, 3, label=table.columns["best_wer"].label))
+        await pilot.pause()
+        assert shown_ids(screen) == [b, a, c]
+
+
+@pytest.mark.asyncio
+async def test_new_runs_appear_when_history_is_shown_again(ws):
+    a, b, c = three_runs(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(app, pilot)
+        make_run(ws, run_id="1125-0900-whisper-tiny-lora", model="whisper-tiny", t0=T0 + 9000)
+        await pilot.press("1")
+        loaded = screen.loaded
+        await pilot.press("4")
+        for _ in range(100):
+            if screen.loaded > loaded:
+                break
+            await pilot.pause(0.05)
+        await pilot.pause()
+        assert shown_ids(screen)[0] == "1125-0900-whisper-tiny-lora"
+
+
+@pytest.mark.asyncio
+async def test_run_detail_shows_config_metrics_memory_samples(ws):
+    a, b, c = three_runs(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_history(app, pilot)
+        await pilot.press("down", "down", "enter")  # the oldest: whisper-small lora
+        detail = app.screen
+        assert isinstance(detail, RunDetailScreen)
+        for _ in range(100):
+            if detail.detail is not None:
+                break
+            await pilot.pause(0.05)
+        body = str(detail.query_one("#detail-body").render())
+        assert a in body and "measured peak 5.6 GB" in body and "estimated 6.2 GB" in body
+        assert "estimate over by 11%" in body and "duration 2m00s" in body
+        assert "WER        27.0%" in body and "clip03 (step 40)" in body
+        assert "lora_rank" in body and "16" in body
+        await pilot.press("o")
+        assert isinstance(app.screen, DashboardScreen) and app.screen.run_id == a
+        await pilot.press("escape", "escape")
+        assert isinstance(app.screen, HistoryScreen)
+
+
+@pytest.mark.asyncio
+async def test_compare_and_export(ws):
+    a, b, c = three_runs(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(app, pilot)
+        await pilot.press("c")
+        assert isinstance(app.screen, HistoryScreen)  # needs two marked runs: says so instead
+        await pilot.press("space")  # marks c, moves down
+        await pilot.press("space")  # marks b
+        assert screen.marked == {c, b}
+        assert "2 marked" in str(screen.query_one("#history-status").render())
+        await pilot.press("c")
+        cmp = app.screen
+        assert isinstance(cmp, CompareScreen)
+        for _ in range(100):
+            if cmp.comparison is not None:
+                break
+            await pilot.pause(0.05)
+        table = cmp.query_one("#cmp-table", DataTable)
+        rows = {str(table.get_row_at(i)[0]): [str(v) for v in table.get_row_at(i)[1:]] for i in range(table.row_count)}
+        assert rows["WER"] == ["21.6%", "35.1%"] and rows["Status"] == ["failed", "finished"]
+        cfg = cmp.query_one("#cmp-config-table", DataTable)
+        assert "lora_rank" in [str(cfg.get_row_at(i)[0]) for i in range(cfg.row_count)]
+        assert len(cmp.query_one("#cmp-plot").series) == 2
+        await pilot.press("w")
+        assert cmp.query_one("TabbedContent").active == "cmp-curves" and cmp.CURVES[cmp.curve][0] == "eval_loss"
+        await pilot.press("m", "v")
+        md, csv_path = cmp.exported
+        assert md.parent == ws.home / "exports" and md.suffix == ".md"
+        assert f"| WER | 21.6% | 35.1% |" in md.read_text()
+        rows = list(csv.DictReader(csv_path.open()))
+        assert [r["id"] for r in rows] == [c, b]
+
+
+@pytest.mark.asyncio
+async def test_empty_history(ws):
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(app, pilot)
+        assert screen.query_one(DataTable).row_count == 0
+        assert "0 of 0 runs" in str(screen.query_one("#history-status").render())
+        await pilot.press("enter", "space", "o")  # nothing selected: nothing happens
+        assert app.screen is screen
+
+
+# -- snapshots ----------------------------------------------------------------------------
+def _snap(keys, wait_compare=False):
+    async def run_before(pilot):
+        screen = await open_history(pilot.app, pilot)
+        for k in keys:
+            await pilot.press(k)
+        if wait_compare:
+            for _ in range(100):
+                if getattr(pilot.app.screen, "comparison", None) is not None:
+                    break
+                await pilot.pause(0.05)
+        await pilot.pause()
+        del screen
+
+    return run_before
+
+
+@pytest.mark.parametrize(
+    "keys,wait",
+    [([], False), (["s"], False), (["space", "space", "c"], True), (["space", "space", "c", "w"], True),
+     (["space", "space", "c", "s"], True), (["space", "space", "c", "d"], True)],
+    ids=["list", "sorted-wer", "compare-metrics", "compare-curves", "compare-samples", "compare-config"],
+)
+def test_history_snapshot(ws, snap_compare, keys, wait):
+    three_runs(ws)
+    assert snap_compare(VoxtuneApp(ws), terminal_size=SIZE, run_before=_snap(keys, wait))

@@ -1,0 +1,212 @@
+"""The Runs home screen against a real workspace: real TinyDB store, real run files,
+real engine.queue operations (the daemon is not needed to change the queue)."""
+
+from __future__ import annotations
+
+import pytest
+from rich.text import Text
+
+from engine.runfiles import RunFiles, append_jsonl
+from engine.store import Store
+from tui.app import VoxtuneApp
+from tui.screens.runs import RunsScreen
+from tui.widgets.engine_bar import EngineState, describe
+from tui.widgets.run_table import RunTable, build_rows, fmt_duration, progress_bar, queue_order
+from tui_helpers import T0, add_run, sample_workspace, wait_for
+
+SIZE = (80, 24)
+
+
+# -- pure formatting -------------------------------------------------------------------------
+def test_queue_order_running_then_queue_order_then_newest_finished():
+    runs = [
+        {"id": "done-old", "status": "finished", "finished_at": 1},
+        {"id": "q-low", "status": "queued", "priority": 0, "seq": 1},
+        {"id": "run", "status": "running", "started_at": 5},
+        {"id": "q-high", "status": "queued", "priority": 5, "seq": 9},
+        {"id": "failed-new", "status": "failed", "finished_at": 9},
+    ]
+    assert [r["id"] for r in queue_order(runs)] == ["run", "q-high", "q-low", "failed-new", "done-old"]
+
+
+def test_progress_bar_and_durations():
+    assert progress_bar(None, 100) == ""
+    assert progress_bar(50, 100, 125, width=4) == "▰▰▱▱  50% 2m"
+    assert progress_bar(100, 100, 0, width=4) == "▰▰▰▰ 100%"
+    assert [fmt_duration(s) for s in (None, 5, 90, 3 * 3600 + 300)] == ["", "5s", "1m", "3h05"]
+
+
+def test_rows_show_queue_position_reason_and_scores():
+    runs = [
+        {"id": "a", "status": "queued", "seq": 1, "status_reason": "waiting: needs 9.8 GB, 7.1 GB free"},
+        {"id": "b", "status": "queued", "seq": 2},
+        {"id": "c", "status": "finished", "best": {"wer": 0.2}, "metrics": {"wer": 0.25}},
+    ]
+    rows = build_rows(runs, {"c": {"step": 10, "max_steps": 10, "loss": 0.5}})
+    a, b, c = rows
+    assert a.cells[0].plain == "… queued #1" and b.cells[0].plain == "… queued #2"
+    assert a.cells[6] == "waiting: needs 9.8 GB, 7.1 GB free"
+    assert c.cells[2].endswith("100%") and c.cells[3:6] == ("0.500", "25.0", "20.0")
+    paused = build_rows(runs, {}, queue_paused=True)
+    assert paused[1].cells[6] == "queue paused"
+
+
+def test_engine_bar_says_when_the_engine_is_down_and_what_to_press():
+    down = describe(EngineState(running=False, counts={"queued": 2})).plain
+    assert "stopped" in down and "press s" in down and "2 queued" in down
+    up = describe(EngineState(running=True, pid=42, queue_paused=True)).plain
+    assert "running (pid 42)" in up and "PAUSED" in up
+
+
+# -- the screen --------------------------------------------------------------------------------
+def table_of(app) -> RunTable:
+    return app.screen.query_one(RunTable)
+
+
+def cell(app, run_id: str, column: str) -> str:
+    value = table_of(app).get_cell(run_id, column)
+    return value.plain if isinstance(value, Text) else str(value)
+
+
+@pytest.mark.asyncio
+async def test_home_shows_every_run_with_progress_scores_and_reasons(ws):
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: table_of(app).row_count == 5, what="5 rows")
+        assert isinstance(app.screen, RunsScreen)
+        assert table_of(app)._order == [
+            "1125-0200-whisper-medium-qlora", "1125-0412-whisper-small-lora", "1125-0413-whisper-small-full",
+            "1125-0300-whisper-small-full", "1125-0100-voxtral-mini-3b-qlora",
+        ]
+        running = "1125-0200-whisper-medium-qlora"
+        # 40 of 100 steps at 3 s a step: 60 steps * 3 s = 3 minutes left
+        assert cell(app, running, "progress") == "▰▰▱▱▱▱  40% 3m"
+        assert cell(app, running, "loss") == "1.600" and cell(app, running, "wer") == "31.0"
+        assert cell(app, "1125-0412-whisper-small-lora", "note") == "waiting: needs 9.8 GB, 7.1 GB free"
+        assert cell(app, "1125-0300-whisper-small-full", "best") == "11.8"
+        assert "out of memory" in cell(app, "1125-0100-voxtral-mini-3b-qlora", "note")
+        bar = str(app.screen.query_one("#engine-bar").render())
+        assert "stopped" in bar and "press s" in bar
+        detail = str(app.screen.query_one("#run-detail").render())
+        assert running in detail and "ETA 3m" in detail
+        await pilot.press("j")
+        await wait_for(pilot, lambda: "9.8 GB" in str(app.screen.query_one("#run-detail").render()), what="detail")
+
+
+@pytest.mark.asyncio
+async def test_live_run_updates_without_a_keypress(ws):
+    """Re-attach: a running run's new metrics show up on their own."""
+    run_id = add_run(ws, "1125-0500-whisper-small-lora", "running", steps=10, started_at=T0)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: table_of(app).row_count == 1)
+        assert cell(app, run_id, "progress").startswith("▰▱▱▱▱▱  10%")
+        files = RunFiles(ws.run_dir(run_id))
+        for s in range(11, 61):
+            append_jsonl(files.metrics, {"kind": "train", "step": s, "max_steps": 100, "loss": 0.25, "time": T0 + s * 3})
+        append_jsonl(files.metrics, {"kind": "eval", "step": 60, "max_steps": 100, "wer": 0.2, "time": T0 + 181})
+        await wait_for(pilot, lambda: cell(app, run_id, "progress").startswith("▰▰▰▰▱▱  60%"), what="60%")
+        assert cell(app, run_id, "loss") == "0.250" and cell(app, run_id, "wer") == "20.0"
+
+
+@pytest.mark.asyncio
+async def test_queue_actions_go_through_engine_queue(ws):
+    sample_workspace(ws)
+    store = Store(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: table_of(app).row_count == 5)
+
+        def select(run_id):
+            table_of(app).move_cursor(row=table_of(app)._order.index(run_id))
+
+        # move the second queued run up: it becomes #1
+        select("1125-0413-whisper-small-full")
+        await pilot.press("K")
+        await wait_for(pilot, lambda: table_of(app)._order[1] == "1125-0413-whisper-small-full", what="moved up")
+        assert cell(app, "1125-0413-whisper-small-full", "status") == "… queued #1"
+        await pilot.press("J")
+        await wait_for(pilot, lambda: table_of(app)._order[2] == "1125-0413-whisper-small-full", what="moved down")
+
+        # pause and resume the queue
+        await pilot.press("p")
+        await wait_for(pilot, lambda: store.get_meta("queue_paused") is True, what="paused")
+        await wait_for(pilot, lambda: "PAUSED" in str(screen.query_one("#engine-bar").render()))
+        assert cell(app, "1125-0412-whisper-small-lora", "note").startswith("queue paused")
+        await pilot.press("p")
+        await wait_for(pilot, lambda: store.get_meta("queue_paused") is False, what="unpaused")
+
+        # cancel a queued run
+        select("1125-0412-whisper-small-lora")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: store.get_run("1125-0412-whisper-small-lora")["status"] == "cancelled")
+
+        # resume the failed run: queued again, from its last checkpoint
+        select("1125-0100-voxtral-mini-3b-qlora")
+        await pilot.press("e")
+        await wait_for(pilot, lambda: store.get_run("1125-0100-voxtral-mini-3b-qlora")["status"] == "queued")
+        assert store.get_run("1125-0100-voxtral-mini-3b-qlora")["resume"] is True
+
+
+@pytest.mark.asyncio
+async def test_refused_action_is_reported_and_changes_nothing(ws):
+    sample_workspace(ws)
+    before = Store(ws).get_run("1125-0300-whisper-small-full")
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: table_of(app).row_count == 5)
+        table_of(app).move_cursor(row=table_of(app)._order.index("1125-0300-whisper-small-full"))
+        await pilot.press("c")
+        await wait_for(pilot, lambda: any(n.severity == "error" for n in app._notifications), what="error toast")
+        message = next(n.message for n in app._notifications if n.severity == "error")
+        assert "finished" in message and "cancel" in message
+        await pilot.press("J")  # moving a finished run is refused too
+        await pilot.pause(0.2)
+    assert Store(ws).get_run("1125-0300-whisper-small-full") == before
+
+
+@pytest.mark.asyncio
+async def test_clone_opens_the_form_prefilled(ws):
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: table_of(app).row_count == 5)
+        table_of(app).move_cursor(row=table_of(app)._order.index("1125-0300-whisper-small-full"))
+        await pilot.press("y")
+        from tui.screens.new_run import NewRunScreen
+
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen), what="form")
+        assert app.screen.clone_of == "1125-0300-whisper-small-full"
+        await wait_for(pilot, lambda: app.screen.query_one("#model").value == "whisper-small", what="prefill")
+        assert app.screen.query_one("#method").value == "full"
+
+
+@pytest.mark.asyncio
+async def test_enter_opens_the_run_dashboard(ws):
+    dashboard = pytest.importorskip("tui.screens.dashboard")
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: table_of(app).row_count == 5)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, dashboard.DashboardScreen), what="dashboard")
+
+
+@pytest.mark.functional
+@pytest.mark.asyncio
+async def test_start_engine_key_starts_the_daemon(ws):
+    from engine import daemon
+
+    add_run(ws, "1125-0600-whisper-small-lora", "queued")
+    app = VoxtuneApp(ws)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            bar = lambda: str(app.screen.query_one("#engine-bar").render())  # noqa: E731
+            await wait_for(pilot, lambda: "stopped" in bar(), what="engine down")
+            await pilot.press("s")
+            await wait_for(pilot, lambda: "engine ● running" in bar(), timeout=60, what="engine up")
+            assert daemon.status(ws)["running"]
+    finally:
+        daemon.stop(ws)

@@ -1,0 +1,62 @@
+"""Admission: priority then FIFO, one run per device, estimate vs *free* memory."""
+
+from engine.scheduler import CPU, Device, order, plan
+
+
+def run(rid, seq, priority=0, est=None, device=None):
+    return {"id": rid, "seq": seq, "priority": priority, "estimate_gb": est, "device": device}
+
+
+def test_order_is_priority_then_insertion():
+    runs = [run("a", 1), run("b", 2, priority=5), run("c", 3), run("d", 4, priority=5)]
+    assert [r["id"] for r in order(runs)] == ["b", "d", "a", "c"]
+
+
+def test_cpu_only_runs_one_at_a_time():
+    p = plan([run("a", 1), run("b", 2)], [], [])
+    assert p.start == [("a", CPU)]
+    assert p.waiting == {"b": "waiting: CPU busy with a"}
+    p = plan([run("b", 2)], [run("a", 1, device=CPU)], [])
+    assert p.start == [] and p.waiting["b"] == "waiting: CPU busy with a"
+
+
+def test_waits_for_free_memory_with_the_numbers():
+    gpu = Device("0", "RX 7700 XT", free_gb=7.1, total_gb=12.0)
+    p = plan([run("big", 1, est=9.8), run("small", 2, est=2.0)], [], [gpu])
+    assert p.start == []
+    assert p.waiting["big"] == "waiting: needs 9.8 GB, 7.1 GB free"
+    assert p.waiting["small"] == "waiting: behind big"  # strict order: the big run is not starved
+    p = plan([run("big", 1, est=9.8)], [], [Device("0", "RX", free_gb=10.5, total_gb=12.0)])
+    assert p.start == [("big", "0")]
+
+
+def test_one_training_run_per_gpu_by_default():
+    gpu = Device("0", "RX", free_gb=11.0, total_gb=12.0)
+    p = plan([run("a", 1, est=2.0), run("b", 2, est=2.0)], [], [gpu])
+    assert p.start == [("a", "0")] and p.waiting["b"] == "waiting: RX busy with a"
+    p = plan([run("a", 1, est=2.0), run("b", 2, est=2.0), run("c", 3, est=8.0)], [], [gpu], max_per_device=3)
+    assert p.start == [("a", "0"), ("b", "0")]  # c no longer fits once a and b take theirs
+    assert p.waiting["c"].startswith("waiting: needs 8.0 GB, 7.0 GB free")
+
+
+def test_second_gpu_takes_the_next_run():
+    gpus = [Device("0", "A", 20.0, 24.0), Device("1", "B", 20.0, 24.0)]
+    p = plan([run("b", 2, est=5.0)], [run("a", 1, device="0")], gpus)
+    assert p.start == [("b", "1")]
+
+
+def test_a_run_that_can_never_fit_does_not_block_the_queue():
+    gpu = Device("0", "RX", free_gb=11.0, total_gb=12.0)
+    p = plan([run("huge", 1, est=40.0), run("ok", 2, est=3.0)], [], [gpu])
+    assert p.start == [("ok", "0")]
+    assert "it cannot fit" in p.waiting["huge"] and "12.0 GB in total" in p.waiting["huge"]
+
+
+def test_paused_queue_starts_nothing_and_says_why():
+    p = plan([run("a", 1)], [], [], paused=True)
+    assert p.start == [] and "queue paused" in p.waiting["a"]
+
+
+def test_unknown_estimate_or_free_memory_admits_on_an_idle_device():
+    assert plan([run("a", 1, est=None)], [], [Device("0", "X", 1.0, 12.0)]).start == [("a", "0")]
+    assert plan([run("a", 1, est=30.0)], [], [Device("0", "X", None, None)]).start == [("a", "0")]

@@ -1,0 +1,549 @@
+"""New run: pick model, method, dataset and hyper-parameters; see whether it fits before queueing.
+
+Two layers of checking as you type: `parse_form` (pure, instant) turns the text fields
+into numbers and names the field at fault; then, in a thread, engine.queue.resolve -- the
+very validation `voxtune queue add` uses -- checks model, method and dataset, and the
+estimator says how much memory the run needs on the chosen GPU. Submitting calls
+engine.queue.add (or clone) and starts the engine if it is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.suggester import SuggestFromList
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
+
+from engine.runfiles import RunFiles, read_json
+from engine.store import Store
+from engine.workspace import Workspace
+
+METHODS = ("full", "lora", "qlora", "lora8")
+ADAPTER_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    label: str
+    kind: str  # int (> 0) | int0 (>= 0) | anyint | float (> 0) | frac ([0, 1))
+
+
+NUMBER_FIELDS = (
+    Field("max_steps", "Steps", "int"),
+    Field("batch_size", "Batch", "int"),
+    Field("grad_accum", "Accum", "int"),
+    Field("lr", "LR", "float"),
+    Field("warmup_steps", "Warmup", "int0"),
+    Field("eval_every", "Eval every", "int"),
+    Field("save_every", "Save every", "int"),
+    Field("seed", "Seed", "int0"),
+    Field("lora_rank", "LoRA r", "int"),
+    Field("lora_alpha", "LoRA α", "float"),
+    Field("lora_dropout", "Dropout", "frac"),
+    Field("priority", "Priority", "anyint"),
+)
+FIELD_ROWS = (NUMBER_FIELDS[0:4], NUMBER_FIELDS[4:8], NUMBER_FIELDS[8:12])
+CHECKS = (("gradient_checkpointing", "Checkpointing"), ("freeze_audio_encoder", "Freeze encoder"), ("eval_only", "Eval only"))
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+OPTIMIZERS = ("adamw", "adamw8bit", "adafactor")
+LABELS = {f.name: f.label for f in NUMBER_FIELDS} | dict(CHECKS) | {
+    "model": "Model", "method": "Method", "dataset": "Dataset", "precision": "Precision", "optimizer": "Optimizer",
+}
+
+
+def parse_number(text: str, kind: str) -> tuple[Any, str | None]:
+    """(value, None) or (None, what is wrong) -- the message fits after the field's label."""
+    raw = text.strip().replace("_", "")
+    if not raw:
+        return None, "a value is required"
+    try:
+        if kind in ("int", "int0", "anyint"):
+            num = float(raw)
+            if num != int(num):
+                raise ValueError
+            value: Any = int(num)
+        else:
+            value = float(raw)
+    except ValueError:
+        want = "a whole number" if kind in ("int", "int0", "anyint") else "a number"
+        return None, f"expected {want}, got {text.strip()!r}"
+    if kind in ("int", "float") and value <= 0:
+        return None, f"must be > 0, got {raw}"
+    if kind == "int0" and value < 0:
+        return None, f"must be >= 0, got {raw}"
+    if kind == "frac" and not 0 <= value < 1:
+        return None, f"must be in [0, 1), got {raw}"
+    return value, None
+
+
+def parse_form(raw: dict[str, str], method: str) -> tuple[dict, dict[str, str]]:
+    """Text fields -> numbers. LoRA fields are ignored for a full fine-tune."""
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for f in NUMBER_FIELDS:
+        if method == "full" and f.name in ADAPTER_FIELDS:
+            continue
+        value, err = parse_number(raw.get(f.name, ""), f.kind)
+        if err:
+            errors[f.name] = f"{f.label}: {err}"
+        else:
+            values[f.name] = value
+    return values, errors
+
+
+def fmt_default(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+# -- engine look-ups (run in threads) -----------------------------------------------------
+def catalog_choices() -> list[str]:
+    """Names the model field suggests; an empty list when the catalog cannot be read."""
+    try:
+        from engine import catalog
+
+        return [m.name for m in catalog.load_catalog()]
+    except Exception:  # noqa: BLE001 - the field still accepts names and local paths
+        return []
+
+
+def gpu_choices() -> list[tuple[str, Any]]:
+    """Detected devices first, then presets; (label, Gpu). A CPU-only box lists presets only."""
+    from engine import gpus
+
+    out: list[tuple[str, Any]] = []
+    try:
+        detected = list(gpus.detect())
+    except Exception:  # noqa: BLE001 - detection must never stop the form
+        detected = []
+    for g in detected:
+        if getattr(g, "vendor", None) != "cpu" and getattr(g, "total_gb", 0):
+            out.append((f"{g.name} ({g.total_gb:g} GB, this machine)", g))
+    for g in gpus.presets():
+        out.append((f"{g.name} ({g.total_gb:g} GB)", g))
+    return out
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The estimator's answer for one config on one GPU, ready to show."""
+
+    total_gb: float
+    gpu: str
+    gpu_gb: float
+    verdict: str  # fits | tight | no
+    max_batch: int
+    free_gb: float | None = None
+    recommendation: str | None = None
+
+
+def fit_for(cfg: dict, gpu: Any) -> Fit | str | None:
+    """Estimate `cfg` against `gpu`; a string says why there is no estimate."""
+    from engine import estimator
+
+    est = estimator.estimate_for_run(cfg)
+    if est is None:
+        return "the estimator has no parameter counts for this model"
+    gpu_gb = float(gpu.total_gb)
+    verdict = est.verdict(gpu_gb)
+    recommendation = None
+    if verdict == "no":
+        entry = est._entry
+        rec = estimator.recommend(entry, gpu_gb, base=estimator.fit_config_from_run(cfg, entry))
+        recommendation = rec.text
+    return Fit(total_gb=est.total_gb, gpu=gpu.name, gpu_gb=gpu_gb, verdict=verdict, max_batch=est.max_batch(gpu_gb),
+               free_gb=getattr(gpu, "free_gb", None), recommendation=recommendation)
+
+
+def check_config(ws: Workspace, options: dict, gpu: Any) -> tuple[dict | None, str | None, str | None, Any]:
+    """engine.queue.resolve + estimate: (config, field at fault, message, Fit | reason | None)."""
+    from engine import queue
+
+    try:
+        cfg = queue.resolve(ws, Store(ws), **options)
+    except queue.QueueError as e:
+        return None, e.field, str(e), None
+    if gpu is None:
+        return cfg, None, None, "no GPU chosen"
+    try:
+        return cfg, None, None, fit_for(cfg, gpu)
+    except Exception as e:  # noqa: BLE001 - no estimate is not a reason to refuse a run
+        return cfg, None, None, f"no estimate ({type(e).__name__}: {e})"
+
+
+def estimate_text(fit: Fit | str | None) -> Text:
+    """'≈ 7.9 GB of 12 GB on RX 7700 XT: fits (largest batch 6)', or a loud warning."""
+    if fit is None:
+        return Text("Estimate: fill in the form (model, method, dataset).", style="dim")
+    if isinstance(fit, str):
+        return Text(f"Estimate: {fit}", style="yellow")
+    text = Text("Estimate: ")
+    text.append(f"≈ {fit.total_gb:.1f} GB of {fit.gpu_gb:g} GB on {fit.gpu}")
+    if fit.verdict == "fits":
+        text.append("  ✓ fits", style="bold green")
+    elif fit.verdict == "tight":
+        text.append("  ~ tight", style="bold yellow")
+    else:
+        text.append("  ✗ DOES NOT FIT", style="bold red")
+    if fit.verdict != "no":
+        text.append(f" (largest batch {fit.max_batch})")
+        if fit.free_gb is not None and fit.free_gb < fit.total_gb:
+            text.append(f"\n  only {fit.free_gb:.1f} GB free now: the run waits until memory frees up", style="yellow")
+    else:
+        text.append(f"\n  {fit.recommendation or 'try a smaller batch, qlora, or checkpointing'}", style="red")
+        text.append("\n  (you can still queue it; it will wait and never start on this GPU)", style="dim")
+    return text
+
+
+def submit(ws: Workspace, options: dict, clone_of: str | None) -> tuple[str, str | None]:
+    """Queue the run and make sure the engine runs: (run id, warning about the engine)."""
+    from engine import queue
+
+    run_id = queue.clone(ws, clone_of, **options) if clone_of else queue.add(ws, **options)
+    try:
+        from engine import daemon
+
+        daemon.ensure_running(ws)
+    except Exception as e:  # noqa: BLE001 - the run is queued; the user can start the engine later
+        return run_id, f"queued, but the engine did not start: {e} (press s on Runs)"
+    return run_id, None
+
+
+class OnOffBox(Checkbox):
+    """A checkbox whose mark is a character, not only a colour, so NO_COLOR terminals show the state."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # type: ignore[override]
+        return "X" if self.value else " "
+
+    def watch_value(self) -> None:
+        self.refresh()
+
+
+class NewRunScreen(Screen[str | None]):
+    """The form. Dismisses with the new run's id, or None when cancelled."""
+
+    HELP_TITLE = "New run"
+    BINDINGS = [
+        Binding("ctrl+s", "submit", "Queue run"),
+        Binding("escape", "cancel", "Cancel"),
+    ]
+    CHECK_DELAY = 0.25
+
+    def __init__(self, model: str | None = None, clone_of: str | None = None, method: str | None = None) -> None:
+        super().__init__()
+        self.initial_model = model
+        self.initial_method = method
+        self.clone_of = clone_of
+        self.touched: set[str] = set()
+        self.errors: dict[str, str] = {}
+        self.engine_error: tuple[str | None, str] | None = None
+        self.config: dict | None = None
+        self.estimate: Any = None
+        self._gpus: list[tuple[str, Any]] = []
+        self._check_timer = None
+        # widget values the form set itself (compose's initial values included), not user edits
+        self._set_by_form: dict[str, Any] = {"priority": "0", "method": "lora", "precision": "auto", "optimizer": "adamw"}
+        self._generation = 0
+
+    @property
+    def workspace(self) -> Workspace:
+        return self.app.workspace  # type: ignore[attr-defined]
+
+    # -- layout -----------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        title = f"New run (a copy of {self.clone_of})" if self.clone_of else "New run"
+        with VerticalScroll(id="new-run-form"):
+            yield Static(title, id="form-title")
+            with Horizontal(classes="form-row"):
+                yield Label("Model", classes="form-label")
+                yield Input(placeholder="catalog name, hub id or local folder", id="model", compact=True)
+            with Horizontal(classes="form-row"):
+                yield Label("Method", classes="form-label")
+                yield Select([(m, m) for m in METHODS], id="method", allow_blank=False, value="lora", compact=True)
+                yield Label("Dataset", classes="form-label")
+                yield Select([], id="dataset", prompt="(none imported)", compact=True)
+            with Horizontal(classes="form-row"):
+                yield Label("GPU", classes="form-label")
+                yield Select([], id="gpu", prompt="(none)", compact=True)
+            for row in FIELD_ROWS:
+                with Horizontal(classes="form-row"):
+                    for f in row:
+                        yield Label(f.label, classes="form-label")
+                        yield Input("0" if f.name == "priority" else "", id=f.name, compact=True, classes="num")
+            with Horizontal(classes="form-row"):
+                yield Label("Precision", classes="form-label")
+                yield Select([(p, p) for p in PRECISIONS], id="precision", allow_blank=False, value="auto", compact=True)
+                yield Label("Optimizer", classes="form-label")
+                yield Select([(o, o) for o in OPTIMIZERS], id="optimizer", allow_blank=False, value="adamw", compact=True)
+            with Horizontal(classes="form-row"):
+                for name, label in CHECKS:
+                    yield OnOffBox(label, id=name, compact=True)
+            yield Static(id="estimate")
+            yield Static(id="form-errors")
+            with Horizontal(id="form-buttons"):
+                yield Button("Queue run (ctrl+s)", id="submit", variant="primary", compact=True)
+                yield Button("Cancel (esc)", id="cancel", compact=True)
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self.query_one("#model", Input).focus()
+        names, datasets, self._gpus, prefill = await asyncio.to_thread(self._load_choices)
+        if names:
+            self.query_one("#model", Input).suggester = SuggestFromList(names, case_sensitive=False)
+        ds = self.query_one("#dataset", Select)
+        ds.set_options([(d, d) for d in datasets])
+        if datasets:
+            self._set(ds, datasets[0])
+        gpu = self.query_one("#gpu", Select)
+        gpu.set_options([(label, i) for i, (label, _) in enumerate(self._gpus)])
+        if self._gpus:
+            self._set(gpu, 0)
+        if prefill:
+            self._fill(prefill, touch=True)
+        elif self.initial_model:
+            self._fill({"model": self.initial_model, "method": self.initial_method}, touch=True)
+        await self._apply_defaults()
+        self._schedule_check(0)
+
+    def _load_choices(self):
+        store = Store(self.workspace)
+        datasets = sorted(d["name"] for d in store.list_datasets())
+        try:
+            gpus = gpu_choices()
+        except Exception:  # noqa: BLE001
+            gpus = []
+        prefill = None
+        if self.clone_of:
+            prefill = read_json(RunFiles(self.workspace.run_dir(self.clone_of)).config, None)
+            run = store.get_run(self.clone_of)
+            if prefill is not None and run is not None:
+                prefill["priority"] = run.get("priority", 0)
+        return catalog_choices(), datasets, gpus, prefill
+
+    # -- values in and out --------------------------------------------------------------
+    def _set(self, widget: Any, value: Any) -> None:
+        """Set a widget's value and remember it, so its Changed event is not taken for an edit."""
+        self._set_by_form[widget.id] = value
+        widget.value = value
+
+    def _is_ours(self, name: str | None, value: Any) -> bool:
+        return name in self._set_by_form and self._set_by_form[name] == value
+
+    def _fill(self, values: dict, touch: bool = False) -> None:
+        """Put values into the widgets (defaults or a cloned run's config)."""
+        for key, value in values.items():
+            widgets = self.query(f"#{key}")
+            if not widgets:
+                continue
+            w = widgets.first()
+            if isinstance(w, Input):
+                self._set(w, fmt_default(value))
+            elif isinstance(w, Checkbox):
+                self._set(w, bool(value))
+            elif isinstance(w, Select) and value is not None:
+                if value not in [v for _, v in w._options]:
+                    continue
+                self._set(w, value)
+            else:
+                continue
+            if touch:
+                self.touched.add(key)
+
+    def raw_values(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {f.name: self.query_one(f"#{f.name}", Input).value for f in NUMBER_FIELDS}
+        raw["model"] = self.query_one("#model", Input).value.strip()
+        for name in ("method", "dataset", "precision", "optimizer"):
+            v = self.query_one(f"#{name}", Select).value
+            raw[name] = None if v is Select.BLANK else v
+        for name, _ in CHECKS:
+            raw[name] = self.query_one(f"#{name}", Checkbox).value
+        return raw
+
+    def options(self) -> tuple[dict, dict[str, str]]:
+        """The keyword arguments for engine.queue.add, and the fields at fault."""
+        raw = self.raw_values()
+        method = raw["method"] or "lora"
+        values, errors = parse_form(raw, method)
+        if not raw["model"]:
+            errors["model"] = "Model: required (a catalog name, hub id or local folder)"
+        if not raw["dataset"]:
+            errors["dataset"] = "Dataset: none chosen; import one first (3 opens Datasets)"
+        options = dict(values, model=raw["model"], method=method, dataset=raw["dataset"],
+                       precision=raw["precision"], optimizer=raw["optimizer"],
+                       **{name: raw[name] for name, _ in CHECKS})
+        if method == "full":
+            for name in ADAPTER_FIELDS:
+                options.pop(name, None)
+        return options, errors
+
+    @property
+    def selected_gpu(self) -> tuple[str, Any] | tuple[None, None]:
+        v = self.query_one("#gpu", Select).value
+        if v is Select.BLANK or not isinstance(v, int) or v >= len(self._gpus):
+            return None, None
+        return self._gpus[v]
+
+    async def _apply_defaults(self) -> None:
+        """Defaults for this model and method, into every field the user has not edited."""
+        raw = self.raw_values()
+        if not raw["model"]:
+            return
+        try:
+            methods, defaults = await asyncio.to_thread(_defaults_for, raw["model"], raw["method"] or "lora")
+        except Exception:  # noqa: BLE001 - unknown model: the check below names it
+            return
+        method = self.query_one("#method", Select)
+        if methods and tuple(methods) != tuple(v for _, v in method._options):
+            current = method.value
+            method.set_options([(m, m) for m in methods])
+            self._set(method, current if current in methods else methods[0])
+            if current not in methods:
+                defaults = (await asyncio.to_thread(_defaults_for, raw["model"], method.value))[1]
+        self._fill({k: v for k, v in defaults.items() if k not in self.touched})
+        self._set_adapter_enabled(method.value != "full")
+        self._schedule_check()
+
+    def _set_adapter_enabled(self, enabled: bool) -> None:
+        for name in ADAPTER_FIELDS:
+            self.query_one(f"#{name}", Input).disabled = not enabled
+
+    # -- live checking ------------------------------------------------------------------
+    @on(Input.Changed)
+    @on(Checkbox.Changed)
+    def _field_changed(self, event) -> None:
+        name = event.control.id
+        if self._is_ours(name, event.value):
+            self._schedule_check()
+            return
+        if name:
+            self.touched.add(name)
+        if name == "model":
+            self.run_worker(self._apply_defaults, group="defaults", exclusive=True, exit_on_error=False)
+        self._schedule_check()
+
+    @on(Select.Changed)
+    def _select_changed(self, event: Select.Changed) -> None:
+        name = event.control.id
+        if self._is_ours(name, event.value):
+            self._schedule_check()
+            return
+        if name in ("method",):
+            self._set_adapter_enabled(event.value != "full")
+            self.run_worker(self._apply_defaults, group="defaults", exclusive=True, exit_on_error=False)
+        elif name and name != "gpu":
+            self.touched.add(name)
+        self._schedule_check()
+
+    def _schedule_check(self, delay: float | None = None) -> None:
+        """Show parse errors now; ask the engine after the typing pauses."""
+        options, errors = self.options()
+        self.errors = {"model": errors["model"]} if "model" in errors else errors
+        self._show_errors()
+        if self._check_timer is not None:
+            self._check_timer.stop()
+        self._check_timer = self.set_timer(self.CHECK_DELAY if delay is None else delay, self._start_check)
+
+    def _start_check(self) -> None:
+        self.run_worker(self._check, group="check", exclusive=True, exit_on_error=False)
+
+    async def _check(self) -> None:
+        options, errors = self.options()
+        self._generation += 1
+        gen = self._generation
+        if errors:
+            self.engine_error, self.config = None, None
+            self.estimate = None
+            self._show_errors()
+            return
+        label, gpu = self.selected_gpu
+        cfg, field, message, est = await asyncio.to_thread(check_config, self.workspace, options, gpu)
+        if gen != self._generation:
+            return
+        self.config = cfg
+        self.engine_error = (field, message) if message else None
+        self.estimate = est
+        self._show_errors()
+        self.query_one("#estimate", Static).update(estimate_text(est))
+
+    def _show_errors(self) -> None:
+        bad = set(self.errors)
+        if self.engine_error and self.engine_error[0]:
+            bad.add(self.engine_error[0])
+        for w in self.query(".form-row Input, .form-row Select"):
+            w.set_class(w.id in bad, "-invalid")
+        lines = list(self.errors.values())
+        if self.engine_error and not self.errors:
+            lines.append(self.engine_error[1])
+        if len(lines) > 3:
+            lines = lines[:2] + [f"(and {len(lines) - 2} more fields in red)"]
+        box = self.query_one("#form-errors", Static)
+        box.update(Text("\n".join(lines), style="bold red") if lines else "")
+        box.display = bool(lines)
+        self.query_one("#submit", Button).disabled = bool(lines)
+        if self.errors:
+            self.query_one("#estimate", Static).update(estimate_text(None))
+
+    # -- submit / cancel ---------------------------------------------------------------
+    @on(Button.Pressed, "#submit")
+    def _submit_pressed(self) -> None:
+        self.action_submit()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def action_submit(self) -> None:
+        options, errors = self.options()
+        if errors:
+            self.errors = errors
+            self._show_errors()
+            self.notify("Fix the fields in red first.", severity="error")
+            return
+        self.run_worker(partial(self._submit, options), group="submit", exclusive=True, exit_on_error=False)
+
+    async def _submit(self, options: dict) -> None:
+        from engine.queue import QueueError
+
+        self.query_one("#submit", Button).disabled = True
+        try:
+            run_id, warning = await asyncio.to_thread(submit, self.workspace, options, self.clone_of)
+        except QueueError as e:
+            self.engine_error = (e.field, str(e))
+            self._show_errors()
+            self.notify(str(e), title="Not queued", severity="error")
+            return
+        except Exception as e:  # noqa: BLE001
+            self.query_one("#submit", Button).disabled = False
+            self.notify(f"{type(e).__name__}: {e}", title="Not queued", severity="error")
+            return
+        if warning:
+            self.notify(warning, severity="warning", timeout=8)
+        self.notify(f"Queued {run_id}.")
+        self.dismiss(run_id)
+
+
+def _defaults_for(model: str, method: str) -> tuple[list[str], dict]:
+    """The methods a model supports and engine.queue's defaults for it and `method`."""
+    from engine import catalog, queue
+
+    entry = catalog.get_model(model)
+    methods = [m for m in METHODS if m in (entry.methods or METHODS)]
+    return methods, queue.defaults(entry, method if method in methods else (methods or ["lora"])[0])

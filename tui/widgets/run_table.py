@@ -1,0 +1,210 @@
+"""The runs table of the home screen: one row per run, in the order the queue will run them.
+
+The formatting is pure (run record + progress dict -> cells) so it is tested without a
+terminal; the widget only diffs rows so a 1,000-run table is not rebuilt every second.
+Statuses carry a glyph as well as a colour so they read the same under NO_COLOR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+STATUS_GLYPH = {
+    "running": ("▶", "bold green"),
+    "queued": ("…", "yellow"),
+    "finished": ("✓", "green"),
+    "failed": ("✗", "bold red"),
+    "cancelled": ("■", "magenta"),
+    "interrupted": ("!", "bold yellow"),
+}
+# Widths None = fit the content. At 80 columns status..WER are visible; the rest scrolls
+# sideways and is repeated in the detail pane under the table.
+COLUMNS = (("status", "status", None), ("run", "run", None), ("progress", "progress", None),
+           ("loss", "loss", None), ("wer", "WER", None), ("best", "best", None), ("note", "note", None))
+BAR_WIDTH = 6
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """What the table shows for one run; `key` is the run id."""
+
+    key: str
+    status: str
+    cells: tuple
+    detail: str
+
+
+def queue_order(runs: Iterable[dict]) -> list[dict]:
+    """Running first, then queued in the order they will start, then the rest, newest first."""
+    runs = list(runs)
+    running = sorted((r for r in runs if r.get("status") == "running"), key=lambda r: r.get("started_at") or 0)
+    queued = sorted(
+        (r for r in runs if r.get("status") == "queued"),
+        key=lambda r: (-(r.get("priority") or 0), r.get("seq") or 0),
+    )
+    rest = sorted(
+        (r for r in runs if r.get("status") not in ("running", "queued")),
+        key=lambda r: r.get("finished_at") or r.get("created_at") or 0,
+        reverse=True,
+    )
+    return running + queued + rest
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 100 * 3600:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}"
+    return f"{seconds // 86400}d"
+
+
+def progress_bar(step: int | None, max_steps: int | None, eta_s: float | None = None, width: int = BAR_WIDTH) -> str:
+    """'▰▰▰▱▱▱▱▱  38% 12m' -- text, so it survives NO_COLOR and copy-paste."""
+    if not step or not max_steps or max_steps <= 0:
+        return ""
+    frac = max(0.0, min(1.0, step / max_steps))
+    filled = int(round(frac * width))
+    text = "▰" * filled + "▱" * (width - filled) + f" {int(frac * 100):3d}%"
+    eta = fmt_duration(eta_s) if frac < 1 else ""
+    return f"{text} {eta}".rstrip()
+
+
+def fmt_wer(wer: Any) -> str:
+    """WER is a fraction in metrics.jsonl; people read it as a percentage."""
+    if not isinstance(wer, (int, float)):
+        return ""
+    return f"{wer * 100:.1f}" if wer < 10 else "≥1k"
+
+
+def fmt_loss(loss: Any) -> str:
+    if not isinstance(loss, (int, float)):
+        return ""
+    return f"{loss:.3f}" if loss < 100 else f"{loss:.0f}"
+
+
+def status_text(status: str, position: int | None = None) -> Text:
+    glyph, style = STATUS_GLYPH.get(status, ("?", ""))
+    label = f"{glyph} {status}" + (f" #{position}" if position else "")
+    return Text(label, style=style)
+
+
+def note_for(run: dict, queue_paused: bool = False) -> str:
+    """The one line that explains the state: why a queued run waits, why one failed."""
+    reason = run.get("status_reason") or ""
+    if run.get("status") == "queued":
+        if queue_paused:
+            return "queue paused" + (f"; {reason}" if reason else "")
+        return reason or "waiting for the engine"
+    if run.get("cancel_requested") and run.get("status") == "running":
+        return "cancelling: saving a checkpoint"
+    return reason
+
+
+def best_wer(run: dict, progress: dict) -> Any:
+    """The run record's best (the checkpoint the run kept) wins over the best eval seen so far."""
+    recorded = (run.get("best") or {}).get("wer")
+    return recorded if recorded is not None else progress.get("best_wer")
+
+
+def run_row(run: dict, progress: dict | None, position: int | None = None, queue_paused: bool = False) -> RunRow:
+    progress = progress or {}
+    status = run.get("status", "?")
+    step, max_steps = progress.get("step"), progress.get("max_steps")
+    if status == "finished" and max_steps and not step:
+        step = max_steps
+    wer = progress.get("wer")
+    if wer is None:
+        wer = (run.get("metrics") or {}).get("wer")
+    note = note_for(run, queue_paused)
+    cells = (
+        status_text(status, position),
+        run.get("id", ""),
+        progress_bar(step, max_steps, progress.get("eta_s") if status == "running" else None),
+        fmt_loss(progress.get("loss")),
+        fmt_wer(wer),
+        fmt_wer(best_wer(run, progress)),
+        note,
+    )
+    what = f"{run.get('model', '?')} · {run.get('method', '?')} · {run.get('dataset', '?')}"
+    if run.get("eval_only"):
+        what += " · eval only"
+    if step and max_steps:
+        what += f" · step {step}/{max_steps}"
+        if status == "running" and progress.get("eta_s") is not None:
+            what += f" · ETA {fmt_duration(progress['eta_s'])}"
+    scores = " · ".join(
+        f"{name} {value}" for name, value in
+        (("loss", cells[3]), ("WER", cells[4] and cells[4] + "%"), ("best WER", cells[5] and cells[5] + "%")) if value
+    )
+    lines = [f"{run.get('id', '')} · {status}", what, scores, note]
+    detail = "\n".join(line for line in lines if line)
+    return RunRow(key=run.get("id", ""), status=status, cells=cells, detail=detail)
+
+
+def build_rows(runs: Iterable[dict], progress: dict[str, dict], queue_paused: bool = False) -> list[RunRow]:
+    rows, position = [], 0
+    for run in queue_order(runs):
+        pos = None
+        if run.get("status") == "queued":
+            position += 1
+            pos = position
+        rows.append(run_row(run, progress.get(run.get("id", "")), pos, queue_paused))
+    return rows
+
+
+class RunTable(DataTable):
+    """DataTable that keeps the cursor on the same run and only touches changed cells."""
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self._rows: dict[str, RunRow] = {}
+        self._order: list[str] = []
+
+    def on_mount(self) -> None:
+        for key, label, width in COLUMNS:
+            self.add_column(label, key=key, width=width)
+
+    @property
+    def current_key(self) -> str | None:
+        if not self._order or self.cursor_row < 0 or self.cursor_row >= len(self._order):
+            return None
+        return self._order[self.cursor_row]
+
+    def row_for(self, key: str | None) -> RunRow | None:
+        return self._rows.get(key) if key else None
+
+    def show(self, rows: list[RunRow]) -> None:
+        order = [r.key for r in rows]
+        if order == self._order:
+            for row in rows:
+                old = self._rows.get(row.key)
+                if old is None or old.cells == row.cells:
+                    continue
+                for (col, _, _), new, prev in zip(COLUMNS, row.cells, old.cells):
+                    if new != prev:
+                        self.update_cell(row.key, col, new)
+            self._rows = {r.key: r for r in rows}
+            return
+        keep = self.current_key
+        self.clear()
+        self._rows = {r.key: r for r in rows}
+        self._order = order
+        for row in rows:
+            self.add_row(*row.cells, key=row.key)
+        if keep in self._rows:
+            self.move_cursor(row=order.index(keep), animate=False, scroll=False)
