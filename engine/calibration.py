@@ -61,6 +61,31 @@ def from_run(run: dict, config: dict, entry: ModelEntry) -> dict | None:
                   run_id=run.get("id"), time=run.get("finished_at"))
 
 
+def measurement_from_run(config: dict, result: dict, run: dict) -> dict | None:
+    """The daemon's hook at a run's end: config.json + result.json + the run record -> a
+    measurement (None: no GPU peak, or a model the catalog cannot describe)."""
+    from engine.catalog import UnknownModel, get_model
+
+    entry = None
+    for ref in (config.get("model"), config.get("model_ref")):
+        try:
+            entry = get_model(ref) if ref else None
+        except UnknownModel:
+            entry = None
+        if entry is not None:
+            break
+    if entry is None:
+        return None
+    merged = dict(run, peak_memory=result.get("peak_memory") or run.get("peak_memory"))
+    cfg_dict = dict(config)
+    if result.get("audio_seconds"):
+        cfg_dict["audio_seconds"] = result["audio_seconds"]
+    rec = from_run(merged, cfg_dict, entry)
+    if rec is not None:
+        rec["oom"] = bool(result.get("oom"))
+    return rec
+
+
 def matches(m: dict, entry: ModelEntry, cfg: FitConfig) -> bool:
     if m.get("model") not in (entry.name, entry.hub_id) or m.get("method") != cfg.method:
         return False

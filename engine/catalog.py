@@ -263,5 +263,16 @@ def entry_from_folder(folder: Path) -> ModelEntry:
         languages=t.languages, licence="see the checkpoint's model card", methods=list(t.methods),
         trainable=t.trainable, reason=t.reason, lora_targets=list(t.lora_targets),
         config_class=t.config_class, requires_remote_code=t.requires_remote_code, local_path=str(folder),
-        params=safetensors_counts(folder),
+        params=safetensors_counts(folder) or _counts_of_same_architecture(recipe, arch),
     )
+
+
+def _counts_of_same_architecture(recipe: str, arch: dict) -> dict | None:
+    """A folder without safetensors (e.g. pytorch_model.bin) that is a copy of a catalog
+    model -- same recipe and layer numbers -- borrows that model's computed counts."""
+    keys = ("hidden", "layers", "heads", "ffn", "vocab")
+    sig = lambda a: tuple((a.get(part) or {}).get(k) for part in ("audio", "text") for k in keys)  # noqa: E731
+    for e in load_catalog():
+        if e.recipe == recipe and e.params and e.params.get("source") == "computed" and sig(e.arch) == sig(arch):
+            return dict(e.params, source=f"same architecture as {e.name}")
+    return None

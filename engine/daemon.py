@@ -226,6 +226,8 @@ class Daemon:
         self.forced: set[str] = set()
         self.stopping = False
         self._last_sample = 0.0
+        self._gpus: list = []
+        self._gpus_at = -1e9
         self._lock_fd: int | None = None
 
     # lifecycle
@@ -281,6 +283,12 @@ class Daemon:
             self.release()
         return 0
 
+    def gpus(self) -> list:
+        """engine.gpus.detect(), at most once a second (NVML / amdsmi queries are not free)."""
+        if time.monotonic() - self._gpus_at >= TELEMETRY_S:
+            self._gpus, self._gpus_at = detect_gpus(), time.monotonic()
+        return self._gpus
+
     # recovery
     def recover(self) -> None:
         interrupted = []
@@ -292,6 +300,11 @@ class Daemon:
             holder = lock_holder(run_dir)
             if holder is None and not run.get("pid") and time.time() - (run.get("started_at") or 0) < 10:
                 time.sleep(3)  # the previous daemon died just after spawning: let the worker take its lock
+                holder = lock_holder(run_dir)
+            for _ in range(20):  # locked, pid not written yet: the worker is starting right now
+                if holder != -1:
+                    break
+                time.sleep(0.05)
                 holder = lock_holder(run_dir)
             proc = _proc_matches(holder, None) if holder and holder > 0 else _proc_matches(run.get("pid"), run.get("pid_create_time"))
             if proc is not None:
@@ -323,7 +336,7 @@ class Daemon:
         gpus = None
         if self.samplers and time.monotonic() - self._last_sample >= TELEMETRY_S:
             self._last_sample = time.monotonic()
-            gpus = detect_gpus()
+            gpus = self.gpus()
             for rid, sampler in list(self.samplers.items()):
                 try:
                     sampler.sample(gpus)
@@ -389,7 +402,7 @@ class Daemon:
             return
         active = [r for r in runs if r["status"] == "running"]
         paused = bool(self.store.get_meta("queue_paused", False))
-        devices = gpu_devices(gpus if gpus is not None else detect_gpus())
+        devices = gpu_devices(gpus if gpus is not None else self.gpus())
         plan = scheduler.plan(queued, active, devices, paused=paused)
         by_id = {r["id"]: r for r in queued}
         for rid, reason in plan.waiting.items():
@@ -476,7 +489,7 @@ class Daemon:
         result["peak_memory"] = peak
         if oom and status == "failed":
             result["oom"] = True
-            budget = next((d.total_gb for d in gpu_devices(detect_gpus()) if d.id == run.get("device")), None)
+            budget = next((d.total_gb for d in gpu_devices(self.gpus()) if d.id == run.get("device")), None)
             reason = oom_reason(config, result, budget, fallback=reason if result.get("oom") else None)
         result.update(status=status, reason=reason, exit_code=returncode, signal=sig, error_tail=tail)
         atomic_write_json(files.result, result)
@@ -505,16 +518,15 @@ class Daemon:
             "oom": bool(result.get("oom")), "run_id": rid, "time": time.time(),
         }
         try:
-            from engine import calibration  # ESTIMATOR's format, when present
+            from engine import calibration  # the estimator's own format and rules (None: not a GPU point)
 
-            make = getattr(calibration, "measurement_from_run", None)
-            if make is not None:
-                record = make(config, result, run) or record
+            record = calibration.measurement_from_run(config, result, dict(run, id=rid))
         except ImportError:
             pass
         except Exception:
             _log(f"{rid}: calibration record failed, storing the plain one:\n{traceback.format_exc()}")
-        self.store.add_measurement(record)
+        if record is not None:
+            self.store.add_measurement(record)
 
 
 def serve(ws: Workspace) -> int:

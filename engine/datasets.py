@@ -422,9 +422,11 @@ def list_all(ws: Workspace) -> list[dict]:
     return sorted(Store(ws).list_datasets(), key=lambda d: d["name"])
 
 
-def get(ws: Workspace, name: str) -> dict:
-    """The dataset record; `demo` is imported on first use. Unknown names list the known ones."""
-    rec = Store(ws).get_dataset(name)
+def get(ws: Workspace, name: str, store: Store | None = None) -> dict:
+    """The dataset record; `demo` is imported on first use. Unknown names list the known ones.
+
+    Pass `store` when already holding its lock: a second Store would wait on its own lock."""
+    rec = (store or Store(ws)).get_dataset(name)
     if rec is None and name == DEMO_NAME:
         return ensure_demo(ws)
     if rec is None:
@@ -435,9 +437,9 @@ def get(ws: Workspace, name: str) -> dict:
     return rec
 
 
-def load_rows(ws: Workspace, name: str, split: str = "all") -> list[dict]:
+def load_rows(ws: Workspace, name: str, split: str = "all", store: Store | None = None) -> list[dict]:
     """Manifest rows of a split (train|validation|test|all), in split order."""
-    rec = get(ws, name)
+    rec = get(ws, name, store)
     manifest = Path(rec["manifest"])
     if not manifest.exists():
         raise DatasetError(f"{manifest}: manifest of dataset {name!r} is missing; re-import it")
@@ -453,10 +455,11 @@ def load_rows(ws: Workspace, name: str, split: str = "all") -> list[dict]:
 def set_splits(ws: Workspace, name: str, seed: int | None = None, spec: str | None = None,
                splits: dict[str, list[str]] | None = None) -> dict:
     """The one way splits change: redraw from a seed/spec, or assign ids explicitly."""
+    get(ws, name)  # imports `demo` on first use, before taking the lock
     store = Store(ws)
     with store.locked():
-        rec = get(ws, name)
-        ids = [r["id"] for r in load_rows(ws, name, "all")]
+        rec = get(ws, name, store)
+        ids = [r["id"] for r in load_rows(ws, name, "all", store)]
         if splits is not None:
             given = [i for s in SPLITS for i in splits.get(s, [])]
             if sorted(given) != sorted(ids):
@@ -480,10 +483,11 @@ def set_splits(ws: Workspace, name: str, seed: int | None = None, spec: str | No
 
 def set_pinned(ws: Workspace, name: str, ids: list[str] | None = None, n: int = DEFAULT_PINNED) -> dict:
     """Pin these clips (or the first `n` validation clips) for every run to record."""
+    get(ws, name)  # imports `demo` on first use, before taking the lock
     store = Store(ws)
     with store.locked():
-        rec = get(ws, name)
-        all_ids = [r["id"] for r in load_rows(ws, name, "all")]
+        rec = get(ws, name, store)
+        all_ids = [r["id"] for r in load_rows(ws, name, "all", store)]
         rec["pinned"] = _checked_pins(ids, all_ids) if ids is not None else default_pinned(rec["splits"], n)
         rec["updated_at"] = time.time()
         store.upsert_dataset(rec)

@@ -184,7 +184,8 @@ def findings(probe: dict, gpus: list[Gpu], home: Path, env: dict | None = None,
             add("bitsandbytes", "warn", "bitsandbytes is not installed: qlora, lora8 and adamw8bit are unavailable",
                 "pip install 'bitsandbytes>=0.49'")
         else:
-            backend = {"rocm": "ROCm", "cuda": "CUDA"}.get(probe.get("build"), "CPU (slow)")
+            backend = {"rocm": "ROCm", "cuda": "CUDA"}.get(probe.get("build"), "CPU (slow)") \
+                if probe.get("gpu_available") else "CPU (slow; no GPU visible)"
             if probe.get("build") == "rocm" and _ver(bnb) < BNB_RDNA_4BIT:
                 add("bitsandbytes", "warn", f"bitsandbytes {bnb} ({backend}): 4-bit on RDNA needs >= 0.49",
                     "pip install -U 'bitsandbytes>=0.49'")

@@ -162,16 +162,23 @@ def _quantizable(entry: ModelEntry) -> int:
 def lora_params(entry: ModelEntry, cfg: FitConfig) -> int:
     """LoRA adds r x (in + out) per targeted Linear (REFERENCE s.2). PEFT matches targets by
     module-name suffix in every part; a frozen audio encoder gets none."""
-    dims = _counts(entry).get("lora_dims")
-    targets = cfg.lora_targets or entry.lora_targets
     total = 0
-    for suffix in targets:
-        d = dims.get(suffix) if dims else None
-        if d is None:
-            d = _analytic_lora_dims(entry, suffix)
+    for suffix in cfg.lora_targets or entry.lora_targets:
+        d = _lora_dims(entry, suffix)
         total += d.get("text", 0) + d.get("other", 0) + (0 if cfg.freeze_audio_encoder else d.get("audio", 0))
     extra = int(_counts(entry)["decoder"]) if entry.recipe == "ctc" else 0  # new CTC head: trained in full
     return cfg.lora_rank * total + extra
+
+
+def _lora_dims(entry: ModelEntry, suffix: str) -> dict[str, int]:
+    dims = _counts(entry).get("lora_dims") or {}
+    return dims.get(suffix) or _analytic_lora_dims(entry, suffix)
+
+
+def _lora_in_audio(entry: ModelEntry, cfg: FitConfig) -> bool:
+    """Do the LoRA targets match modules inside the audio encoder (then its activations
+    must be kept for the backward pass)?"""
+    return any(_lora_dims(entry, t).get("audio", 0) for t in (cfg.lora_targets or entry.lora_targets))
 
 
 def trainable_params(entry: ModelEntry, cfg: FitConfig) -> int:
@@ -260,10 +267,7 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
     seq = sequence_lengths(entry, cfg)
     b = cfg.batch
     audio, text = entry.arch.get("audio", {}), entry.arch.get("text", {})
-    lora_in_audio = cfg.method != "full" and not cfg.freeze_audio_encoder and any(
-        (((_counts(entry).get("lora_dims") or {}).get(t) or _analytic_lora_dims(entry, t)).get("audio", 0))
-        for t in (cfg.lora_targets or entry.lora_targets))
-    audio_needs_grad = (cfg.method == "full" and not cfg.freeze_audio_encoder) or lora_in_audio
+    audio_needs_grad = not cfg.freeze_audio_encoder and (cfg.method == "full" or _lora_in_audio(entry, cfg))
     acts = 0.0
     if audio.get("hidden"):
         enc_b = b * seq["encoder_chunks"]
@@ -335,6 +339,7 @@ class Recommendation:
     gradient_checkpointing: bool
     total_gb: float | None
     text: str
+    freeze_audio_encoder: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -344,32 +349,38 @@ def recommend(entry: ModelEntry, gpu_gb: float, base: FitConfig | None = None,
               margin: float = DEFAULT_MARGIN) -> Recommendation:
     """The least compromised set-up that fits: full fine-tuning if it allows batch >= 4, else
     LoRA with a 16-bit, then 8-bit, then 4-bit base (ranks 32, 16, 8 for each), at the
-    largest power-of-two batch <= 16."""
+    largest power-of-two batch <= 16; last, the same LoRA ladder with the audio encoder
+    frozen (no encoder activations kept), for models that have a separate one."""
     base = replace(base or FitConfig(), gradient_checkpointing=True, training=True)
     gpu_s = f"{gpu_gb:g} GB"
     if not entry.trainable:
         return Recommendation(entry.name, gpu_gb, None, 0, None, True, None,
                               f"{entry.name} on {gpu_s}: cannot train here -- {entry.reason}")
-    tried = None
-    plan = [("full", 4, base.lora_rank)] + [(m, 1, r) for m in ("lora", "lora8", "qlora") for r in RECOMMEND_RANKS]
-    for method, min_batch, rank in plan:
+    lora = [(m, 1, r) for m in ("lora", "lora8", "qlora") for r in RECOMMEND_RANKS]
+    plan = [("full", 4, base.lora_rank, base.freeze_audio_encoder)] + [(*p, base.freeze_audio_encoder) for p in lora]
+    if not base.freeze_audio_encoder and entry.family == "audio-llm":
+        plan += [(*p, True) for p in lora]
+    first = None
+    for method, min_batch, rank, freeze in plan:
         if method not in entry.methods:
             continue
-        cfg = replace(base, method=method, batch=1, lora_rank=rank)
+        cfg = replace(base, method=method, batch=1, lora_rank=rank, freeze_audio_encoder=freeze)
+        if first is None and method == "qlora":
+            first = estimate(entry, cfg)  # the smallest set-up without new compromises
         mb = max_batch(entry, cfg, gpu_gb, margin)
-        if tried is None or method != "full":
-            tried = estimate(entry, cfg)
         if mb >= min_batch:
             batch = 2 ** int(math.log2(min(mb, 16)))
             est = estimate(entry, replace(cfg, batch=batch))
-            rank = None if method == "full" else cfg.lora_rank
-            what = METHOD_LABEL[method] + (f" r={rank}" if rank else "")
-            return Recommendation(entry.name, gpu_gb, method, batch, rank, True, round(est.total_gb, 2),
-                                  f"{entry.name} on {gpu_s}: {what}, batch {batch}, checkpointing on "
-                                  f"(~{est.total_gb:.1f} GB)")
-    need = f" ({METHOD_LABEL[tried.method]} at batch 1 needs ~{tried.total_gb:.1f} GB)" if tried else ""
+            rank_used = None if method == "full" else rank
+            what = METHOD_LABEL[method] + (f" r={rank_used}" if rank_used else "")
+            frozen = ", audio encoder frozen" if freeze and not base.freeze_audio_encoder else ""
+            return Recommendation(entry.name, gpu_gb, method, batch, rank_used, True, round(est.total_gb, 2),
+                                  f"{entry.name} on {gpu_s}: {what}, batch {batch}{frozen}, checkpointing on "
+                                  f"(~{est.total_gb:.1f} GB)", freeze_audio_encoder=freeze)
+    need = f" (QLoRA at batch 1 needs ~{first.total_gb:.1f} GB)" if first else ""
+    sdpa = " or fused attention (--attention sdpa, where `voxtune doctor` finds it)" if base.attention == "math" else ""
     return Recommendation(entry.name, gpu_gb, None, 0, None, True, None,
-                          f"{entry.name} on {gpu_s}: does not fit{need}; try shorter audio or a bigger GPU")
+                          f"{entry.name} on {gpu_s}: does not fit{need}; try shorter audio{sdpa}, or a bigger GPU")
 
 
 # -- runs ----------------------------------------------------------------------------------

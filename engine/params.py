@@ -25,6 +25,7 @@ from engine.runfiles import atomic_write_json
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "param_counts.json"
 
+
 def part_of(name: str) -> str:
     """audio | text | other for a parameter or module name."""
     bare = name[len("model."):] if name.startswith("model.") else name
@@ -71,7 +72,6 @@ def _qwen2_audio(T, a: dict):
 
 
 def _voxtral(T, a: dict):
-    audio = dict(_audio_cfg(a["audio"]), model_type="voxtral_encoder")
     # VoxtralEncoderConfig names its fields like BERT, not Whisper.
     audio = dict(model_type="voxtral_encoder", hidden_size=a["audio"]["hidden"],
                  num_hidden_layers=a["audio"]["layers"], num_attention_heads=a["audio"]["heads"],

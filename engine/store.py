@@ -209,28 +209,36 @@ class Store:
     def list_runs(self) -> list[dict]:
         return [dict(d) for d in self._table("runs").all()]
 
-    def update_run(self, run_id: str, **fields: Any) -> dict:
+    def update_run(self, run_id: str, _change: Callable[[dict], None] | None = None, **fields: Any) -> dict:
+        """Set fields (and/or apply `_change` to the record) in one read and one write."""
         with self.locked():
-            table = self._table("runs")
-            if not table.search(Query().id == run_id):
-                raise StoreError(f"no run {run_id!r}")
-            table.update(fields, Query().id == run_id)
-            return self.get_run(run_id)  # type: ignore[return-value]
+            out: dict = {}
+
+            def apply(doc: dict) -> None:
+                if _change is not None:
+                    _change(doc)
+                doc.update(fields)
+                out.update(doc)
+
+            if not self._table("runs").update(apply, Query().id == run_id):
+                self.require_run(run_id)  # raises with close matches
+            return out
 
     def set_status(self, run_id: str, status: str, reason: str | None = None, **fields: Any) -> dict:
         """Change status, recording the time and a one-line reason in the run's history."""
         if status not in STATUSES:
             raise StoreError(f"unknown status {status!r}")
-        with self.locked():
-            run = self.require_run(run_id)
-            t = now()
-            history = list(run.get("history", [])) + [{"status": status, "time": t, "reason": reason}]
-            extra: dict[str, Any] = {}
-            if status == "running":
-                extra["started_at"] = t
-            if status in FINAL:
-                extra["finished_at"] = t
-            return self.update_run(run_id, status=status, status_reason=reason, history=history, **extra, **fields)
+        t = now()
+        extra: dict[str, Any] = {"status": status, "status_reason": reason}
+        if status == "running":
+            extra["started_at"] = t
+        if status in FINAL:
+            extra["finished_at"] = t
+
+        def record(doc: dict) -> None:
+            doc["history"] = list(doc.get("history", [])) + [{"status": status, "time": t, "reason": reason}]
+
+        return self.update_run(run_id, record, **extra, **fields)
 
     def remove_run(self, run_id: str) -> None:
         with self.locked():

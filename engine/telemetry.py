@@ -84,10 +84,11 @@ class Sampler:
     def _tree(self) -> list[psutil.Process]:
         try:
             root = self._procs.get(self.pid) or psutil.Process(self.pid)
-            self._procs[self.pid] = root
-            procs = [root]
-            for child in root.children(recursive=True):
-                procs.append(self._procs.setdefault(child.pid, child))
+            if not root.is_running() or root.status() == psutil.STATUS_ZOMBIE:
+                return []
+            # keep the Process objects (cpu_percent measures between calls), drop exited children
+            procs = [root] + [self._procs.get(c.pid, c) for c in root.children(recursive=True)]
+            self._procs = {p.pid: p for p in procs}
             return procs
         except psutil.Error:
             return []
@@ -108,8 +109,8 @@ class Sampler:
             gpus = detect_gpus()
         gpu = None
         if gpus:
-            idx = self.gpu_index if self.gpu_index is not None and self.gpu_index < len(gpus) else 0
-            gpu = gpu_summary(gpus[idx])
+            mine = [g for g in gpus if _attr(g, "index") == self.gpu_index]
+            gpu = gpu_summary(mine[0] if mine else gpus[0])
         proc_gpu = process_gpu_gb([p.pid for p in procs]) if gpus else None
         rec = {
             "time": time.time(),

@@ -436,7 +436,7 @@ def training_arguments(cfg: dict, output_dir: Path, device: str, precision: str,
     epochs = float(cfg.get("epochs") or 0)
     if max_steps <= 0 and epochs <= 0:
         raise ConfigError("config.json: give max_steps or epochs (a positive number)")
-    total = max_steps if max_steps > 0 else math.ceil(epochs * math.ceil(n_train / batch) / accum)
+    total = max_steps if max_steps > 0 else math.ceil(epochs * math.ceil(math.ceil(n_train / batch) / accum))
     save_every = int(cfg.get("save_every") or 0)
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -470,6 +470,9 @@ def training_arguments(cfg: dict, output_dir: Path, device: str, precision: str,
     import inspect
 
     accepted = inspect.signature(TrainingArguments.__init__).parameters
+    if "activation_checkpointing" in accepted:  # transformers >= 5.x renamed it
+        kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")
+        kwargs["activation_checkpointing_kwargs"] = kwargs.pop("gradient_checkpointing_kwargs")
     return TrainingArguments(**{k: v for k, v in kwargs.items() if k in accepted}), total
 
 

@@ -60,9 +60,14 @@ def target_for_model(model: str) -> Target:
     return Target(ref, entry.recipe, {})
 
 
-def transcribe(audio_paths: Sequence[str | Path], target: Target, *, device: str | None = None,
-               max_new_tokens: int | None = None, batch_size: int = 4) -> list[str]:
+def transcribe(audio_paths: Sequence[str | Path], target: Target, **options) -> list[str]:
     """One cleaned transcript per audio file, in order."""
+    return [r["text"] for r in transcribe_detailed(audio_paths, target, **options)]
+
+
+def transcribe_detailed(audio_paths: Sequence[str | Path], target: Target, *, device: str | None = None,
+                        max_new_tokens: int | None = None, batch_size: int = 4) -> list[dict]:
+    """Per file: {audio, text, duration_s, pieces} (pieces: how many windows it was cut into)."""
     import torch
 
     from engine import loading
@@ -94,4 +99,7 @@ def transcribe(audio_paths: Sequence[str | Path], target: Target, *, device: str
     with torch.no_grad():
         for k in range(0, len(examples), batch_size):
             preds.extend(recipe.generate(model, loaded, examples[k:k + batch_size], max_new))
-    return join_predictions(rows, examples, preds)
+    texts = join_predictions(rows, examples, preds)
+    pieces = {r["id"]: sum(1 for ex in examples if ex.clip_id == r["id"]) for r in rows}
+    return [{"audio": str(p), "text": t, "duration_s": round(r["duration"], 3), "pieces": pieces[r["id"]]}
+            for p, r, t in zip(audio_paths, rows, texts)]

@@ -81,7 +81,8 @@ def step_job(run_dir: str | Path) -> int:
     append_jsonl(files.metrics, {"kind": "eval", "step": max_steps, "max_steps": max_steps, "wer": 0.5,
                                  "cer": 0.2, "time": time.time()})
     atomic_write_json(files.result, {"status": "finished", "reason": None, "oom": False,
-                                     "peak_memory": {"device": "cpu", "allocated_gb": 0.1, "reserved_gb": 0.2, "rss_gb": 0.1},
+                                     # a simulated GPU peak, so the daemon's calibration path runs
+                                     "peak_memory": {"device": "cuda", "allocated_gb": 0.1, "reserved_gb": 0.2, "rss_gb": 0.1},
                                      "metrics": {"wer": 0.5, "cer": 0.2}, "best": {"step": max_steps, "wer": 0.5},
                                      "duration_s": time.time() - t0})
     return 0

@@ -212,11 +212,57 @@ def build_voxtral(folder: str | Path) -> Path:
     return folder
 
 
+# ---- Qwen2.5-Omni thinker ---------------------------------------------------------------------
+
+OMNI_SPECIALS = QWEN_SPECIALS + ["<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>"]
+OMNI_WINDOW_S = 8  # the tiny thinker hears 8 s per item (the real one: 300 s)
+
+
+def build_omni(folder: str | Path) -> Path:
+    """A thinker-only checkpoint (what voxtune trains) with a Qwen tokenizer carrying Omni's
+    special-token attributes and a Whisper-style feature extractor."""
+    from transformers import (Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration, Qwen2Tokenizer,
+                              WhisperFeatureExtractor)
+
+    _seed()
+    folder = Path(folder)
+    vocab, merges = _train_bpe(500, byte_level=True, special=OMNI_SPECIALS)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                         extra_special_tokens={"image_token": "<|IMAGE|>", "audio_token": "<|AUDIO|>",
+                                               "video_token": "<|VIDEO|>", "vision_bos_token": "<|vision_bos|>",
+                                               "vision_eos_token": "<|vision_eos|>", "audio_bos_token": "<|audio_bos|>",
+                                               "audio_eos_token": "<|audio_eos|>"})
+    fe = WhisperFeatureExtractor(feature_size=80, chunk_length=OMNI_WINDOW_S)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in OMNI_SPECIALS}
+    cfg = Qwen2_5OmniThinkerConfig(
+        audio_config={"d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 128,
+                      "num_mel_bins": 80, "max_source_positions": fe.nb_max_frames // 2, "n_window": 50,
+                      "output_dim": 64},
+        vision_config={"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+                       "fullatt_block_indexes": [0]},
+        text_config={"vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 4096,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+                     "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"]},
+        audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"], video_token_index=ids["<|VIDEO|>"],
+        audio_start_token_id=ids["<|audio_bos|>"], audio_end_token_id=ids["<|audio_eos|>"],
+        vision_start_token_id=ids["<|vision_bos|>"], vision_end_token_id=ids["<|vision_eos|>"],
+    )
+    model = Qwen2_5OmniThinkerForConditionalGeneration(cfg)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    fe.save_pretrained(folder)
+    return folder
+
+
 FAMILIES = {
     "ctc": build_ctc,
     "seamless": build_seamless,
     "qwen2_audio": build_qwen2_audio,
     "voxtral": build_voxtral,
+    "omni": build_omni,
 }
 
 

@@ -18,9 +18,12 @@ The number of audio placeholder tokens in input_ids must equal the encoder's out
   ~30 min; longer clips are refused by name).
 - Qwen-Audio v1 (`qwen_audio`): not in transformers; needs the model's own code, so it runs
   only with `trust_remote_code: true` in the run config, else a clear refusal.
-- Qwen2.5-Omni (`omni`) and Granite Speech (`granite`): the installed transformers has the
-  classes, but this recipe does not yet build their prompts; they are refused with a message
-  (see `UNSUPPORTED`) rather than trained wrongly.
+- Qwen2.5-Omni thinker (`omni`): the thinker alone (no talker/vocoder), Qwen chat layout with
+  `<|audio_bos|><|AUDIO|>...<|audio_eos|>`, 25 tokens/s. Long audio: `native` up to the feature
+  extractor's window (300 s for the real model); longer clips are segmented, never truncated.
+- Granite Speech (`granite`): the installed transformers has the class, but this recipe does
+  not build its prompt yet; it is refused with a message (see `UNSUPPORTED`) rather than
+  trained wrongly.
 
 Default LoRA targets (as in data/catalog.json, which the estimator uses): `q_proj`, `k_proj`,
 `v_proj`, `o_proj` -- attention in the language model and, by the same names, in the
@@ -44,8 +47,6 @@ PROMPT = ("Transcribe this recording and clean it up: remove fillers, false star
           "fix punctuation.")
 
 UNSUPPORTED = {
-    "omni": "Qwen2.5-Omni thinker: voxtune cannot train it yet (its prompt/processor path is not "
-            "implemented in engine/recipes/audio_llm.py); use Qwen2-Audio or Voxtral",
     "granite": "Granite Speech: voxtune cannot train it yet (its prompt/processor path is not "
                "implemented in engine/recipes/audio_llm.py); use Qwen2-Audio or Voxtral",
 }
@@ -248,6 +249,114 @@ class VoxtralRecipe(AudioLLMRecipe):
         return tekken.decode(ids, special_token_policy=SpecialTokenPolicy.IGNORE)
 
 
+# ---- Qwen2.5-Omni thinker -----------------------------------------------------------------------
+
+OMNI_SYSTEM = ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
+               "auditory and visual inputs, as well as generating text and speech.")
+# processor-side files of an Omni checkpoint, copied next to saved weights so AutoProcessor works
+OMNI_PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json",
+                        "chat_template.json", "chat_template.jinja", "spk_dict.pt")
+
+
+@dataclass
+class OmniParts:
+    """The parts of Qwen2_5OmniProcessor that speech needs. The full processor also builds an
+    image and a video processor, and the video one requires torchvision, which a speech box
+    need not have; the audio token count uses the processor's own formula."""
+
+    feature_extractor: Any
+    tokenizer: Any
+    source: str = ""
+
+    def save_pretrained(self, out_dir: str) -> None:
+        import shutil
+        from pathlib import Path
+
+        self.feature_extractor.save_pretrained(out_dir)
+        self.tokenizer.save_pretrained(out_dir)
+        for name in OMNI_PROCESSOR_FILES:
+            src = _source_file(self.source, name)
+            if src and not (Path(out_dir) / name).exists():
+                shutil.copy2(src, Path(out_dir) / name)
+
+
+def _source_file(ref: str, name: str) -> str | None:
+    """A file of a local folder or of a cached hub checkpoint, if it has one."""
+    from pathlib import Path
+
+    if not ref:
+        return None
+    if Path(ref).is_dir():
+        path = Path(ref) / name
+        return str(path) if path.is_file() else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(ref, name)
+        return hit if isinstance(hit, str) else None
+    except Exception:
+        return None
+
+
+@dataclass
+class OmniRecipe(AudioLLMRecipe):
+    """Qwen2.5-Omni's thinker (audio/vision encoders + LM): text out only, no talker/vocoder."""
+
+    key: str = "omni"
+    long_audio: str = "native"
+
+    def load(self, model_ref: str, *, dtype: Any, quantization_config: Any, device_map: Any,
+             trust_remote_code: bool, train_texts: Sequence[str]) -> Loaded:
+        from transformers import (AutoConfig, AutoFeatureExtractor, AutoTokenizer,
+                                  Qwen2_5OmniThinkerForConditionalGeneration)
+
+        tok = AutoTokenizer.from_pretrained(model_ref)
+        fe = AutoFeatureExtractor.from_pretrained(model_ref)
+        config = AutoConfig.from_pretrained(model_ref)
+        kwargs: dict[str, Any] = {}
+        if getattr(config, "model_type", "") == "qwen2_5_omni":  # the full model: take its thinker
+            kwargs["config"] = config.thinker_config
+        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+            model_ref, dtype=dtype, quantization_config=quantization_config, device_map=device_map, **kwargs)
+        im_end = tok.convert_tokens_to_ids("<|im_end|>")
+        pad = tok.pad_token_id if tok.pad_token_id is not None else im_end
+        return Loaded(model=model, processor=OmniParts(fe, tok, model_ref),
+                      extra={"pad_id": pad, "eos_ids": sorted({im_end, tok.eos_token_id} - {None}),
+                             "im_end": im_end, "window_s": fe.n_samples / fe.sampling_rate})
+
+    def examples(self, rows: Sequence[dict], loaded: Loaded, *, for_training: bool) -> list[Example]:
+        """Whole clips up to the feature extractor's window (300 s for the real model); a longer
+        clip is segmented like a windowed family's, never truncated."""
+        from engine.recipes.ctc import windowed_examples
+        from engine.segment import native_example
+
+        window = loaded.extra["window_s"]
+        long_ids = {r["id"] for r in rows if float(r.get("duration") or 0) > window}
+        long_ex = windowed_examples([r for r in rows if r["id"] in long_ids], loaded, window_s=window,
+                                    for_training=for_training, model_key=self.key) if long_ids else []
+        out = []
+        for r in rows:
+            out.extend([e for e in long_ex if e.clip_id == r["id"]] if r["id"] in long_ids else [native_example(r)])
+        return out
+
+    def _prompt(self, ex: Example, loaded: Loaded) -> tuple[list[int], dict]:
+        from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
+
+        fe, tok = loaded.processor.feature_extractor, loaded.processor.tokenizer
+        audio = np.concatenate(ex.audio) if isinstance(ex.audio, (list, tuple)) else ex.audio
+        feats = fe([audio], sampling_rate=SAMPLE_RATE, padding="max_length", return_attention_mask=True,
+                   return_tensors="pt")
+        mask = feats["attention_mask"]
+        n = int(_get_feat_extract_output_lengths(mask.sum(-1))[0])
+        text = (f"<|im_start|>system\n{OMNI_SYSTEM}<|im_end|>\n<|im_start|>user\n"
+                f"<|audio_bos|>{'<|AUDIO|>' * n}<|audio_eos|>{self.prompt}<|im_end|>\n<|im_start|>assistant\n")
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return ids, {"input_features": feats["input_features"], "feature_attention_mask": mask}
+
+    def _answer(self, text: str, loaded: Loaded) -> list[int]:
+        return loaded.processor.tokenizer(text, add_special_tokens=False)["input_ids"] + [loaded.extra["im_end"]]
+
+
 # ---- Qwen-Audio v1 (remote code only) ---------------------------------------------------------
 
 @dataclass
@@ -281,6 +390,8 @@ def make_recipe(key: str) -> AudioLLMRecipe:
         return Qwen2AudioRecipe()
     if key == "voxtral":
         return VoxtralRecipe()
+    if key == "omni":
+        return OmniRecipe()
     if key == "qwen_audio":
         return RemoteCodeRefusal()
     if key in UNSUPPORTED:

@@ -191,11 +191,21 @@ class CTCRecipe:
     vocab_dir: str | None = None  # a run's folder whose alphabet must be reused (adapter/checkpoint)
 
     def configure(self, config: dict) -> None:
-        """A LoRA checkpoint or export of a CTC run holds its alphabet next to the adapter;
-        the driver loads the base model, so remember where that alphabet is."""
+        """Find the alphabet a LoRA checkpoint was trained with. The loader hands `load` the
+        *base* model (the adapter goes on afterwards), and a base w2v-BERT has no alphabet,
+        so look where the run keeps it: the model folder itself (an export or checkpoint
+        given as the model), else the run's own checkpoints (resume, export --merge,
+        transcribe --run). Every checkpoint of a run has the same alphabet."""
+        self.vocab_dir = None
         ref = config.get("model_ref") or config.get("model")
-        if ref and (Path(str(ref)) / "vocab.json").is_file():
-            self.vocab_dir = str(ref)
+        candidates = [Path(str(ref))] if ref else []
+        if config.get("workspace") and config.get("run_id"):
+            ckpts = Path(str(config["workspace"])) / "runs" / str(config["run_id"]) / "checkpoints"
+            candidates += sorted(ckpts.glob("checkpoint-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for folder in candidates:
+            if (folder / "vocab.json").is_file():
+                self.vocab_dir = str(folder)
+                return
 
     def load(self, model_ref: str, *, dtype: Any, quantization_config: Any, device_map: Any,
              trust_remote_code: bool, train_texts: Sequence[str]) -> Loaded:
@@ -214,8 +224,10 @@ class CTCRecipe:
             or "ForCTC" not in " ".join(getattr(config, "architectures", None) or [])
         if tokenizer is None:
             if not train_texts:
-                raise ValueError(f"{model_ref} has no CTC vocabulary and no training texts were given to "
-                                 "build one: train a run first, or evaluate a finished CTC run's model")
+                raise ValueError(
+                    f"{model_ref} has no CTC head or alphabet yet (a base w2v-BERT 2.0 is only the encoder; "
+                    "the head is built from the training texts), so it cannot transcribe before training. "
+                    "Train a run first, then evaluate or transcribe that run's model")
             tokenizer = make_tokenizer(build_vocab(train_texts), tempfile.mkdtemp(prefix="voxtune-ctc-vocab-"))
         feature_extractor = SeamlessM4TFeatureExtractor.from_pretrained(model_ref)
         processor = Wav2Vec2BertProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)

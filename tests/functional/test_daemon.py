@@ -144,3 +144,22 @@ def test_cancel_is_graceful_then_forced(ws, monkeypatch):
         assert run["status"] == "cancelled" and "ignored the cancel request" in run["status_reason"]
     finally:
         cleanup(ws)
+
+
+def test_cli_add_starts_the_engine_and_logs_follow_the_run(dws, capsys):
+    from tui.cli import main
+
+    home = str(dws.home)
+    assert main(["--home", home, "queue", "add", "--model", "whisper-small", "--dataset", "tiny", "--method", "lora",
+                 "--max-steps", "20", "--json"]) == 0
+    rid = json.loads(capsys.readouterr().out)["id"]
+    assert daemon.status(dws)["running"] is True  # started on demand
+    assert main(["--home", home, "runs", "logs", rid, "-f"]) == 0  # returns when the run ends
+    out = capsys.readouterr().out
+    assert f"starting {rid}" in out and "finished with exit code 0" in out
+    assert main(["--home", home, "runs", "show", rid]) == 0
+    shown = capsys.readouterr().out
+    assert f"{rid}: finished" in shown and "progress: step 20/20" in shown and "wer 0.500" in shown
+    assert main(["--home", home, "queue", "pause"]) == 0
+    assert main(["--home", home, "queue", "ls"]) == 0
+    assert "queue paused" in capsys.readouterr().out

@@ -27,7 +27,7 @@ from tiny_models import make_tiny_dataset  # noqa: E402
 from engine.runfiles import RunFiles, read_json, read_jsonl  # noqa: E402
 
 REPO = TESTS.parent
-FAMILIES = ["ctc", "seamless", "qwen2_audio", "voxtral"]
+FAMILIES = ["ctc", "seamless", "qwen2_audio", "voxtral", "omni"]
 METHODS = ["full", "lora", "qlora", "lora8"]
 METRICS = ("wer", "cer", "wer_normalized", "filler_rate", "deletion_rate")
 WORKER_TIMEOUT_S = 300
@@ -101,8 +101,143 @@ def test_family_trains_evaluates_and_checkpoints(ws, tiny_model_dirs, family, me
     weights = "adapter_model.safetensors" if method != "full" else "model.safetensors"
     assert weights in saved, f"{family}/{method}: {ckpts[-1]} holds {sorted(saved)}"
     processor_file = {"ctc": "vocab.json", "seamless": "tokenizer.json", "qwen2_audio": "tokenizer.json",
-                      "voxtral": "tekken.json"}[family]
+                      "voxtral": "tekken.json", "omni": "tokenizer.json"}[family]
     assert processor_file in saved, f"{family}/{method}: processor not saved with the checkpoint: {sorted(saved)}"
     if family == "ctc" and method != "full":  # the new head trains and is saved with the adapter
         adapter_cfg = json.loads((ckpts[-1] / "adapter_config.json").read_text())
         assert "lm_head" in (adapter_cfg.get("modules_to_save") or [])
+
+    check_export_and_transcribe(ws, run_dir, family, method)
+
+
+MODEL_CLASSES = {"ctc": "Wav2Vec2BertForCTC", "seamless": "SeamlessM4Tv2ForSpeechToText",
+                 "qwen2_audio": "Qwen2AudioForConditionalGeneration", "voxtral": "VoxtralForConditionalGeneration",
+                 "omni": "Qwen2_5OmniThinkerForConditionalGeneration"}
+
+
+def check_export_and_transcribe(ws, run_dir: Path, family: str, method: str) -> None:
+    """The run's model leaves voxtune as a folder transformers loads, and transcribes new audio."""
+    import transformers
+    from transformers import AutoProcessor
+
+    from engine import export, transcribe
+
+    run_id = run_dir.name
+    merged = export.export_run(ws, run_id, merge=True)
+    assert (merged / "config.json").is_file() and not (merged / "adapter_config.json").exists(), \
+        f"{family}/{method}: export is not a standalone model: {sorted(p.name for p in merged.iterdir())}"
+    model = getattr(transformers, MODEL_CLASSES[family]).from_pretrained(merged)
+    processor = AutoProcessor.from_pretrained(merged)
+    assert model is not None and processor is not None
+    if family == "ctc":  # the run's alphabet, not a fresh one, went with the weights
+        assert model.config.vocab_size == len(processor.tokenizer)
+
+    clip = Path(ws.home) / "sources" / "tiny" / "clip02.wav"
+    texts = transcribe.transcribe([clip], transcribe.target_for_run(ws, run_id), device="cpu", max_new_tokens=6)
+    assert len(texts) == 1 and isinstance(texts[0], str), f"{family}/{method}: transcribe gave {texts!r}"
+    again = transcribe.transcribe([clip], transcribe.target_for_model(str(merged)), device="cpu", max_new_tokens=6)
+    assert again == texts, f"{family}/{method}: merged export transcribes {again!r}, the run {texts!r}"
+
+
+# ---- recipe details, in-process (no worker): what the matrix above cannot see ------------------
+
+def _rows(tmp_path: Path, durations: list[float], texts: list[str]) -> list[dict]:
+    import soundfile as sf
+    from tiny_models import synth_clip
+
+    rows = []
+    for i, (dur, text) in enumerate(zip(durations, texts)):
+        path = tmp_path / f"r{i}.wav"
+        sf.write(path, synth_clip(i, dur), 16000)
+        rows.append({"id": f"r{i}", "audio": str(path), "duration": dur, "text": text})
+    return rows
+
+
+def _load(key: str, folder: Path, texts=()):
+    import torch
+
+    from engine.recipes import get_recipe
+
+    recipe = get_recipe(key)
+    return recipe, recipe.load(str(folder), dtype=torch.float32, quantization_config=None, device_map=None,
+                               trust_remote_code=False, train_texts=list(texts))
+
+
+def test_ctc_vocabulary_keeps_case_and_punctuation(tmp_path):
+    from engine.recipes.ctc import DELIM, PAD, build_vocab, make_tokenizer
+
+    texts = ["Hello, World!", "Ça va? Yes: fine."]
+    vocab = build_vocab(texts)
+    assert vocab == build_vocab(list(reversed(texts)))  # same texts, same ids
+    assert vocab[PAD] == 0 and DELIM in vocab and " " not in vocab
+    for ch in "HWeÇ,!?:.":
+        assert ch in vocab, ch
+    tok = make_tokenizer(vocab, tmp_path)
+    for text in texts:
+        ids = tok(text)["input_ids"]
+        assert tok.decode(ids, group_tokens=False) == text
+        assert tok.unk_token_id not in ids
+
+
+@pytest.mark.parametrize("key", ["qwen2_audio", "voxtral", "omni"])
+def test_audio_llm_loss_only_on_answer_and_placeholders_match_encoder(tmp_path, tiny_model_dirs, key):
+    """A 6 s clip is longer than the tiny Qwen2-Audio/Voxtral 4 s window: Qwen2-Audio gets it as
+    two audio items, Voxtral as one item of two stacked chunks, the Omni thinker (8 s) as one
+    item; the forward pass (which checks that the placeholder count equals the encoder's
+    output) and generation both work."""
+    import torch
+
+    recipe, loaded = _load(key, tiny_model_dirs[key])
+    texts = ["Send me the report.", "We meet on Monday, okay?"]
+    examples = recipe.examples(_rows(tmp_path, [6.0, 1.0], texts), loaded, for_training=True)
+    if key == "qwen2_audio":
+        assert isinstance(examples[0].audio, list) and len(examples[0].audio) == 2
+    batch = recipe.collate(examples, loaded)
+    n_audio = batch["input_features"].shape[0]
+    # Qwen2-Audio: audio items (2 + 1); Voxtral: 4 s mel chunks (2 + 1); Omni: whole clips (1 + 1)
+    assert n_audio == {"qwen2_audio": 3, "voxtral": 3, "omni": 2}[key]
+    for i, text in enumerate(texts):
+        answer = batch["labels"][i][batch["labels"][i] != -100].tolist()
+        decoded = recipe._decode(answer, loaded)
+        assert decoded.strip() == text, (decoded, text)
+        # the answer is the end of the sequence: nothing after it but padding
+        last = int(batch["attention_mask"][i].sum())
+        assert batch["labels"][i][last - len(answer):last].tolist() == answer
+    out = loaded.model(**batch)
+    assert torch.isfinite(out.loss)
+    preds = recipe.generate(loaded.model, loaded, examples, max_new_tokens=4)
+    assert len(preds) == 2 and all(isinstance(p, str) for p in preds)
+
+
+def test_seamless_labels_follow_the_generation_prefix(tmp_path, tiny_model_dirs):
+    recipe, loaded = _load("seamless", tiny_model_dirs["seamless"])
+    tok = loaded.processor.tokenizer
+    examples = recipe.examples(_rows(tmp_path, [1.0], ["Thank you very much."]), loaded, for_training=True)
+    batch = recipe.collate(examples, loaded)
+    dec, labels = batch["decoder_input_ids"][0].tolist(), batch["labels"][0].tolist()
+    assert dec[:2] == [loaded.model.config.decoder_start_token_id, tok.convert_tokens_to_ids("__eng__")]
+    assert labels[0] == -100 and labels[-1] == tok.eos_token_id
+    assert labels[1:-1] == dec[2:]  # teacher forcing: each label is the next decoder input
+    assert tok.decode(labels[1:-1]) == "Thank you very much."
+
+
+def test_windowed_long_clip_is_segmented_not_truncated(tmp_path, tiny_model_dirs):
+    """A 70 s clip for a 30 s-window family: eval pieces cover the audio; training segments
+    carry slices of the clean text that join back to all of it."""
+    recipe, loaded = _load("ctc", tiny_model_dirs["ctc"], texts=["x"])
+    text = " ".join(["We moved the release to Friday."] * 12)
+    rows = _rows(tmp_path, [70.0], [text])
+    ev = recipe.examples(rows, loaded, for_training=False)
+    assert len(ev) >= 3 and all(e.end_s - e.start_s <= 30.05 for e in ev)
+    assert sum(e.end_s - e.start_s for e in ev) == pytest.approx(70.0, abs=0.05)
+    tr = recipe.examples(rows, loaded, for_training=True)
+    assert len(tr) >= 3 and " ".join(e.text for e in tr) == text
+
+
+def test_qwen_audio_v1_needs_explicit_remote_code_opt_in(tiny_model_dirs):
+    from engine.recipes import get_recipe
+
+    recipe = get_recipe("qwen_audio")
+    with pytest.raises(PermissionError, match="trust-remote-code"):
+        recipe.load("Qwen/Qwen-Audio", dtype=None, quantization_config=None, device_map=None,
+                    trust_remote_code=False, train_texts=[])

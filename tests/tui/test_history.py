@@ -12,6 +12,7 @@ from engine.store import Store
 from tui.app import VoxtuneApp
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.history import CompareScreen, HistoryScreen, RunDetailScreen
+from tui.widgets.run_list import RunList
 
 SIZE = (80, 24)
 
@@ -38,8 +39,7 @@ async def open_history(app, pilot) -> HistoryScreen:
 
 
 def shown_ids(screen: HistoryScreen) -> list[str]:
-    table = screen.query_one(DataTable)
-    return [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+    return [r["id"] for r in screen.query_one(RunList).rows]
 
 
 @pytest.mark.asyncio
@@ -73,13 +73,15 @@ async def test_sort_by_clicking_a_header(ws):
     app = VoxtuneApp(ws)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_history(app, pilot)
-        table = screen.query_one(DataTable)
-        table.post_message(DataTable.HeaderSelected(table, table.columns["best_wer"].key, 3, label=table.columns["best_wer"].label))
-        await pilot.pause()
+        table = screen.query_one(RunList)
+        keys = [col.key for col in table.columns]
+        x = sum(col.width + 2 for col in table.columns[: keys.index("best_wer")]) + 2
+        await pilot.click(RunList, offset=(x, 0))
         assert screen.sort_key == "best_wer" and shown_ids(screen) == [c, a, b]
-        table.post_message(DataTable.HeaderSelected(table, table.columns["best_wer"].key, 3, label=table.columns["best_wer"].label))
-        await pilot.pause()
+        await pilot.click(RunList, offset=(x, 0))
         assert shown_ids(screen) == [b, a, c]
+        await pilot.click(RunList, offset=(5, 2))  # a row: moves the cursor there
+        assert table.cursor == 1
 
 
 @pytest.mark.asyncio
@@ -164,7 +166,7 @@ async def test_empty_history(ws):
     app = VoxtuneApp(ws)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_history(app, pilot)
-        assert screen.query_one(DataTable).row_count == 0
+        assert screen.query_one(RunList).row_count == 0
         assert "0 of 0 runs" in str(screen.query_one("#history-status").render())
         await pilot.press("enter", "space", "o")  # nothing selected: nothing happens
         assert app.screen is screen

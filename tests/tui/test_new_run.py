@@ -227,3 +227,19 @@ async def test_engine_refusal_keeps_the_form_open(ws):
         # the cloned config names dataset "gone", which the Select does not offer: demo is chosen
         assert value(app, "dataset") == "demo"
     assert len(Store(ws).list_runs()) == 1
+
+
+def test_snapshot_form(ws, snap_compare):
+    ensure_demo(ws)
+    app = VoxtuneApp(ws)
+
+    async def ready(pilot):
+        app.sub_title = "~/voxtune"
+        screen = await open_form(app, pilot)
+        rx = next(i for i, (label, _) in enumerate(screen._gpus) if label.startswith(RX7700))
+        screen.query_one("#gpu", Select).value = rx  # not this machine's GPU: the same everywhere
+        screen.query_one("#model", Input).value = "whisper-small"
+        await wait_for(pilot, lambda: value(app, "lr") != "" and "Estimate: ≈" in estimate(app), what="estimate")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)

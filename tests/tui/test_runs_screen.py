@@ -210,3 +210,15 @@ async def test_start_engine_key_starts_the_daemon(ws):
             assert daemon.status(ws)["running"]
     finally:
         daemon.stop(ws)
+
+
+def test_snapshot_home(ws, snap_compare):
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+
+    async def ready(pilot):
+        app.sub_title = "~/voxtune"  # the temp workspace path differs on every run
+        await wait_for(pilot, lambda: table_of(app).row_count == 5, what="rows")
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)

@@ -63,3 +63,17 @@ def test_measurement_from_a_finished_run():
     assert (m["model"], m["batch"], m["peak_reserved_gb"], m["estimate_gb"], m["run_id"]) == (
         "whisper-large-v3", 8, 6.5, 7.5, "r1")
     assert calibration.from_run(dict(run, peak_memory={"device": "cpu", "rss_gb": 2.0}), config, entry) is None
+
+
+def test_daemon_hook_builds_the_record_from_run_files():
+    config = {"model": "whisper-large-v3", "model_ref": "openai/whisper-large-v3", "method": "lora8",
+              "batch_size": 8, "lora_rank": 32, "optimizer": "adamw", "precision": "auto",
+              "gradient_checkpointing": True, "audio_seconds": 30, "estimate_gb": 7.5}
+    result = {"status": "finished", "oom": False,
+              "peak_memory": {"device": "NVIDIA GeForce RTX 3060", "allocated_gb": 7.0, "reserved_gb": 7.7}}
+    m = calibration.measurement_from_run(config, result, {"id": "r9", "finished_at": 5.0})
+    assert (m["run_id"], m["peak_reserved_gb"], m["estimate_gb"], m["oom"]) == ("r9", 7.7, 7.5, False)
+    entry = get_model("whisper-large-v3")
+    assert calibration.matches(m, entry, FitConfig(method="lora8", batch=8, lora_rank=32))
+    assert calibration.measurement_from_run(dict(config, model="nope", model_ref="nope"), result, {"id": "x"}) is None
+    assert calibration.measurement_from_run(config, {"peak_memory": {"device": "cpu"}}, {"id": "x"}) is None

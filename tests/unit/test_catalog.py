@@ -109,3 +109,16 @@ def test_local_folder_errors_name_the_file(tmp_path):
     with pytest.raises(UnknownModel, match="not valid JSON"):
         get_model(str(tmp_path))
     assert safetensors_counts(tmp_path) is None
+
+
+def test_local_copy_without_safetensors_borrows_the_catalog_count(tmp_path):
+    cfg = {"model_type": "whisper", "d_model": 768, "encoder_layers": 12, "decoder_layers": 12,
+           "encoder_attention_heads": 12, "decoder_attention_heads": 12, "encoder_ffn_dim": 3072,
+           "decoder_ffn_dim": 3072, "vocab_size": 51865, "num_mel_bins": 80}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    e = get_model(str(tmp_path))
+    assert e.params["total"] == get_model("whisper-small").params["total"]
+    assert e.params["source"] == "same architecture as whisper-small"
+    (tmp_path / "config.json").write_text(json.dumps(dict(cfg, d_model=640)))
+    assert get_model(str(tmp_path)).params is None

@@ -190,7 +190,7 @@ def test_no_usable_clip_writes_nothing_and_bad_paths_are_clear(ws, tmp_path):
 
 def test_reimport_reports_changes_and_keeps_splits_unless_asked(ws, tmp_path):
     src = make_folder_dataset(tmp_path / "d", n=10)
-    first = D.get(ws, "d") if False else D.import_dataset(ws, src, "d", seed=3)
+    first = D.import_dataset(ws, src, "d", seed=3)
     splits_before = D.get(ws, "d")["splits"]
     (src / "clip09.wav").unlink()
     (src / "clip09.txt").unlink()
@@ -229,10 +229,14 @@ def test_splits_are_deterministic_and_sized_by_count_or_fraction():
 
 def test_set_splits_and_pinned_are_explicit_and_checked(ws, tmp_path):
     D.import_dataset(ws, make_folder_dataset(tmp_path / "d", n=6), "d", split="4/1/1")
-    ids = [r["id"] for r in D.load_rows(ws, "d")]
-    rec = D.set_splits(ws, "d", splits={"train": ids[:2], "validation": ids[2:5], "test": ids[5:]})
-    assert [r["id"] for r in D.load_rows(ws, "d", "validation")] == ids[2:5]
-    assert rec["pinned"] == ids[2:5]
+    pinned = D.get(ws, "d")["pinned"]
+    assert len(pinned) == 1 and pinned == D.get(ws, "d")["splits"]["validation"]
+    rest = [r["id"] for r in D.load_rows(ws, "d") if r["id"] not in pinned]
+    # the pinned clip moves into train: pins fall back to the new first validation clips
+    rec = D.set_splits(ws, "d", splits={"train": pinned + rest[:1], "validation": rest[1:4], "test": rest[4:]})
+    assert [r["id"] for r in D.load_rows(ws, "d", "validation")] == rest[1:4]
+    assert rec["pinned"] == rest[1:4]
+    ids = pinned + rest
     with pytest.raises(D.DatasetError, match="every usable clip exactly once"):
         D.set_splits(ws, "d", splits={"train": ids[:2], "validation": ids[2:5], "test": []})
     assert D.set_pinned(ws, "d", [ids[0]])["pinned"] == [ids[0]]

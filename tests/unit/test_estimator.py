@@ -128,6 +128,17 @@ def test_recommendations():
             assert r.total_gb <= 12 * 0.9
 
 
+def test_recommendation_freezes_the_audio_encoder_as_a_last_resort():
+    vox = get_model("voxtral-mini-3b")
+    r = recommend(vox, 12, FitConfig(audio_seconds=120))
+    assert r.method == "qlora" and r.freeze_audio_encoder and "audio encoder frozen" in r.text
+    cfg = FitConfig(method="qlora", lora_rank=r.lora_rank, batch=r.batch, audio_seconds=120)
+    assert not estimate(vox, cfg).fits(12)
+    assert estimate(vox, replace(cfg, freeze_audio_encoder=True)).fits(12)
+    assert not recommend(vox, 16, FitConfig(audio_seconds=120)).freeze_audio_encoder
+    assert "--attention sdpa" in recommend(vox, 12, FitConfig(audio_seconds=600)).text
+
+
 def test_every_catalog_model_listed_with_every_method():
     rows = estimate_all(12)
     assert [r["entry"].name for r in rows] == [e.name for e in load_catalog()]

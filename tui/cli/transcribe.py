@@ -15,16 +15,16 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         raise CliError("give exactly one of --run ID or --model M")
     try:
         target = tr.target_for_run(workspace(args), args.run) if args.run else tr.target_for_model(args.model)
-        texts = tr.transcribe(args.audio, target, device=args.device, max_new_tokens=args.max_new_tokens)
+        results = tr.transcribe_detailed(args.audio, target, device=args.device, max_new_tokens=args.max_new_tokens)
     except tr.TranscribeError as e:
         raise CliError(str(e)) from e
     if args.json:
-        emit([{"audio": a, "text": t} for a, t in zip(args.audio, texts)], True)
+        emit(results, True)
         return 0
-    for audio, text in zip(args.audio, texts):
-        if len(args.audio) > 1:
-            sys.stdout.write(f"== {audio}\n")
-        sys.stdout.write(text + "\n")
+    for r in results:
+        if len(results) > 1:
+            sys.stdout.write(f"== {r['audio']}\n")
+        sys.stdout.write(r["text"] + "\n")
     return 0
 
 
@@ -37,5 +37,5 @@ def register(sub) -> None:
     p.add_argument("--model", metavar="M", help="catalog name, hub id, local checkpoint or exported folder")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: the GPU when there is one")
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="longest output per 30 s piece")
-    p.add_argument("--json", action="store_true", help='print [{"audio", "text"}] as JSON')
+    p.add_argument("--json", action="store_true", help='print [{"audio", "text", "duration_s", "pieces"}] as JSON')
     p.set_defaults(func=cmd_transcribe)

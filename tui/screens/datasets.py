@@ -50,11 +50,10 @@ def stats_text(st: dict) -> str:
 
 class DatasetsScreen(Screen):
     DEFAULT_CSS = """
-    DatasetsScreen #ds-list { width: 28; height: 1fr; }
+    DatasetsScreen #ds-list { width: 26; height: 1fr; }
     DatasetsScreen #ds-right { width: 1fr; }
     DatasetsScreen #ds-stats { height: auto; padding: 0 1; }
     DatasetsScreen #ds-problems { height: auto; max-height: 8; }
-    DatasetsScreen #ds-problems-title { height: 1; padding: 0 1; color: $text-muted; }
     DatasetsScreen #ds-hint { height: 1; padding: 0 1; color: $text-muted; }
     """
     BINDINGS = [
@@ -70,7 +69,6 @@ class DatasetsScreen(Screen):
             with Vertical(id="ds-right"):
                 with VerticalScroll(id="ds-scroll"):
                     yield Static("", id="ds-stats")
-                    yield Static("problems", id="ds-problems-title")
                     yield DataTable(id="ds-problems", cursor_type="row")
                 yield Static("import: voxtune data import PATH --name NAME", id="ds-hint")
         yield Footer()
@@ -134,7 +132,6 @@ class DatasetsScreen(Screen):
         problems.clear()
         for p in st.get("problems", []):
             problems.add_row(_short_path(p["file"]), p["reason"])
-        self.query_one("#ds-problems-title", Static).display = bool(st.get("problems"))
         problems.display = bool(st.get("problems"))
 
     def action_focus_problems(self) -> None:

@@ -19,6 +19,7 @@ from engine import compare
 from engine.compare import COLUMNS, CompareError, fmt_value
 from engine.store import Store
 from tui.widgets.plot import Plot, Series
+from tui.widgets.run_list import Column, RunList
 from tui.widgets.samples import diff_text
 
 SORT_CYCLE = ["created_at", "wer", "best_wer", "cer", "eval_loss", "final_loss", "duration_s", "peak_gb", "id", "model", "status"]
@@ -33,7 +34,6 @@ class HistoryScreen(Screen):
     TITLE = "History"
     DEFAULT_CSS = """
     HistoryScreen #history-filter { height: 1; border: none; padding: 0 1; }
-    HistoryScreen #history-table { height: 1fr; }
     HistoryScreen #history-status { height: 1; padding: 0 1; color: $text-muted; }
     """
     BINDINGS = [
@@ -60,16 +60,33 @@ class HistoryScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Input(placeholder="filter: model=whisper method=lora dataset=… status=finished,failed  or words", id="history-filter")
-        table = DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
-        yield table
+        yield RunList(self._columns([]), self._format_cell, id="history-table")
         yield Static("loading runs…", id="history-status")
         yield Footer()
 
-    def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_column(" ", key="mark", width=1)
+    @staticmethod
+    def _columns(rows: list[dict]) -> list[Column]:
+        """Widths from the data for text columns (capped), fixed for numbers."""
+        cols = [Column("mark", " ", 1)]
         for key in DISPLAY:
-            table.add_column(HEADINGS[key], key=key)
+            if key in ("id", "model", "dataset", "status", "method"):
+                cap = 40 if key == "id" else 24
+                width = max([len(HEADINGS[key])] + [len(str(r.get(key, ""))) for r in rows])
+                cols.append(Column(key, HEADINGS[key], min(cap, width)))
+            else:
+                cols.append(Column(key, HEADINGS[key], 16 if key == "created_at" else max(8, len(HEADINGS[key]))))
+        return cols
+
+    def _format_cell(self, key: str, row: dict) -> str:
+        if key == "mark":
+            return MARK if row["id"] in self.marked else " "
+        if key in ("id", "model", "method", "dataset", "status"):
+            return str(row.get(key) or "")
+        return fmt_value(key, row.get(key))
+
+    def on_mount(self) -> None:
+        table = self.query_one(RunList)
+        table.is_marked = lambda row: row["id"] in self.marked
         table.focus()
         self.sub_title = "all runs"
         self.action_reload()
@@ -85,6 +102,7 @@ class HistoryScreen(Screen):
         self.app.call_from_thread(self._loaded, records, rows)
 
     def _loaded(self, records: list[dict], rows: list[dict]) -> None:
+        self.query_one(RunList).columns = self._columns(rows)
         self.records = {r["id"]: r for r in records}
         self.rows = rows
         self.marked &= set(self.records)
@@ -98,17 +116,7 @@ class HistoryScreen(Screen):
         except CompareError as e:
             rows, problem = self.rows, str(e)
         self.shown = compare.sort_rows(rows, self.sort_key, self.sort_reverse)
-        table = self.query_one(DataTable)
-        cursor_id = self.current_id()
-        table.clear()
-        table.add_rows(
-            ([MARK if r["id"] in self.marked else " "] + [fmt_value(k, r.get(k)) if k != "id" else r["id"] for k in DISPLAY]
-             for r in self.shown),
-        )
-        # DataTable keys rows by position here; ids are kept in self.shown
-        if cursor_id is not None:
-            idx = next((i for i, r in enumerate(self.shown) if r["id"] == cursor_id), 0)
-            table.move_cursor(row=idx, animate=False)
+        self.query_one(RunList).set_rows(self.shown, keep_id=self.current_id())
         arrow = "↓" if self.sort_reverse else "↑"
         status = Text(f"{len(self.shown)} of {len(self.rows)} runs · sorted by {dict(COLUMNS)[self.sort_key]} {arrow}")
         if self.marked:
@@ -118,10 +126,8 @@ class HistoryScreen(Screen):
         self.query_one("#history-status", Static).update(status)
 
     def current_id(self) -> str | None:
-        table = self.query_one(DataTable)
-        if not self.shown or table.cursor_row is None or not (0 <= table.cursor_row < len(self.shown)):
-            return None
-        return self.shown[table.cursor_row]["id"]
+        row = self.query_one(RunList).current()
+        return row["id"] if row else None
 
     # -- actions -----------------------------------------------------------------------------
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -131,15 +137,15 @@ class HistoryScreen(Screen):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "history-filter":
-            self.query_one(DataTable).focus()
+            self.query_one(RunList).focus()
 
-    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        key = event.column_key.value
-        if key in dict(COLUMNS):
+    def on_run_list_header_clicked(self, event: RunList.HeaderClicked) -> None:
+        key = event.key
+        if key in HEADINGS:
             # same column again flips the order; a new column starts at its best (lowest) value
             self.sort_by(key, not self.sort_reverse if key == self.sort_key else key == "created_at")
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+    def on_run_list_selected(self, event: RunList.Selected) -> None:
         self.action_detail()
 
     def sort_by(self, key: str, reverse: bool = False) -> None:
@@ -162,9 +168,7 @@ class HistoryScreen(Screen):
         if run_id is None:
             return
         self.marked ^= {run_id}
-        table = self.query_one(DataTable)
-        table.update_cell_at((table.cursor_row, 0), MARK if run_id in self.marked else " ")
-        table.move_cursor(row=min(table.cursor_row + 1, len(self.shown) - 1))
+        self.query_one(RunList).action_move(1)
         self.refresh_status_only()
 
     def refresh_status_only(self) -> None:

@@ -94,7 +94,7 @@ class ModelsScreen(Screen):
     ModelsScreen #audio-input { width: 7; }
     ModelsScreen #filter-input { width: 1fr; }
     ModelsScreen #models-table { height: 1fr; }
-    ModelsScreen #models-detail { height: auto; max-height: 12; padding: 0 1; border-top: solid $primary-darken-2; }
+    ModelsScreen #models-detail { height: auto; max-height: 13; padding: 0 1; border-top: solid $primary-darken-2; }
     """
     BINDINGS = [
         Binding("j", "cursor_down", "Down", show=False),

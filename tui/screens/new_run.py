@@ -369,7 +369,7 @@ class NewRunScreen(Screen[str | None]):
         raw["model"] = self.query_one("#model", Input).value.strip()
         for name in ("method", "dataset", "precision", "optimizer"):
             v = self.query_one(f"#{name}", Select).value
-            raw[name] = None if v is Select.BLANK else v
+            raw[name] = None if v is Select.NULL else v
         for name, _ in CHECKS:
             raw[name] = self.query_one(f"#{name}", Checkbox).value
         return raw
@@ -394,7 +394,7 @@ class NewRunScreen(Screen[str | None]):
     @property
     def selected_gpu(self) -> tuple[str, Any] | tuple[None, None]:
         v = self.query_one("#gpu", Select).value
-        if v is Select.BLANK or not isinstance(v, int) or v >= len(self._gpus):
+        if v is Select.NULL or not isinstance(v, int) or v >= len(self._gpus):
             return None, None
         return self._gpus[v]
 

@@ -197,7 +197,7 @@ class RunTable(DataTable):
                     continue
                 for (col, _, _), new, prev in zip(COLUMNS, row.cells, old.cells):
                     if new != prev:
-                        self.update_cell(row.key, col, new)
+                        self.update_cell(row.key, col, new, update_width=True)
             self._rows = {r.key: r for r in rows}
             return
         keep = self.current_key

@@ -1,0 +1,221 @@
+"""The app shell: screens on 1-4, the new-run form from anywhere, `?` keys, the command
+palette offering every action, the engine-down notice, NO_COLOR, resizing, and a UI that
+keeps answering keys while a poll is stuck on a slow disk."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import pytest
+from textual.app import App
+from textual.widgets import Static
+
+from engine.store import Store
+from tui.app import VoxtuneApp
+from tui.poller import Poller
+from tui.screens.help import HelpScreen
+from tui.screens.new_run import NewRunScreen
+from tui.screens.runs import RunsScreen
+from tui_helpers import sample_workspace, wait_for
+
+SIZE = (80, 24)
+
+
+def help_text(app) -> str:
+    assert isinstance(app.screen, HelpScreen)
+    return "\n".join(" ".join(row) for row in app.screen.rows)
+
+
+def rows_loaded(app, n: int) -> bool:
+    return app.screen.query_one("#runs-table").row_count == n
+
+
+@pytest.mark.asyncio
+async def test_number_keys_switch_screens_and_n_opens_the_form_anywhere(ws):
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="home")
+        names = {}
+        for key in "2341":
+            await pilot.press(key)
+            await pilot.pause()
+            names[key] = type(app.screen).__name__
+        assert names == {"2": "ModelsScreen", "3": "DatasetsScreen", "4": "HistoryScreen", "1": "RunsScreen"}
+        for key in "31":
+            await pilot.press(key)
+            await pilot.pause()
+            await pilot.press("n")
+            await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen), what="form")
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, NewRunScreen), what="form closed")
+
+
+@pytest.mark.asyncio
+async def test_question_mark_shows_the_keys_of_the_current_screen(ws):
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        text = help_text(app)
+        for expected in ("Cancel", "Retry", "Resume", "Clone", "Move up", "Move down", "Pause queue",
+                         "Start engine", "New run", "Models", "ctrl+p"):
+            assert expected in text, expected
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="help closed")
+
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
+        app.action_help()  # `?` would be typed into the focused field; the palette and this path remain
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        text = help_text(app)
+        assert "Queue run" in text and "Cancel" in text and "Start engine" not in text
+
+
+@pytest.mark.asyncio
+async def test_command_palette_offers_every_screen_action(ws):
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: rows_loaded(app, 5))
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        for expected in ("Cancel", "Retry", "Resume", "Clone", "Move up", "Move down", "Pause queue",
+                         "Start engine", "New run", "Keys", "Go to Models", "Go to History", "Quit"):
+            assert expected in titles, expected
+        # and they run: pause the queue from the palette
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        await pilot.press(*"pause queue")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: Store(ws).get_meta("queue_paused") is True, what="paused via palette")
+
+
+@pytest.mark.asyncio
+async def test_engine_down_is_said_with_the_key_to_start_it(ws):
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: rows_loaded(app, 5))
+        bar = app.screen.query_one("#engine-bar")
+        assert "engine ○ stopped · press s to start it" in str(bar.render())
+        assert bar.has_class("-down")
+
+
+@pytest.mark.asyncio
+async def test_usable_after_resizing(ws):
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: rows_loaded(app, 5))
+        for size in ((60, 16), (132, 40), SIZE):
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.2)
+            table = app.screen.query_one("#runs-table")
+            detail = app.screen.query_one("#run-detail")
+            assert table.region.height >= 3 and table.region.width == size[0]
+            assert detail.region.bottom <= size[1] - 1  # the footer stays visible
+            await pilot.press("j")
+        assert table.cursor_row == 3
+
+
+@pytest.mark.asyncio
+async def test_no_color_is_respected(ws, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: rows_loaded(app, 5))
+        assert app.no_color
+        svg = app.export_screenshot()
+    colours = {c.lower() for c in re.findall(r"fill: (#[0-9a-fA-F]{6})", svg)}
+
+    def grey(c: str) -> bool:  # the SVG theme's own foreground is a near-grey
+        rgb = [int(c[i:i + 2], 16) for i in (1, 3, 5)]
+        return max(rgb) - min(rgb) <= 8
+
+    assert len(colours) > 2 and all(grey(c) for c in colours), sorted(c for c in colours if not grey(c))
+
+
+class _PollApp(App):
+    def __init__(self, fetch, on_error=None):
+        super().__init__()
+        self.fetch = fetch
+        self.on_error = on_error
+        self.applied = []
+        self.keys = 0
+
+    def compose(self):
+        yield Static("x")
+
+    def on_mount(self):
+        self.poller = Poller(self, self.fetch, self.applied.append, interval=0.05, on_error=self.on_error).start()
+
+    def on_key(self, event):
+        self.keys += 1
+
+
+@pytest.mark.asyncio
+async def test_a_stuck_poll_never_blocks_the_keys():
+    release = threading.Event()
+    calls = []
+
+    def fetch():
+        calls.append(1)
+        if len(calls) == 2:
+            release.wait(10)  # a disk that hangs on the second read
+        return len(calls)
+
+    app = _PollApp(fetch)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: len(calls) == 2, what="second fetch")
+        for _ in range(5):
+            await pilot.press("x")
+        assert app.keys == 5 and app.applied == [1] and len(calls) == 2  # no pile-up of threads
+        release.set()
+        await app.poller.refresh()
+        assert app.applied[:2] == [1, 2]
+
+
+@pytest.mark.asyncio
+async def test_poller_reports_errors_and_keeps_going():
+    n = {"calls": 0}
+    errors = []
+
+    def fetch():
+        n["calls"] += 1
+        if n["calls"] == 1:
+            raise OSError("disk gone")
+        return n["calls"]
+
+    app = _PollApp(fetch, on_error=errors.append)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.applied, what="recovery")
+        assert [str(e) for e in errors] == ["disk gone"]
+
+
+def test_snapshot_help(ws, snap_compare):
+    app = VoxtuneApp(ws)
+
+    async def ready(pilot):
+        app.sub_title = "~/voxtune"
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_snapshot_home_no_color(ws, snap_compare, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+
+    async def ready(pilot):
+        app.sub_title = "~/voxtune"
+        await wait_for(pilot, lambda: rows_loaded(app, 5), what="rows")
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)

@@ -1,0 +1,94 @@
+"""The Datasets screen against a real workspace: the demo plus an imported folder with problems."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual.widgets import DataTable, Static
+
+from data_helpers import make_folder_dataset, silent_clip
+from engine import datasets as D
+from tui.app import VoxtuneApp
+from tui.screens.datasets import DatasetsScreen, stats_text
+from tui_helpers import wait_for
+
+SIZE = (80, 24)
+
+
+def _with_problems(ws, tmp_path):
+    src = make_folder_dataset(tmp_path / "talks", n=4, seconds=1.0)
+    silent_clip(src / "quiet.wav")
+    (src / "quiet.txt").write_text("nothing", encoding="utf-8")
+    (src / "orphan.wav").write_bytes(b"RIFF nonsense")
+    D.import_dataset(ws, src, "talks")
+    return ws
+
+
+def _ready(app) -> bool:
+    screen = app.screen
+    return isinstance(screen, DatasetsScreen) and "clips usable" in str(screen.query_one("#ds-stats", Static).render())
+
+
+def test_lists_datasets_shows_stats_and_problems(ws, tmp_path):
+    _with_problems(ws, tmp_path)
+    asyncio.run(_lists_and_problems(VoxtuneApp(ws)))
+
+
+async def _lists_and_problems(app):
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await wait_for(pilot, lambda: _ready(app), what="datasets screen")
+        screen = app.screen
+        table = screen.query_one("#ds-list", DataTable)
+        assert [str(table.get_row_at(i)[0]) for i in range(table.row_count)] == ["demo", "talks"]
+        stats = str(screen.query_one("#ds-stats", Static).render())
+        assert "demo" in stats and "14/14 clips usable" in stats and "fillers" in stats
+        await pilot.press("down")
+        await wait_for(pilot, lambda: "talks" in str(screen.query_one("#ds-stats", Static).render()), what="talks")
+        stats = str(screen.query_one("#ds-stats", Static).render())
+        assert "4/6 clips usable" in stats and "2 clip(s) left out" in stats
+        problems = screen.query_one("#ds-problems", DataTable)
+        assert problems.display and problems.row_count == 2
+        reasons = {str(problems.get_row_at(i)[0]): str(problems.get_row_at(i)[1]) for i in range(2)}
+        assert "silence only" in reasons["talks/quiet.wav"]
+        assert "missing transcript" in reasons["talks/orphan.wav"]
+        await pilot.press("p")
+        assert app.focused is problems
+        await pilot.press("l")
+        assert app.focused is table
+
+
+def test_refresh_picks_up_a_new_import(ws, tmp_path):
+    asyncio.run(_refresh(VoxtuneApp(ws), ws, tmp_path))
+
+
+async def _refresh(app, ws, tmp_path):
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await wait_for(pilot, lambda: _ready(app), what="datasets screen")
+        table = app.screen.query_one("#ds-list", DataTable)
+        assert table.row_count == 1
+        D.import_dataset(ws, make_folder_dataset(tmp_path / "more", n=2, seconds=1.0), "more")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: table.row_count == 2, what="refresh")
+
+
+def test_stats_text_lines_fit_the_panel(ws):
+    text = stats_text(D.stats(ws, "demo"))
+    assert max(len(line) for line in text.replace("[dim]", "").replace("[/]", "").replace("[b]", "")
+               .replace("[/b]", "").replace("[cyan]", "").replace("[green]", "").splitlines()) <= 52
+
+
+def test_snapshot_datasets_screen(ws, tmp_path, snap_compare):
+    _with_problems(ws, tmp_path)
+    app = VoxtuneApp(ws)
+
+    async def run_before(pilot):
+        app.sub_title = "~/voxtune"  # the temp workspace path differs on every run
+        await pilot.press("3")
+        await wait_for(pilot, lambda: _ready(app), what="datasets screen")
+        await pilot.press("down")
+        await wait_for(pilot, lambda: "talks" in str(app.screen.query_one("#ds-stats", Static).render()), what="talks")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

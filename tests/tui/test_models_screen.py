@@ -1,0 +1,145 @@
+"""Models screen at 80x24: live estimates, GPU picker, filter, keyboard navigation."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import DataTable, Input, Select, Static
+
+from engine.catalog import load_catalog
+from engine.gpus import Gpu
+from engine.store import Store
+from tui.app import VoxtuneApp
+from tui.screens import models as models_screen
+from tui.screens.models import ModelsScreen
+
+SIZE = (80, 24)
+A100 = Gpu(name="NVIDIA A100-SXM4-80GB", vendor="nvidia", index=0, total_gb=85.0, used_gb=1.0, free_gb=84.0,
+           util_percent=0.0, arch="sm_80", source="nvml")
+
+
+@pytest.fixture(autouse=True)
+def no_gpu(monkeypatch):
+    """This machine has no GPU; pin it so results do not depend on where tests run."""
+    monkeypatch.setattr(models_screen, "detect", lambda: [])
+
+
+async def open_models(app, pilot) -> ModelsScreen:
+    await pilot.press("2")
+    await pilot.pause()
+    assert isinstance(app.screen, ModelsScreen)
+    return app.screen
+
+
+def cell(screen, model: str, column: str) -> str:
+    table = screen.query_one("#models-table", DataTable)
+    return str(table.get_cell(model, column))
+
+
+def detail(screen) -> str:
+    return str(screen.query_one("#models-detail", Static).render())
+
+
+@pytest.mark.asyncio
+async def test_lists_every_model_with_fits_for_the_default_gpu(ws):
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_models(app, pilot)
+        table = screen.query_one("#models-table", DataTable)
+        assert table.row_count == len(load_catalog())
+        assert "RX 7700 XT" in screen.gpus[screen.query_one("#gpu-select", Select).value].name
+        assert cell(screen, "whisper-small", "full").startswith("✓")
+        assert cell(screen, "qwen2-audio-7b-instruct", "full").startswith("✗")
+        assert cell(screen, "qwen2-audio-7b-instruct", "qlora")[0] in "✓~"
+        assert table.get_cell("whisper-small", "full").style == "green"
+        # detail pane follows the cursor: arrows and j/k
+        assert "whisper-small" in detail(screen)
+        await pilot.press("j", "j")
+        assert "whisper-large-v3" in detail(screen) and "LoRA" in detail(screen)
+        await pilot.press("k")
+        assert detail(screen).startswith("whisper-medium")
+        await pilot.press("down")
+        assert detail(screen).startswith("whisper-large-v3")
+        for term in ("weights", "activations", "logits", "overhead", "total", "max batch"):
+            assert term in detail(screen)
+
+
+@pytest.mark.asyncio
+async def test_batch_and_audio_update_estimates_live(ws):
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_models(app, pilot)
+        before = float(cell(screen, "whisper-small", "full").split()[1])
+        await pilot.press("b", "backspace", "1", "6", "enter")
+        after = float(cell(screen, "whisper-small", "full").split()[1])
+        assert screen.cfg.batch == 16 and after > before
+        assert screen.focused is screen.query_one("#models-table")
+        vox = float(cell(screen, "voxtral-mini-3b", "qlora").split()[1])
+        await pilot.press("a", "backspace", "backspace", "1", "2", "0")
+        assert screen.cfg.audio_seconds == 120
+        assert float(cell(screen, "voxtral-mini-3b", "qlora").split()[1]) > vox
+        await pilot.press("backspace", "backspace", "backspace")  # empty: keeps the last valid value
+        assert screen.cfg.audio_seconds == 1  # "1" was the last valid value typed on the way down
+        await pilot.press("escape")
+
+
+@pytest.mark.asyncio
+async def test_filter_and_gpu_picker(ws):
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_models(app, pilot)
+        await pilot.press("slash", *"voxtral")
+        table = screen.query_one("#models-table", DataTable)
+        assert table.row_count == 2 and screen.current().name == "voxtral-mini-3b"
+        await pilot.press("escape")
+        assert screen.focused is table
+        screen.query_one("#filter-input", Input).value = "nothing-matches"
+        await pilot.pause()
+        assert table.row_count == 0 and "no model matches" in detail(screen)
+        screen.query_one("#filter-input", Input).value = "whisper-large-v3"
+        await pilot.pause()
+        assert cell(screen, "whisper-large-v3", "full").startswith("✗")
+        await pilot.press("g")  # opens the picker; choose the H100 preset
+        h100 = next(i for i, g in enumerate(screen.gpus) if g.key == "h100-80")
+        screen.query_one("#gpu-select", Select).value = h100
+        await pilot.pause()
+        assert screen.gpu_gb == 80 and cell(screen, "whisper-large-v3", "full").startswith("✓")
+
+
+@pytest.mark.asyncio
+async def test_detected_gpu_comes_first(ws, monkeypatch):
+    monkeypatch.setattr(models_screen, "detect", lambda: [A100])
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_models(app, pilot)
+        assert screen.gpus[0] is A100 and screen.query_one("#gpu-select", Select).value == 0
+        assert screen.gpu_gb == 85.0
+
+
+@pytest.mark.asyncio
+async def test_measured_peak_shown_next_to_estimate_and_enter_opens_new_run(ws):
+    Store(ws).add_measurement({"model": "whisper-small", "method": "lora", "batch": 1, "audio_seconds": 30,
+                               "lora_rank": 16, "precision": "auto", "gradient_checkpointing": True,
+                               "optimizer": "adamw", "device": "AMD Radeon RX 7700 XT",
+                               "peak_allocated_gb": 1.6, "peak_reserved_gb": 2.3, "estimate_gb": 1.9, "run_id": "r1"})
+    app = VoxtuneApp(ws)
+    opened = []
+    app.open_new_run = lambda model=None, clone_of=None, method=None: opened.append((model, method))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_models(app, pilot)
+        assert "measured" in detail(screen) and "2.3" in detail(screen)
+        await pilot.press("enter")
+        assert opened == [("whisper-small", "full")]
+        await pilot.press("j", "j", "j", "j", "j", "j")  # qwen-audio: not trainable here
+        assert screen.current().name == "qwen-audio"
+        await pilot.press("enter")
+        assert len(opened) == 1
+
+
+def test_models_screen_snapshot(ws, snap_compare, monkeypatch):
+    async def run_before(pilot):
+        await pilot.press("2")
+        pilot.app.sub_title = "~/voxtune"  # the temp workspace path differs per run
+        await pilot.press("j", "j")
+        await pilot.pause()
+
+    assert snap_compare(VoxtuneApp(ws), terminal_size=SIZE, run_before=run_before)
