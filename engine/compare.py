@@ -204,11 +204,22 @@ def final_samples(samples: list[dict]) -> dict[str, dict]:
     return out
 
 
+def _read_json_or_note(path: Path, problems: list[str]) -> dict:
+    """A damaged file must not hide the rest of a run: note it and carry on."""
+    try:
+        data = read_json(path, {})
+    except (ValueError, OSError) as e:
+        problems.append(f"{path} is unreadable ({e}); the run's other files are shown")
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def run_detail(ws: Workspace, record: dict) -> dict:
     """Everything the run detail view shows, read once off the UI thread."""
     rf = RunFiles(ws.run_dir(record["id"]))
-    result = read_json(rf.result, {}) or {}
-    config = read_json(rf.config, {}) or {}
+    problems: list[str] = []
+    result = _read_json_or_note(rf.result, problems)
+    config = _read_json_or_note(rf.config, problems)
     metrics = read_jsonl(rf.metrics)
     evals = [m for m in metrics if m.get("kind") == "eval"]
     row = summarize(record)
@@ -236,6 +247,7 @@ def run_detail(ws: Workspace, record: dict) -> dict:
         "curves": curves(metrics),
         "samples": final_samples(read_jsonl(rf.samples)),
         "peak_memory": record.get("peak_memory") or result.get("peak_memory") or {},
+        "problems": problems,
     }
 
 

@@ -32,7 +32,7 @@ from engine.progress import read_progress
 from engine.runfiles import RunFiles, atomic_write_json, read_json, tail_lines
 from engine.store import Store
 from engine.telemetry import Sampler, detect_gpus
-from engine.worker import OOM_MARKERS, lock_holder
+from engine.worker import BUSY_EXIT, OOM_MARKERS, lock_holder
 from engine.workspace import Workspace
 
 POLL_S = 0.5
@@ -40,6 +40,7 @@ TELEMETRY_S = 1.0
 CANCEL_TIMEOUT_S = float(os.environ.get("VOXTUNE_CANCEL_TIMEOUT", "180"))  # graceful stop, then SIGTERM
 KILL_GRACE_S = float(os.environ.get("VOXTUNE_KILL_GRACE", "15"))  # SIGTERM, then SIGKILL
 ERROR_TAIL_LINES = 20
+LOG_ROTATE_BYTES = 5 * 1024 * 1024
 
 
 class DaemonError(Exception):
@@ -132,7 +133,10 @@ def start(ws: Workspace, wait_s: float = 30.0) -> int:
     if proc is not None:
         return proc.pid
     ws.ensure()
-    with open(log_path(ws), "ab") as log:
+    log_file = log_path(ws)
+    if log_file.exists() and log_file.stat().st_size > LOG_ROTATE_BYTES:
+        os.replace(log_file, log_file.with_name(log_file.name + ".1"))  # keep one previous log
+    with open(log_file, "ab") as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "engine.daemon", "--home", str(ws.home)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -314,7 +318,10 @@ class Daemon:
                     self.store.update_run(rid, pid=proc.pid, pid_create_time=proc.create_time())
                 _log(f"re-adopted {rid} (worker pid {proc.pid})")
                 continue
-            result = read_json(RunFiles(run_dir).result, None) if RunFiles(run_dir).result.exists() else None
+            try:
+                result = read_json(RunFiles(run_dir).result, None)
+            except ValueError:  # a torn result.json is no result: the run is interrupted
+                result = None
             if isinstance(result, dict) and result.get("status") in ("finished", "failed", "cancelled"):
                 self.finalize(rid, None)  # it ended while no engine was watching
                 continue
@@ -449,6 +456,15 @@ class Daemon:
         self.children.pop(rid, None)
         self.adopted.pop(rid, None)
         sampler = self.samplers.pop(rid, None)
+        if returncode == BUSY_EXIT:  # our worker found another one training this run: follow that one
+            holder = lock_holder(self.ws.run_dir(rid))
+            proc = _proc_matches(holder, None) if holder and holder > 0 else None
+            if proc is not None:
+                self.adopted[rid] = proc
+                self.samplers[rid] = Sampler(RunFiles(self.ws.run_dir(rid)), proc.pid)
+                self.store.update_run(rid, pid=proc.pid, pid_create_time=proc.create_time())
+                _log(f"{rid}: already trained by worker pid {proc.pid}; following it")
+                return
         forced = rid in self.forced
         self.forced.discard(rid)
         self.term_sent.pop(rid, None)

@@ -430,7 +430,7 @@ def get(ws: Workspace, name: str, store: Store | None = None) -> dict:
     if rec is None and name == DEMO_NAME:
         return ensure_demo(ws)
     if rec is None:
-        known = [d["name"] for d in list_all(ws)] or ["(none yet)"]
+        known = sorted({d["name"] for d in list_all(ws)} | {DEMO_NAME})  # demo is always available
         raise DatasetError(
             f"no dataset {name!r}; known: {', '.join(known)}. "
             f"Import one with `voxtune data import PATH --name {name}`")
@@ -503,9 +503,12 @@ def pinned_rows(ws: Workspace, name: str) -> list[dict]:
 def ensure_demo(ws: Workspace) -> dict:
     """The shipped demo as dataset `demo`; a no-op when it is already imported and intact."""
     rec = Store(ws).get_dataset(DEMO_NAME)
-    if rec is not None and Path(rec["manifest"]).exists():
-        return rec
     manifest = DEMO_DIR / "manifest.jsonl"
+    if rec is not None and Path(rec["manifest"]).exists():
+        moved = rec.get("source") != str(manifest.resolve()) and Path(rec.get("source", "")).name == "manifest.jsonl" \
+            and Path(rec.get("source", "")).parent.name == "demo_clips"
+        if not moved:  # the user's own `demo`, or ours where it was: keep it
+            return rec
     if not manifest.exists():
         raise DatasetError(f"{manifest}: the demo dataset is missing from this install; run `python data/make_demo.py`")
     import_dataset(ws, manifest, DEMO_NAME, seed=DEFAULT_SEED, split=DEMO_SPLIT)

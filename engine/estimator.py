@@ -8,8 +8,9 @@ Sequence lengths come from audio length, per family:
   Whisper-style encoders (Whisper, Qwen2-Audio, Voxtral, Omni): 1500 frames per 30 s chunk;
   conformers (w2v-BERT, SeamlessM4T, granite): ~50 frames/s, treated the same way.
   LLM audio tokens: entry.audio_tokens_per_s (Voxtral 12.5/s, Qwen2-Audio and Omni 25/s).
-  long_audio "segment": a long clip becomes several <= window examples (batch counts those);
-  "multi_item"/"native": the whole clip is one example of ceil(seconds/30) encoder chunks.
+  long_audio "segment"/"native": a clip longer than the window becomes several <= window
+  examples (batch counts those); up to the window a native model takes the whole clip as one
+  example of ceil(seconds/30) encoder chunks; "multi_item": the whole clip is one example.
 """
 
 from __future__ import annotations
@@ -92,6 +93,14 @@ class Estimate:
     def breakdown(self) -> dict[str, float]:
         return {k: round(getattr(self, f"{k}_gb"), 3) for k in
                 ("weights", "gradients", "optimizer", "activations", "logits", "overhead")}
+
+    @property
+    def entry(self) -> ModelEntry:
+        return self._entry
+
+    @property
+    def config(self) -> FitConfig:
+        return self._cfg
 
     def fits(self, gpu_gb: float, margin: float = DEFAULT_MARGIN) -> bool:
         """True if the total leaves `margin` (a fraction) of the card free."""
@@ -193,12 +202,12 @@ def sequence_lengths(entry: ModelEntry, cfg: FitConfig) -> dict:
     """Per example: encoder chunks x frames, and the text (decoder / LM) length."""
     window = float(entry.window_s)
     seconds = float(cfg.audio_seconds)
-    if entry.long_audio == "segment":
+    if entry.long_audio == "multi_item":
+        per_example = seconds  # the whole clip as several 30 s audio items in one prompt
+        examples_per_clip = 1
+    else:  # segment, or native up to the window (a longer clip is segmented, never truncated)
         per_example = min(seconds, window)
         examples_per_clip = math.ceil(seconds / window)
-    else:
-        per_example = seconds  # the whole clip, as several 30 s items or natively
-        examples_per_clip = 1
     frames_30 = entry.arch.get("audio", {}).get("frames_per_30s", 1500)
     chunks = max(1, math.ceil(per_example / 30.0))
     target = cfg.target_tokens if cfg.target_tokens is not None else math.ceil(SPEECH_TOKENS_PER_MIN * per_example / 60)
@@ -454,7 +463,7 @@ def estimate_all(gpu_gb: float, cfg: FitConfig | None = None, entries: list[Mode
                 continue
             c = replace(cfg, method=m)
             est = estimate(e, c)
-            methods[m] = {"total_gb": round(est.total_gb, 2), "fits": est.fits(gpu_gb, margin),
+            methods[m] = {"total_gb": round(est.total_gb, 3), "fits": est.fits(gpu_gb, margin),
                           "verdict": est.verdict(gpu_gb, margin), "max_batch": max_batch(e, c, gpu_gb, margin),
                           "supported": m in e.methods}
         rows.append({"entry": e, "methods": methods})

@@ -219,14 +219,31 @@ def _detect_amd_sysfs(root: Path) -> list[Gpu]:
     return out
 
 
-def _detect_amd_smi() -> list[Gpu]:
+_amdsmi_state = {"ok": None}
+
+
+def _amdsmi():
+    """The amdsmi module, initialised once per process; None where it is absent or fails."""
+    if _amdsmi_state["ok"] is False:
+        return None
     try:
         import amdsmi  # type: ignore
+
+        if not _amdsmi_state["ok"]:
+            amdsmi.amdsmi_init()
+            _amdsmi_state["ok"] = True
+        return amdsmi
     except Exception:
+        _amdsmi_state["ok"] = False
+        return None
+
+
+def _detect_amd_smi() -> list[Gpu]:
+    amdsmi = _amdsmi()
+    if amdsmi is None:
         return []
     out = []
     try:
-        amdsmi.amdsmi_init()
         for i, h in enumerate(amdsmi.amdsmi_get_processor_handles()):
             vram = amdsmi.amdsmi_get_gpu_vram_usage(h)  # MB
             asic = amdsmi.amdsmi_get_gpu_asic_info(h)

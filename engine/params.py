@@ -134,6 +134,14 @@ def build_meta(entry: dict) -> tuple[Any, Any]:
     import torch
     import transformers as T
 
+    if entry.get("local_path"):  # a checkpoint folder: its own config.json, exactly
+        try:
+            cfg = T.AutoConfig.from_pretrained(entry["local_path"])
+            cls = getattr(T, entry["model_class"])
+            with torch.device("meta"):
+                return cls(cfg), None
+        except Exception as e:  # noqa: BLE001 - any failure means "cannot count this way"
+            raise NotBuildable(f"{entry['name']}: {type(e).__name__}: {e}") from e
     builder = BUILDERS.get(entry.get("recipe"))
     if builder is None:
         raise NotBuildable(f"{entry['name']}: transformers cannot build recipe {entry.get('recipe')!r}")
@@ -227,12 +235,35 @@ def load_counts(path: Path | None = None) -> dict[str, dict]:
         return {}
 
 
+def compute_in_subprocess(entry: dict, timeout: float = 300) -> dict | None:
+    """For light callers (CLI, TUI): count one entry (e.g. a local folder without safetensors)
+    in a child process, so this process never imports torch. None if it cannot be built."""
+    import subprocess
+
+    try:
+        cp = subprocess.run([sys.executable, "-m", "engine.params", "--entry-json", "-"], input=json.dumps(entry),
+                            capture_output=True, text=True, timeout=timeout)
+        return json.loads(cp.stdout) if cp.returncode == 0 else None
+    except (subprocess.TimeoutExpired, json.JSONDecodeError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m engine.params",
                                  description="Recompute parameter counts on the meta device.")
     ap.add_argument("--write", metavar="PATH", help="write the cache here (data/param_counts.json to refresh the shipped one)")
     ap.add_argument("--model", action="append", help="only these catalog names")
+    ap.add_argument("--entry-json", metavar="FILE", help="count one catalog-style entry read from FILE ('-': stdin)")
     args = ap.parse_args(argv)
+    if args.entry_json:
+        raw = sys.stdin.read() if args.entry_json == "-" else Path(args.entry_json).read_text(encoding="utf-8")
+        try:
+            rec = compute(json.loads(raw))
+        except NotBuildable as e:
+            print(str(e), file=sys.stderr)
+            return 1
+        json.dump(rec, sys.stdout)
+        return 0
     from engine.catalog import load_catalog
 
     entries = [e.to_dict() for e in load_catalog()]

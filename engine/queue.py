@@ -126,7 +126,7 @@ def _choice(cfg: dict, name: str, choices: tuple) -> None:
 def _validate(cfg: dict, entry: Any) -> None:
     _choice(cfg, "method", METHODS)
     methods = tuple(getattr(entry, "methods", METHODS) or ())
-    if cfg["method"] not in methods:
+    if cfg["method"] not in methods and not cfg.get("eval_only"):  # evaluation trains nothing
         raise QueueError(
             f"method: {cfg['model']} does not support {cfg['method']!r}; it supports {', '.join(methods) or 'nothing'}",
             "method",

@@ -12,10 +12,11 @@ A model's catalog entry says how it takes audio longer than its window (`long_au
     3. `pause_fallback` when neither is usable: clean words are spread over the *voiced*
        frames in proportion to their length (good enough for cuts at long pauses).
   In 1 and 2 the clean words are aligned to the timed words by word-level edit distance
-  (rapidfuzz), so fillers and false starts in the timed words are simply skipped, and words
-  the clean text adds get times interpolated from their neighbours. Cuts fall between
-  words, at the longest audio pause near the boundary, so joining the segments' texts with
-  single spaces gives back the clean transcript exactly.
+  (rapidfuzz Indel, i.e. a longest common subsequence: only exact matches anchor times), so
+  fillers and false starts in the timed words are skipped, and clean words without a match
+  are placed between their neighbours. Cuts fall between words, at the longest audio pause
+  near the boundary (preferring boundaries whose both words were matched), so joining the
+  segments' texts with single spaces gives back the clean transcript exactly.
 - `multi_item` (Qwen2-Audio): the whole clip as several <= window_s audio items (cut at
   pauses) in one prompt, with the whole clean transcript as target.
 - `native` (Voxtral, Qwen2.5-Omni, Granite): the whole clip as one item; a clip longer than
@@ -72,35 +73,53 @@ def words_from_segments(segments: Sequence[dict]) -> list[WordTime]:
 
 
 def align(clean_words: Sequence[str], timed: Sequence[WordTime]) -> tuple[list[tuple[float, float]], float]:
+    spans, share, _ = align_detail(clean_words, timed)
+    return spans, share
+
+
+def align_detail(clean_words: Sequence[str], timed: Sequence[WordTime]
+                 ) -> tuple[list[tuple[float, float]], float, list[bool]]:
     """Time span of every clean word, and the share of clean words matched to a timed word.
 
-    Word-level edit distance: equal and substituted words take the timed word's span, timed
-    words the clean text lacks (fillers, false starts) are skipped, clean words the timed
-    words lack are placed between their neighbours.
+    Word-level edit distance: words matched exactly take the timed word's span; timed words
+    the clean text lacks (fillers, false starts) are skipped; clean words without an exact
+    match (misheard, missing, or a hallucinating stretch) are spread between their neighbours.
     """
-    from rapidfuzz.distance import Levenshtein
+    from rapidfuzz.distance import Indel
 
     spans: list[tuple[float, float] | None] = [None] * len(clean_words)
+    sure = [False] * len(clean_words)  # matched exactly (its time is not interpolated)
     if not clean_words:
-        return [], 0.0
+        return [], 0.0, []
+    # words squeezed into no time are a decoder looping or hallucinating, not speech
+    timed = [w for w in timed if w[2] - w[1] >= 0.02 and norm(w[0])]
     if not timed:
-        return [], 0.0
-    src = [norm(w) for w in clean_words]
-    dst = [norm(w) for w, _, _ in timed]
+        return [], 0.0, []
+    # Aligned back to front: among equally cheap alignments this matches a repeated word to
+    # its *last* occurrence, the restart after a false start ("we, uh, we went" -> 2nd "we").
+    src = [norm(w) for w in reversed(clean_words)]
+    dst = [norm(w) for w, _, _ in reversed(timed)]
+    n, m = len(src), len(dst)
     matched = 0
-    for op in Levenshtein.opcodes(src, dst):
+    for op in Indel.opcodes(src, dst):
         if op.tag == "equal":
             matched += op.src_end - op.src_start
-        if op.tag in ("equal", "replace"):
-            n_src, n_dst = op.src_end - op.src_start, op.dest_end - op.dest_start
-            for k in range(n_src):
-                j = op.dest_start + min(k * n_dst // n_src, n_dst - 1)
-                spans[op.src_start + k] = (timed[j][1], timed[j][2])
-    return _interpolate(spans, timed[0][1], timed[-1][2]), matched / len(clean_words)
+        if op.tag == "equal":  # only exact matches anchor times; the rest is interpolated
+            for k in range(op.src_end - op.src_start):
+                j = m - 1 - (op.dest_start + k)
+                spans[n - 1 - (op.src_start + k)] = (timed[j][1], timed[j][2])
+                sure[n - 1 - (op.src_start + k)] = True
+    return _interpolate(spans, timed[0][1], timed[-1][2], clean_words), matched / len(clean_words), sure
 
 
-def _interpolate(spans: list[tuple[float, float] | None], t_first: float, t_last: float) -> list[tuple[float, float]]:
-    """Fill unmatched words evenly between the matched neighbours; keep times monotonic."""
+SECONDS_PER_CHAR = 0.07  # ~14 characters a second: ordinary speech
+
+
+def _interpolate(spans: list[tuple[float, float] | None], t_first: float, t_last: float,
+                 words: Sequence[str] = ()) -> list[tuple[float, float]]:
+    """Place unmatched words right after the previous matched word at a speaking pace
+    (squeezed if the gap is short), so a pause or a false start after them stays a gap
+    between words instead of being smeared over them; keep times monotonic."""
     out: list[tuple[float, float]] = []
     n = len(spans)
     i = 0
@@ -119,10 +138,15 @@ def _interpolate(spans: list[tuple[float, float] | None], t_first: float, t_last
             j += 1
         nxt = spans[j][0] if j < n else max(t_last, prev_end)  # type: ignore[index]
         nxt = max(nxt, prev_end)
-        step = (nxt - prev_end) / (j - i)
-        for k in range(j - i):
-            out.append((prev_end + k * step, prev_end + (k + 1) * step))
-        prev_end = nxt
+        lengths = [SECONDS_PER_CHAR * (len(words[k]) + 1) if words else 0.0 for k in range(i, j)]
+        natural = sum(lengths)
+        if natural <= 0 or natural > nxt - prev_end:  # no room: spread evenly over the gap
+            lengths = [(nxt - prev_end) / (j - i)] * (j - i)
+        t = prev_end
+        for d in lengths:
+            out.append((t, t + d))
+            t += d
+        prev_end = max(t, prev_end)
         i = j
     return out
 
@@ -151,24 +175,31 @@ def _pause_near(pause_list: list[tuple[float, float]], a: float, b: float, tol: 
 
 
 def cut(word_spans: Sequence[tuple[float, float]], duration: float, window_s: float,
-        pause_list: list[tuple[float, float]]) -> list[tuple[float, float, int, int]]:
+        pause_list: list[tuple[float, float]], sure: Sequence[bool] | None = None
+        ) -> list[tuple[float, float, int, int]]:
     """Segments as (start_s, end_s, first_word, end_word) covering the clip and every word.
 
     Greedy from the start: the next cut is the best-scoring word boundary in the second half
     of the window (score: length of the audio pause there), else any boundary in the window,
     else a hard cut at the window's end (only if one word spans the whole window).
+    A boundary between two words whose times were measured (`sure`), at a pause, is preferred
+    over one next to a word whose time was guessed.
     """
     n = len(word_spans)
     boundaries = []  # (cut_time, score, words_before)
     for i in range(n - 1):
         a, b = word_spans[i][1], word_spans[i + 1][0]
-        p = _pause_near(pause_list, a, b)
+        certain = sure is None or (sure[i] and sure[i + 1])
+        tol, weight = 0.3, 2.0
+        p = _pause_near(pause_list, a, b, tol)
         if p is not None:  # a pause that only grazes this gap scores less than one inside it
             dist = max(0.0, p[0] - max(a, b), min(a, b) - p[1])
-            t = (max(p[0], min(a, b) - 0.3) + min(p[1], max(a, b) + 0.3)) / 2
-            score = (p[1] - p[0]) - 2 * dist
+            t = (max(p[0], min(a, b) - tol) + min(p[1], max(a, b) + tol)) / 2
+            score = (p[1] - p[0]) - weight * dist
         else:
             t, score = (a + b) / 2, max(0.0, b - a) * 0.5
+        if certain and p is not None:  # both words' times measured, not guessed: trust this cut
+            score += 1.0
         boundaries.append((t, score, i + 1))
     out = []
     start, first = 0.0, 0
@@ -197,24 +228,27 @@ def segment_clip(row: dict, audio: np.ndarray, window_s: float = DEFAULT_WINDOW_
     tokens = row["text"].split()
     if duration <= window_s:
         return [{"start": 0.0, "end": round(duration, 3), "text": " ".join(tokens)}], {"method": "whole"}
-    spans, info = None, {}
+    spans, info, sure = None, {}, None
     if row.get("verbatim_segments"):
-        spans, share = align(tokens, words_from_segments(row["verbatim_segments"]))
+        spans, share, sure = align_detail(tokens, words_from_segments(row["verbatim_segments"]))
         if spans and share >= MIN_MATCH:
             info = {"method": "verbatim_timestamps", "matched": round(share, 3)}
         else:
             spans = None
     if spans is None and words_fn is not None:
-        timed = [(str(w), float(s), float(e)) for w, s, e in words_fn(audio)]
-        spans, share = align(tokens, timed)
+        try:
+            timed = [(str(w), float(s), float(e)) for w, s, e in words_fn(audio)]
+        except Exception as e:  # a model without timestamp support must not stop training
+            timed, info = [], {"model_timestamps_error": f"{type(e).__name__}: {e}"[:300]}
+        spans, share, sure = align_detail(tokens, timed)
         if spans and share >= MIN_MATCH:
             info = {"method": "model_timestamps", "matched": round(share, 3)}
         else:
-            spans, info = None, {"rejected_model_timestamps": round(share, 3)}
+            spans, info = None, {**info, "rejected_model_timestamps": round(share, 3)}
     if spans is None:
-        spans = spread_over_voice(tokens, audio, sr)
+        spans, sure = spread_over_voice(tokens, audio, sr), [False] * len(tokens)
         info = {**info, "method": "pause_fallback"}
-    pieces = cut(spans, duration, window_s, pauses(audio, sr))
+    pieces = cut(spans, duration, window_s, pauses(audio, sr), sure)
     segs = [{"start": round(s, 3), "end": round(e, 3), "text": " ".join(tokens[a:b])} for s, e, a, b in pieces]
     return segs, info
 
@@ -229,6 +263,28 @@ def audio_pieces(audio: np.ndarray, window_s: float = DEFAULT_WINDOW_S, sr: int 
     marks = sorted({0.0, *[p for ps, pe in pause_list for p in (ps, pe)], duration})
     spans = list(zip(marks[:-1], marks[1:]))
     return [(s, e) for s, e, _, _ in cut(spans, duration, window_s, pause_list)]
+
+
+def whisper_words_fn(model, processor, device: Any = None, batch_size: int = 1) -> WordsFn:
+    """A `words_fn` from a Whisper-family model (base model, before fine-tuning): word
+    timestamps from cross-attention (the checkpoint's generation config needs
+    `alignment_heads`, as OpenAI's releases have), over 30 s chunks of the whole clip."""
+    from transformers import pipeline
+
+    asr = pipeline("automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
+                   feature_extractor=processor.feature_extractor, chunk_length_s=30, device=device)
+
+    def words_fn(audio: np.ndarray) -> list[WordTime]:
+        out = asr({"raw": audio, "sampling_rate": TARGET_SR}, return_timestamps="word", batch_size=batch_size)
+        words = []
+        for chunk in out.get("chunks") or []:
+            start, end = chunk["timestamp"]
+            if start is None:
+                continue
+            words.append((chunk["text"].strip(), float(start), float(end if end is not None else start)))
+        return words
+
+    return words_fn
 
 
 # -- cache -----------------------------------------------------------------------------------
@@ -375,7 +431,7 @@ def plan(rows: Sequence[dict], entry: Any) -> dict:
             text = f"whole clip as ~{pieces} audio items of <= {window_s:.0f} s in one prompt"
         else:
             src = ("verbatim timestamps" if r.get("verbatim_segments")
-                   else "base-model word timestamps aligned to the clean text (pause-based fallback)")
+                   else "base-model word timestamps when the recipe supplies them, else pause-based placement")
             note = " (longer than the model's maximum)" if how == "native" else ""
             text = f"segmented{note} into >= {pieces} pieces of <= {window_s:.0f} s at pauses, text cut using {src}"
         handling.append({"id": r["id"], "duration": r["duration"], "pieces": pieces, "how": text})

@@ -25,7 +25,7 @@ import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from engine import metrics as metrics_mod
 from engine.runfiles import RunFiles, append_jsonl, atomic_write_json, read_json

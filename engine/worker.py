@@ -21,6 +21,7 @@ from engine.runfiles import RunFiles, atomic_write_json
 LOCK_NAME = ".worker.lock"
 # Tests and diagnostics point this at another `module:function(run_dir) -> int`.
 ENTRY_ENV = "VOXTUNE_WORKER_ENTRY"
+BUSY_EXIT = 75  # EX_TEMPFAIL: another live worker holds this run's lock
 OOM_MARKERS = ("out of memory", "outofmemoryerror", "hip out of memory", "cuda out of memory")
 
 
@@ -72,7 +73,7 @@ def main(argv: list[str]) -> int:
     files = RunFiles(run_dir)
     if acquire_lock(run_dir) is None:
         print(f"another worker is already running {run_dir}", file=sys.stderr)
-        return 3
+        return BUSY_EXIT
     print(f"[voxtune worker] pid {os.getpid()} starting {run_dir.name} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
     started = time.time()
     try:

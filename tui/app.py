@@ -1,7 +1,7 @@
 """The Textual app: four screens (Runs, Models, Datasets, History) as app modes.
 
 Global keys: 1-4 switch screens, n opens the new-run form, ? shows the keys of the
-current screen, ctrl+p the command palette, which offers every key-bound action of the
+current screen (f1 too, for when a text field has the focus), ctrl+p the command palette, which offers every key-bound action of the
 current screen by name (generated from the live bindings, so nothing is palette-only or
 key-only). Each screen lives in tui/screens/<name>.py; this module stays import-light.
 """
@@ -30,6 +30,7 @@ class VoxtuneApp(App):
         Binding("4", "switch_mode('history')", "History", group=SCREENS),
         Binding("n", "new_run", "New run"),
         Binding("question_mark", "help", "Keys", key_display="?"),
+        Binding("f1", "help", "Keys", show=False),  # reachable while typing in a form field
         Binding("q", "quit", "Quit", show=False),
     ]
 

@@ -21,9 +21,9 @@ The number of audio placeholder tokens in input_ids must equal the encoder's out
 - Qwen2.5-Omni thinker (`omni`): the thinker alone (no talker/vocoder), Qwen chat layout with
   `<|audio_bos|><|AUDIO|>...<|audio_eos|>`, 25 tokens/s. Long audio: `native` up to the feature
   extractor's window (300 s for the real model); longer clips are segmented, never truncated.
-- Granite Speech (`granite`): the installed transformers has the class, but this recipe does
-  not build its prompt yet; it is refused with a message (see `UNSUPPORTED`) rather than
-  trained wrongly.
+- Granite Speech (`granite`): the installed transformers has the class, but the checkpoint
+  carries its own speech LoRA adapter, which clashes with voxtune's adapter handling; it is
+  refused with a message (see `UNSUPPORTED`) rather than trained wrongly.
 
 Default LoRA targets (as in data/catalog.json, which the estimator uses): `q_proj`, `k_proj`,
 `v_proj`, `o_proj` -- attention in the language model and, by the same names, in the
@@ -47,8 +47,10 @@ PROMPT = ("Transcribe this recording and clean it up: remove fillers, false star
           "fix punctuation.")
 
 UNSUPPORTED = {
-    "granite": "Granite Speech: voxtune cannot train it yet (its prompt/processor path is not "
-               "implemented in engine/recipes/audio_llm.py); use Qwen2-Audio or Voxtral",
+    "granite": "Granite Speech: voxtune cannot train it yet. Its checkpoint ships its own speech LoRA "
+               "adapter (adapter_config.json next to the weights, switched on only when audio is present), "
+               "which voxtune's loader would take for a run's adapter and its LoRA would stack on; that "
+               "path is not built or tested. Use Qwen2.5-Omni, Qwen2-Audio or Voxtral",
 }
 
 
@@ -165,7 +167,9 @@ class Qwen2AudioRecipe(AudioLLMRecipe):
     def _prompt(self, ex: Example, loaded: Loaded) -> tuple[list[int], dict]:
         p = loaded.processor
         items = self._items(ex)
-        conv = [{"role": "user", "content": [{"type": "audio"} for _ in items] + [{"type": "text", "text": self.prompt}]}]
+        # "audio_url" too: released chat templates test for that key, not for the type
+        audio = [{"type": "audio", "audio_url": f"item{i}"} for i in range(len(items))]
+        conv = [{"role": "user", "content": audio + [{"type": "text", "text": self.prompt}]}]
         text = p.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
         enc = p(text=text, audio=items, sampling_rate=SAMPLE_RATE, return_tensors="pt")
         return enc["input_ids"][0].tolist(), {"input_features": enc["input_features"],

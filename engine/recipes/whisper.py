@@ -17,6 +17,7 @@ from engine.recipes.base import Example, Loaded
 SAMPLE_RATE = 16000
 WINDOW_S = 30.0
 DEFAULT_LANGUAGE = "english"
+WORDS_MAX_TOKENS = 200  # per 30 s window when timing words: ~2x fast speech, bounds a runaway decode
 
 
 class WhisperRecipe:
@@ -95,7 +96,7 @@ class WhisperRecipe:
 
                 prepared = segment.prepare(Workspace(Path(ctx["workspace"])), ctx["dataset"],
                                            str(ctx.get("model") or "whisper"), long_rows, WINDOW_S,
-                                           manifest_hash=ctx.get("manifest_hash"))
+                                           words_fn=self.words_fn(loaded), manifest_hash=ctx.get("manifest_hash"))
         out: list[Example] = []
         for row in rows:
             audio = load_audio(row["audio"], sr=SAMPLE_RATE)
@@ -120,6 +121,38 @@ class WhisperRecipe:
             if for_training:
                 self._check_target_length(ex, loaded)
         return out
+
+    def words_fn(self, loaded: Loaded):
+        """Timed words of a long clip from the model itself (Whisper's long-form generation
+        with segment timestamps), for engine.segment to align the clean transcript to. Called
+        before training starts, so this is the base model (fresh LoRA adds nothing yet)."""
+
+        def words(audio) -> list[tuple[str, float, float]]:
+            import torch
+
+            from engine import segment
+
+            model = loaded.model
+            fe, tok = loaded.processor.feature_extractor, loaded.processor.tokenizer
+            inputs = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt", truncation=False,
+                        padding="longest", return_attention_mask=True)
+            device = next(model.parameters()).device
+            try:
+                with torch.no_grad():
+                    out = model.generate(input_features=inputs.input_features.to(device, self._input_dtype(model)),
+                                         attention_mask=inputs.attention_mask.to(device), return_timestamps=True,
+                                         return_segments=True, condition_on_prev_tokens=False,
+                                         max_new_tokens=WORDS_MAX_TOKENS,
+                                         **loaded.extra.get("generate_kwargs", {}))
+            except Exception as e:  # e.g. a checkpoint without timestamp tokens: cut at pauses instead
+                print(f"voxtune: no model timestamps ({type(e).__name__}: {e}); segmenting at pauses", flush=True)
+                return []
+            segs = out["segments"][0] if isinstance(out, dict) and out.get("segments") else []
+            timed = [{"start": float(x["start"]), "end": float(x["end"]),
+                      "text": tok.decode(x["tokens"], skip_special_tokens=True)} for x in segs]
+            return list(segment.words_from_segments([t for t in timed if t["text"].strip()]))
+
+        return words
 
     def _label_ids(self, text: str, loaded: Loaded) -> list[int]:
         return loaded.processor.tokenizer(text).input_ids

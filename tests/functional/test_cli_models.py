@@ -51,7 +51,8 @@ def test_models_text_table_and_gpu_preset(tmp_path):
     cp = voxtune("models", "--gpu", "rtx-4090", "--batch", "2", cwd=tmp_path)
     assert cp.returncode == 0, cp.stderr
     assert "NVIDIA GeForce RTX 4090" in cp.stdout and "whisper-large-v3" in cp.stdout
-    assert all(len(line) <= 100 for line in cp.stdout.splitlines()[1:])
+    assert all(len(line) <= 80 for line in cp.stdout.splitlines()[1:])
+    assert "salmonn-7b*" in cp.stdout
 
 
 def test_fit_json_and_measured_next_to_estimated(tmp_path):
@@ -98,3 +99,17 @@ def test_doctor_json_runs_its_probe_in_a_subprocess(tmp_path):
     assert {"torch", "bitsandbytes", "disk", "ffmpeg", "hf-cache"} <= set(checks)
     assert "torch 2." in checks["torch"]["detail"]
     assert cp.returncode == (1 if any(f["status"] == "fail" for f in out) else 0)
+
+
+def test_fit_for_a_local_folder_without_safetensors_counts_it_in_a_child(tmp_path):
+    cfg = {"model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"], "d_model": 64,
+           "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
+           "encoder_ffn_dim": 128, "decoder_ffn_dim": 128, "vocab_size": 100, "num_mel_bins": 80,
+           "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 3}
+    model = tmp_path / "my-whisper"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(cfg))
+    cp = voxtune("fit", str(model), "--method", "full", "--json", cwd=tmp_path)
+    assert cp.returncode == 0, cp.stderr
+    out = json.loads(cp.stdout)
+    assert out["model"] == str(model) and out["trainable_params"] > 100 * 64 and out["fits"] is True

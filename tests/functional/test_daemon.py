@@ -163,3 +163,22 @@ def test_cli_add_starts_the_engine_and_logs_follow_the_run(dws, capsys):
     assert main(["--home", home, "queue", "pause"]) == 0
     assert main(["--home", home, "queue", "ls"]) == 0
     assert "queue paused" in capsys.readouterr().out
+
+
+def test_a_run_is_never_trained_by_two_workers(dws, monkeypatch):
+    from engine.worker import BUSY_EXIT, lock_holder
+
+    monkeypatch.setenv("VOXTUNE_TEST_STEP_S", "0.2")
+    rid = add_step_run(dws, max_steps=50)
+    run_dir = str(dws.run_dir(rid))
+    first = subprocess.Popen([sys.executable, "-m", "engine.worker", run_dir], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: lock_holder(dws.run_dir(rid)) == first.pid, 30, what="the first worker's lock")
+        second = subprocess.run([sys.executable, "-m", "engine.worker", run_dir], cwd=REPO, capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == BUSY_EXIT and "another worker is already running" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    assert lock_holder(dws.run_dir(rid)) is None  # the kernel drops a dead worker's lock

@@ -16,7 +16,7 @@ sys.path.insert(0, str(TESTS))
 
 from tiny_models import make_tiny_dataset, make_tiny_whisper, synth_clip  # noqa: E402
 
-from engine.runfiles import RunFiles, read_json, read_jsonl  # noqa: E402
+from engine.runfiles import RunFiles, read_json  # noqa: E402
 
 REPO = TESTS.parent
 pytestmark = pytest.mark.functional

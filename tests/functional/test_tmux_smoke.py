@@ -49,9 +49,11 @@ class Tmux:
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
 
 
-def set_field(t: Tmux, value: str) -> None:
+def set_field(t: Tmux, label: str, value: str) -> None:
+    """Replace the focused field's text, check it landed under `label`, move on."""
     t.keys("C-a", "C-k")
     t.keys(value, literal=True)
+    t.wait(f"{label} {value}", timeout=20)
     t.keys("Tab")
 
 
@@ -71,9 +73,11 @@ def test_queue_a_tiny_run_from_the_form_and_watch_it_train(ws, tmp_path):
         t.wait("New run")
         t.wait("Dataset tiny")
         t.keys(str(model), literal=True)
+        t.wait("Steps 300", timeout=30)  # the defaults for this model are in
         t.keys("Tab", "Tab", "Tab", "Tab")  # method, dataset, GPU, then Steps
-        for value in ("4", "2", "1", "0.001", "0", "4", "4", "0"):  # steps, batch, accum, lr, warmup, eval, save, seed
-            set_field(t, value)
+        for label, value in (("Steps", "4"), ("Batch", "2"), ("Accum", "1"), ("LR", "0.001"), ("Warmup", "0"),
+                             ("Eval every", "4"), ("Save every", "4")):
+            set_field(t, label, value)
         t.wait("Estimate:")
         t.keys("C-s")
         t.wait("Queued ")

@@ -67,7 +67,7 @@ async def test_question_mark_shows_the_keys_of_the_current_screen(ws):
 
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
-        app.action_help()  # `?` would be typed into the focused field; the palette and this path remain
+        await pilot.press("f1")  # `?` would be typed into the focused field
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         text = help_text(app)
         assert "Queue run" in text and "Cancel" in text and "Start engine" not in text
@@ -101,6 +101,21 @@ async def test_engine_down_is_said_with_the_key_to_start_it(ws):
         bar = app.screen.query_one("#engine-bar")
         assert "engine ○ stopped · press s to start it" in str(bar.render())
         assert bar.has_class("-down")
+        said = [n.message for n in app._notifications]
+        assert any("engine is not running and 3 run(s) wait" in m and "Press s" in m for m in said), said
+
+
+@pytest.mark.asyncio
+async def test_a_queue_paused_by_recovery_says_why(ws):
+    from engine import queue
+
+    sample_workspace(ws)
+    queue.pause(ws, reason="paused after a crash: 1 run interrupted")
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: rows_loaded(app, 5))
+        assert "PAUSED" in str(app.screen.query_one("#engine-bar").render())
+        assert any("paused after a crash" in n.message and "Press p" in n.message for n in app._notifications)
 
 
 @pytest.mark.asyncio
@@ -216,6 +231,8 @@ def test_snapshot_home_no_color(ws, snap_compare, monkeypatch):
     async def ready(pilot):
         app.sub_title = "~/voxtune"
         await wait_for(pilot, lambda: rows_loaded(app, 5), what="rows")
+        await wait_for(pilot, lambda: len(app._notifications) > 0, what="engine-stopped toast")
+        app.clear_notifications()  # the toast is tested on its own
         await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)

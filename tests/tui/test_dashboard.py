@@ -48,6 +48,13 @@ def test_braille_plot_draws_a_line_between_points():
     assert {idx for row in grid for ch, idx in row if ch != " "} == {0}
 
 
+def test_braille_plot_thins_long_series_but_keeps_the_newest_point():
+    pts = [(i, 1.0) for i in range(100_000)] + [(100_000, 0.0)]
+    grid = render_braille([Series("loss", pts)], width=20, height=4, box=(0, 100_000, 0, 1))
+    assert grid[3][19][0] != " "  # the last point (bottom right) survives thinning
+    assert grid[0][0][0] != " "
+
+
 def test_run_tail_attaches_to_a_huge_log_by_its_tail(ws):
     rid = make_run(ws, log_lines=0)
     log = RunFiles(ws.run_dir(rid)).log
@@ -264,3 +271,74 @@ def _snap_before(keys):
 @pytest.mark.parametrize("keys", [[], ["p"], ["g"], ["s"], ["left_square_bracket"]], ids=["log", "plot", "memory", "samples", "samples-earlier"])
 def test_dashboard_snapshot(ws, snap_compare, keys):
     assert snap_compare(_snap_app(ws), terminal_size=SIZE, run_before=_snap_before(keys))
+
+
+@pytest.mark.asyncio
+async def test_keys_are_listed_for_help_and_palette(ws):
+    rid = make_run(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_dashboard(app, pilot, rid)
+        from tui.screens.help import keys_of
+
+        described = {desc for _, desc, _ in keys_of(screen)}
+        assert {"Search", "Follow", "Earlier eval", "Later eval", "Plot", "Memory", "Samples", "Log"} <= described
+        assert "Prev match" not in described  # n is the app's New run until a search is active
+        commands = {c.title for c in app.get_system_commands(screen)}
+        assert {"Search", "Follow", "Earlier eval"} <= commands
+
+
+@pytest.mark.functional
+@pytest.mark.asyncio
+async def test_dashboard_follows_a_run_of_the_real_engine(ws, monkeypatch):
+    """A real detached daemon runs a real worker process (the engine's fast test job);
+    the dashboard attached mid-run follows it to the end."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.engine_helpers import add_dataset, add_step_run, cleanup, use_step_job, wait_for
+
+    from engine import daemon
+
+    use_step_job(monkeypatch, step_s=0.1)
+    add_dataset(ws)
+    rid = add_step_run(ws, max_steps=30, save_every=10)
+    try:
+        daemon.start(ws)
+        wait_for(lambda: (Store(ws).get_run(rid) or {}).get("status") == "running", 60, what="the run to start")
+        app = VoxtuneApp(ws)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await open_dashboard(app, pilot, rid)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                await screen.poller.refresh()
+                screen._tail._record_at = 0
+                if screen.record and screen.record.get("status") == "finished" and screen.progress.get("step") == 30:
+                    break
+            await pilot.pause()
+            assert screen.record["status"] == "finished"
+            assert "step 30/30" in text_of(screen.query_one("#dash-summary"))
+            assert screen.query_one("#plot-loss", Plot).series[0].points[-1] == (30, 1 / 30)
+            assert screen.query_one("#plot-wer", Plot).series[0].points == [(30, 0.5)]
+            assert screen.result["status"] == "finished"
+    finally:
+        cleanup(ws)
+
+
+@pytest.mark.asyncio
+async def test_wide_terminal_shows_curves_and_memory_beside_the_log(ws):
+    rid = make_run(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=(160, 45)) as pilot:
+        screen = await open_dashboard(app, pilot, rid)
+        assert screen.has_class("-wide") and screen.query_one("#log-side").display
+        assert screen.query_one("#side-wer", Plot).series[0].points == [(20, 0.42), (40, 0.27)]
+        assert "6.8/12.0 GB" in text_of(screen.query_one("#side-gpu"))
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert not screen.has_class("-wide") and not screen.query_one("#log-side").display
+
+
+def test_dashboard_wide_snapshot(ws, snap_compare):
+    assert snap_compare(_snap_app(ws), terminal_size=(160, 45), run_before=_snap_before([]))

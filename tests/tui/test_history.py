@@ -8,7 +8,6 @@ import pytest
 from dashboard_fixtures import T0, make_run
 from textual.widgets import DataTable
 
-from engine.store import Store
 from tui.app import VoxtuneApp
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.history import CompareScreen, HistoryScreen, RunDetailScreen
@@ -180,7 +179,8 @@ def _snap(keys, wait_compare=False):
             await pilot.press(k)
         if wait_compare:
             for _ in range(100):
-                if getattr(pilot.app.screen, "comparison", None) is not None:
+                shown = pilot.app.screen
+                if getattr(shown, "comparison", None) is not None or getattr(shown, "detail", None) is not None:
                     break
                 await pilot.pause(0.05)
         await pilot.pause()
@@ -192,9 +192,20 @@ def _snap(keys, wait_compare=False):
 @pytest.mark.parametrize(
     "keys,wait",
     [([], False), (["s"], False), (["space", "space", "c"], True), (["space", "space", "c", "w"], True),
-     (["space", "space", "c", "s"], True), (["space", "space", "c", "d"], True)],
-    ids=["list", "sorted-wer", "compare-metrics", "compare-curves", "compare-samples", "compare-config"],
+     (["space", "space", "c", "s"], True), (["space", "space", "c", "d"], True),
+     (["down", "down", "enter"], True)],
+    ids=["list", "sorted-wer", "compare-metrics", "compare-curves", "compare-samples", "compare-config", "detail"],
 )
 def test_history_snapshot(ws, snap_compare, keys, wait):
     three_runs(ws)
     assert snap_compare(VoxtuneApp(ws), terminal_size=SIZE, run_before=_snap(keys, wait))
+
+
+@pytest.mark.asyncio
+async def test_history_keys_in_the_command_palette(ws):
+    three_runs(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(app, pilot)
+        commands = {c.title for c in app.get_system_commands(screen)}
+        assert {"Filter", "Sort", "Reverse", "Mark", "Compare", "Log/dashboard"} <= commands

@@ -239,6 +239,8 @@ def test_snapshot_form(ws, snap_compare):
         rx = next(i for i, (label, _) in enumerate(screen._gpus) if label.startswith(RX7700))
         screen.query_one("#gpu", Select).value = rx  # not this machine's GPU: the same everywhere
         screen.query_one("#model", Input).value = "whisper-small"
+        for field in screen.query(Input):
+            field.cursor_blink = False  # a blinking cursor would make the picture depend on timing
         await wait_for(pilot, lambda: value(app, "lr") != "" and "Estimate: ≈" in estimate(app), what="estimate")
         await pilot.pause(0.3)
 

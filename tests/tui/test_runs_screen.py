@@ -219,6 +219,8 @@ def test_snapshot_home(ws, snap_compare):
     async def ready(pilot):
         app.sub_title = "~/voxtune"  # the temp workspace path differs on every run
         await wait_for(pilot, lambda: table_of(app).row_count == 5, what="rows")
+        await wait_for(pilot, lambda: len(app._notifications) > 0, what="engine-stopped toast")
+        app.clear_notifications()  # the toast is tested on its own
         await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)

@@ -122,3 +122,15 @@ def test_local_copy_without_safetensors_borrows_the_catalog_count(tmp_path):
     assert e.params["source"] == "same architecture as whisper-small"
     (tmp_path / "config.json").write_text(json.dumps(dict(cfg, d_model=640)))
     assert get_model(str(tmp_path)).params is None
+
+
+def test_trainable_flags_agree_with_the_recipes():
+    """A model marked trainable has a recipe that trains it; one the recipes refuse is not."""
+    from engine.recipes import RECIPES
+    from engine.recipes.audio_llm import UNSUPPORTED
+
+    for e in load_catalog():
+        if e.trainable:
+            assert e.recipe in RECIPES and e.recipe not in UNSUPPORTED, e.name
+        elif e.recipe in UNSUPPORTED or e.recipe not in RECIPES:
+            assert e.reason, e.name

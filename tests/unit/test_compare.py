@@ -142,3 +142,11 @@ def test_markdown_escapes_pipes(ws):
     comp, _, _ = _comparison(ws)
     comp.details[0]["samples"]["clip03"]["prediction"] = "a | b"
     assert "a \\| b" in compare.to_markdown(comp)
+
+
+def test_run_detail_survives_a_damaged_config(ws):
+    rid = make_run(ws)
+    (ws.run_dir(rid) / "config.json").write_text("{not json")
+    d = compare.run_detail(ws, Store(ws).require_run(rid))
+    assert d["config"] == {} and "config.json is unreadable" in d["problems"][0]
+    assert d["row"]["wer"] == pytest.approx(0.27) and d["samples"]  # the rest still shows

@@ -25,6 +25,8 @@ def reasons(report) -> dict[str, str]:
 def test_folder_layout_imports_with_8_1_1_splits_and_changes_nothing(ws, tmp_path):
     src = make_folder_dataset(tmp_path / "clips", n=10)
     (src / "clip03.verbatim.txt").write_text("Clip um number 3 says says something clean.", encoding="utf-8")
+    (src / "clip04.verbatim.json").write_text(json.dumps([{"start": 0, "end": 1.5, "text": "Clip four"}]),
+                                              encoding="utf-8")
     before = tree_hashes(src)
     report = D.import_dataset(ws, src, "mine")
     assert tree_hashes(src) == before
@@ -38,6 +40,7 @@ def test_folder_layout_imports_with_8_1_1_splits_and_changes_nothing(ws, tmp_pat
     assert r3["text"] == "Clip number 3 says something clean."
     assert r3["audio"] == str(src / "clip03.wav") and r3["sample_rate"] == 16000 and r3["channels"] == 1
     assert r3["sha256"] == A.content_hash(src / "clip03.wav") and r3["duration"] == pytest.approx(1.5)
+    assert rows[4]["verbatim_segments"] == [{"start": 0.0, "end": 1.5, "text": "Clip four"}]
     rec = Store(ws).get_dataset("mine")
     assert rec["manifest"] == str(ws.dataset_dir("mine") / "manifest.jsonl")
     assert rec["pinned"] == rec["splits"]["validation"][:3]
@@ -251,7 +254,7 @@ def test_set_splits_and_pinned_are_explicit_and_checked(ws, tmp_path):
 
 def test_unknown_dataset_names_the_known_ones(ws, tmp_path):
     D.import_dataset(ws, make_folder_dataset(tmp_path / "d", n=2), "mine")
-    with pytest.raises(D.DatasetError, match=r"no dataset 'other'; known: mine"):
+    with pytest.raises(D.DatasetError, match=r"no dataset .other.; known: demo, mine"):
         D.get(ws, "other")
 
 

@@ -145,3 +145,29 @@ def test_process_memory_from_nvml_and_from_drm_fdinfo(tmp_path):
     (fd / "7").write_text("pos:\t0\nflags:\t0100002\n")
     assert process_gpu_memory_gb(42, proc_root=tmp_path, nvml=_NoNvml()) == pytest.approx(2048000 * 1024 / 1e9)
     assert process_gpu_memory_gb(43, proc_root=tmp_path, nvml=_NoNvml()) is None
+
+
+def test_amd_through_amdsmi_when_installed(monkeypatch, tmp_path):
+    """amdsmi's Python API (ROCm >= 6), stood in for: the same calls and return shapes."""
+    fake = SimpleNamespace(
+        amdsmi_init=lambda: None,
+        amdsmi_get_processor_handles=lambda: ["h0"],
+        amdsmi_get_gpu_vram_usage=lambda h: {"vram_total": 12272, "vram_used": 512},
+        amdsmi_get_gpu_asic_info=lambda h: {"market_name": "AMD Radeon RX 7700 XT", "target_graphics_version": "gfx1101"},
+        amdsmi_get_gpu_activity=lambda h: {"gfx_activity": 12, "umc_activity": 0, "mm_activity": 0},
+    )
+    monkeypatch.setitem(__import__("sys").modules, "amdsmi", fake)
+    monkeypatch.setitem(gpus._amdsmi_state, "ok", None)
+    g = detect(sysfs_root=tmp_path, nvml=_NoNvml())[0]
+    assert (g.name, g.arch, g.source, g.util_percent) == ("AMD Radeon RX 7700 XT", "gfx1101", "amdsmi", 12.0)
+    assert g.total_gb == pytest.approx(12272 * 1024 ** 2 / 1e9) and g.free_gb < g.total_gb
+
+
+def test_amdsmi_that_fails_falls_back_to_sysfs(monkeypatch, tmp_path):
+    def broken():
+        raise RuntimeError("amdsmi: driver not loaded")
+
+    monkeypatch.setitem(__import__("sys").modules, "amdsmi", SimpleNamespace(amdsmi_init=broken))
+    monkeypatch.setitem(gpus._amdsmi_state, "ok", None)
+    make_amd_sysfs(tmp_path)
+    assert [g.source for g in detect(sysfs_root=tmp_path, nvml=_NoNvml())] == ["sysfs"]

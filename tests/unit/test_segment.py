@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
-from data_helpers import burst_audio, write_wav
+from data_helpers import burst_audio
 from engine import datasets as D
 from engine import segment as S
 from engine.audio import load_audio
@@ -105,9 +104,24 @@ def test_align_interpolates_words_the_model_missed_and_keeps_order():
     assert starts == sorted(starts)
 
 
-def test_align_substitutions_take_the_timed_words_span():
+def test_align_misheard_words_are_placed_before_the_next_match():
     spans, share = S.align(["colour", "red"], [("color", 0.0, 0.5), ("red", 0.6, 0.9)])
-    assert spans == [(0.0, 0.5), (0.6, 0.9)] and share == 0.5
+    assert spans[1] == (0.6, 0.9) and share == 0.5
+    assert 0.0 <= spans[0][0] < spans[0][1] <= 0.6
+
+
+def test_align_prefers_the_restart_after_a_false_start():
+    clean = "We went home.".split()
+    timed = [("we", 0.0, 0.2), ("uh", 0.3, 0.5), ("we", 1.0, 1.2), ("went", 1.2, 1.5), ("home", 1.5, 1.9)]
+    spans, share = S.align(clean, timed)
+    assert share == 1.0 and spans[0] == (1.0, 1.2)
+
+
+def test_hallucinated_zero_length_words_are_ignored():
+    clean = "one two three four".split()
+    timed = [("one", 0.0, 0.3)] + [("see", 1.0, 1.0)] * 5 + [("two", 0.4, 0.4), ("four", 3.0, 3.3)]
+    spans, share = S.align(clean, timed)
+    assert spans[0] == (0.0, 0.3) and spans[3] == (3.0, 3.3) and share == 0.5
 
 
 def test_words_from_segments_spreads_time_inside_a_segment():
@@ -183,3 +197,43 @@ def test_plan_with_catalog_entries(ws):
     rows = D.load_rows(ws, "demo")
     entry = catalog.get_model("whisper-small")
     assert S.plan(rows, entry)["over_window"] == 2
+
+
+def test_words_fn_that_fails_falls_back_and_says_why(ws):
+    row = dict(long_row(ws))
+    row.pop("verbatim_segments")
+
+    def broken(audio):
+        raise RuntimeError("no alignment heads")
+
+    segs, info = S.segment_clip(row, load_audio(row["audio"]), 30.0, broken)
+    assert info["method"] == "pause_fallback" and "no alignment heads" in info["model_timestamps_error"]
+    check_segments(segs, row, len(load_audio(row["audio"])) / SR)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clip_id", ["long_recipe", "long_project"])
+def test_real_whisper_word_timestamps_cut_between_sentences(ws, clip_id):
+    """With a real checkpoint (VOXTUNE_TEST_MODEL=/path/to/whisper-tiny.en): the base model's
+    word times, aligned to the clean text, put every cut in the pause between two sentences."""
+    import os
+
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    torch.set_num_threads(2)
+    ref = os.environ["VOXTUNE_TEST_MODEL"]
+    words_fn = S.whisper_words_fn(WhisperForConditionalGeneration.from_pretrained(ref),
+                                  WhisperProcessor.from_pretrained(ref))
+    row = dict(long_row(ws, clip_id))
+    truth = row.pop("verbatim_segments")  # one per sentence, exact times
+    audio = load_audio(row["audio"])
+    segs, info = S.segment_clip(row, audio, 30.0, words_fn)
+    assert info["method"] == "model_timestamps" and info["matched"] > 0.7
+    check_segments(segs, row, len(audio) / SR)
+    done = 0  # sentences so far (the demo's clean sentences and verbatim segments pair up)
+    for seg in segs[:-1]:
+        done += seg["text"].count(". ") + seg["text"].endswith(".")
+        assert seg["text"].endswith("."), seg
+        gap = (truth[done - 1]["end"] - 0.6, truth[done]["start"] + 0.6)  # espeak's trailing pause + ours
+        assert gap[0] <= seg["end"] <= gap[1], (seg, gap)

@@ -146,18 +146,20 @@ def cmd_models(args) -> int:
     label, gb, how = resolve_gpu(args)
     rows = estimate_all(gb, FitConfig(batch=args.batch, audio_seconds=args.audio_seconds))
     out = [model_row(r, gb) for r in rows]
-    lines = [f"GPU: {label} ({gb:g} GB, {how}); batch {args.batch}, {args.audio_seconds:g} s audio per example. "
-             "✓ fits  ~ tight  ✗ too big",
-             f"{'model':<24}{'params':>7} {'window':>6}" + "".join(f"{m:>10}" for m in METHODS)]
+    lines = [f"GPU: {label} ({gb:g} GB, {how})",
+             f"batch {args.batch}, {args.audio_seconds:g} s audio per example; GB (1e9 bytes) per method: "
+             "✓ fits ~ tight ✗ no"]
+    lines.insert(2, f"{'model':<24}{'params':>7} {'window':>6}" + "".join(f"{m:>10}" for m in METHODS))
     for o in out:
         cells = []
         for m in METHODS:
             v = o["methods"].get(m)
             cells.append(f"{MARK[v['verdict']]} {v['total_gb']:.1f}".rjust(10) if v else "?".rjust(10))
         win = f"{o['window_s']:g}s"
-        lines.append(f"{o['name'][:23]:<24}{fmt_params(o['params_total']):>7} {win:>6}" + "".join(cells)
-                     + ("" if o["trainable"] else "  (not trainable)"))
-    lines.append("`voxtune fit MODEL --method M` explains one estimate; GB = 1e9 bytes.")
+        name = o["name"] if o["trainable"] else o["name"] + "*"
+        lines.append(f"{name[:23]:<24}{fmt_params(o['params_total']):>7} {win:>6}" + "".join(cells))
+    lines.append("* estimates only: voxtune cannot train it (`voxtune fit MODEL` says why)")
+    lines.append("`voxtune fit MODEL --method M` explains one estimate term by term.")
     emit(out, args.json, "\n".join(lines))
     return 0
 
@@ -167,9 +169,13 @@ def cmd_fit(args) -> int:
     from engine.estimator import FitConfig, estimate, recommend
 
     e = _entry(args.model)
+    if not e.params and e.local_path:  # no safetensors headers to read: build it on meta, in a child
+        from engine.params import compute_in_subprocess
+
+        e.params = compute_in_subprocess(e.to_dict())
     if not e.params:
-        raise CliError(f"{e.name}: no parameter counts (no safetensors in the folder?); "
-                       "run `python -m engine.params` or pick a catalog model")
+        raise CliError(f"{e.name}: no parameter counts: the folder has no *.safetensors and transformers "
+                       f"cannot build its config; pick a catalog model of the same size")
     targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()] if args.lora_targets else None
     cfg = FitConfig(method=args.method, precision=args.precision, optimizer=args.optimizer, batch=args.batch,
                     gradient_checkpointing=args.checkpointing, lora_rank=args.lora_rank, lora_targets=targets,

@@ -1,12 +1,13 @@
 """One run, live or finished: log, metrics plot, memory, sample outputs.
 
-A thread worker polls the run files by byte offset (RunTail) and hands each batch of new
-records to the UI thread, so the screen re-attaches to a run with its whole metric history
+tui.poller.Poller runs RunTail.poll in a thread, reading the run files by byte offset, and
+hands each batch of new records to the UI thread, so the screen re-attaches to a run with its whole metric history
 and keeps up with a chatty log without ever reading a large file whole.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane
 
-from engine.compare import fmt_duration
+from engine.compare import curves, fmt_duration
 from engine.progress import read_progress
 from engine.runfiles import RunFiles, read_json, read_jsonl_from, read_lines_from, tail_lines
 from engine.store import FINAL, Store
@@ -32,6 +33,7 @@ from tui.widgets.samples import SamplesPanel
 
 POLL_S = 0.5
 RECORD_POLL_S = 2.0
+FINAL_RECORD_POLL_S = 10.0  # an ended run changes only if someone resumes or retries it
 CHUNK = 4 * 1024 * 1024  # most log bytes read per poll; beyond that, jump to the tail
 
 
@@ -59,8 +61,7 @@ class RunTail:
         self.offsets: dict[str, int] | None = None
         self._record_at = 0.0
         self._store: Store | None = None
-        self.record_final = False  # a finished run's record no longer changes: stop reading it
-        self.have_result = False
+        self.record_final = False
 
     def _jsonl(self, name: str) -> list[dict]:
         path = getattr(self.files, name)
@@ -109,20 +110,18 @@ class RunTail:
         batch.progress = read_progress(self.files)  # incremental and cached by engine.progress
         batch.samples = self._jsonl("samples")
         batch.telemetry += self._jsonl("telemetry")
-        if not self.record_final and (now - self._record_at >= RECORD_POLL_S or not self._record_at):
+        every = FINAL_RECORD_POLL_S if self.record_final else RECORD_POLL_S
+        if now - self._record_at >= every or not self._record_at:
             self._record_at = now
             self._store = self._store or Store(self.ws)
             batch.record = self._store.get_run(self.run_id)
             self.record_final = bool(batch.record and batch.record.get("status") in FINAL)
-            if not self.have_result:
-                batch.result = read_json(self.files.result)
-                self.have_result = batch.result is not None
+            # small; the daemon completes it (exit code, error tail) after the worker wrote it
+            batch.result = read_json(self.files.result)
         return batch
 
 
 def _parse(lines: list[str]) -> list[dict]:
-    import json
-
     out = []
     for line in lines:
         try:
@@ -144,6 +143,9 @@ class DashboardScreen(Screen):
     DashboardScreen #dash-tabs { height: 1fr; }
     DashboardScreen TabPane { padding: 0; height: 1fr; }
     DashboardScreen #log-view { height: 1fr; }
+    DashboardScreen #log-side { display: none; width: 50; padding-left: 1; }
+    DashboardScreen.-wide #log-side { display: block; }
+    DashboardScreen #side-gpu { height: auto; }
     """
     BINDINGS = [
         Binding("escape", "close", "Back"),
@@ -164,7 +166,7 @@ class DashboardScreen(Screen):
         self.run_id = run_id
         self._workspace = workspace
         self.progress: dict = {}
-        self.metrics: list[dict] = []
+        self.curves: dict[str, list[tuple[float, float]]] = {"loss": [], "eval_loss": [], "wer": []}
         self.record: dict | None = None
         self.result: dict | None = None
         self.skipped_bytes = 0
@@ -181,10 +183,16 @@ class DashboardScreen(Screen):
         yield Static(self.run_id, id="dash-summary")
         with TabbedContent(initial="log", id="dash-tabs"):
             with TabPane("Log", id="log"):
-                with Vertical():
-                    yield Input(placeholder="search the log (enter; n/N: previous/next match; esc: close)", id="log-search")
-                    yield Static("", id="log-status")
-                    yield LogView(id="log-view")
+                with Horizontal():
+                    with Vertical():
+                        yield Input(placeholder="search the log (enter; n/N: previous/next match; esc: close)", id="log-search")
+                        yield Static("", id="log-status")
+                        yield LogView(id="log-view")
+                    # on a wide terminal the log tab doubles as an overview: curves and memory beside it
+                    with Vertical(id="log-side"):
+                        yield Plot("loss", id="side-loss")
+                        yield Plot("WER", percent=True, id="side-wer")
+                        yield Static("", id="side-gpu")
             with TabPane("Metrics", id="metrics"):
                 with Horizontal(id="plots"):
                     yield Plot("loss", id="plot-loss")
@@ -213,13 +221,15 @@ class DashboardScreen(Screen):
             log.append([f"[voxtune] … {batch.skipped_bytes:,} bytes of log skipped to keep up (full log: {self._tail.files.log})"])
         log.append(batch.log)
         if batch.metrics:
-            self.metrics += batch.metrics
+            for key, points in curves(batch.metrics).items():  # incremental: long runs stay cheap
+                self.curves[key] += points
             self._update_plots()
         self.progress = batch.progress or self.progress
         if batch.samples:
             self.query_one(SamplesPanel).add(batch.samples)
         if batch.telemetry:
             self.query_one(GpuPanel).add(batch.telemetry)
+            self.query_one("#side-gpu", Static).update(self.query_one("#gpu-gauge", Static).render())
         if batch.record is not None:
             self.record = batch.record
         if batch.result is not None:
@@ -229,11 +239,10 @@ class DashboardScreen(Screen):
 
     # -- rendering -------------------------------------------------------------------------
     def _update_plots(self) -> None:
-        from engine.compare import curves
-
-        c = curves(self.metrics)
-        self.query_one("#plot-loss", Plot).set_series([Series("train loss", c["loss"]), Series("eval loss", c["eval_loss"])])
-        self.query_one("#plot-wer", Plot).set_series([Series("WER", c["wer"], "green3")])
+        c = self.curves
+        for prefix in ("plot", "side"):
+            self.query_one(f"#{prefix}-loss", Plot).set_series([Series("train loss", c["loss"]), Series("eval loss", c["eval_loss"])])
+            self.query_one(f"#{prefix}-wer", Plot).set_series([Series("WER", c["wer"], "green3")])
 
     def _update_summary(self) -> None:
         rec = self.record or {}
@@ -273,6 +282,12 @@ class DashboardScreen(Screen):
         self.query_one("#log-status", Static).update(" · ".join(parts))
 
     # -- actions ---------------------------------------------------------------------------
+    def on_resize(self) -> None:
+        self.set_class(self.size.width >= 140 and self.size.height >= 30, "-wide")
+        log = self.query_one(LogView)
+        if log.follow:  # a new size must not leave the tail out of view
+            self.call_after_refresh(log.scroll_end, animate=False)
+
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         # n/N only mean "next match" while searching; otherwise n stays the app's New run
         if action == "find":

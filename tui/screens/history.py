@@ -11,7 +11,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
@@ -117,12 +117,17 @@ class HistoryScreen(Screen):
             rows, problem = self.rows, str(e)
         self.shown = compare.sort_rows(rows, self.sort_key, self.sort_reverse)
         self.query_one(RunList).set_rows(self.shown, keep_id=self.current_id())
-        arrow = "↓" if self.sort_reverse else "↑"
-        status = Text(f"{len(self.shown)} of {len(self.rows)} runs · sorted by {dict(COLUMNS)[self.sort_key]} {arrow}")
-        if self.marked:
-            status.append(f" · {len(self.marked)} marked (c: compare)")
+        self.update_status(problem)
+
+    def update_status(self, problem: str | None = None) -> None:
+        """How many runs show, the sort order, how many are marked; or what is wrong with the filter."""
         if problem:
             status = Text(problem, style="bold red")
+        else:
+            arrow = "↓" if self.sort_reverse else "↑"
+            status = Text(f"{len(self.shown)} of {len(self.rows)} runs · sorted by {HEADINGS[self.sort_key]} {arrow}")
+            if self.marked:
+                status.append(f" · {len(self.marked)} marked (c: compare)")
         self.query_one("#history-status", Static).update(status)
 
     def current_id(self) -> str | None:
@@ -141,7 +146,7 @@ class HistoryScreen(Screen):
 
     def on_run_list_header_clicked(self, event: RunList.HeaderClicked) -> None:
         key = event.key
-        if key in HEADINGS:
+        if key in HEADINGS:  # not the mark column
             # same column again flips the order; a new column starts at its best (lowest) value
             self.sort_by(key, not self.sort_reverse if key == self.sort_key else key == "created_at")
 
@@ -169,14 +174,7 @@ class HistoryScreen(Screen):
             return
         self.marked ^= {run_id}
         self.query_one(RunList).action_move(1)
-        self.refresh_status_only()
-
-    def refresh_status_only(self) -> None:
-        arrow = "↓" if self.sort_reverse else "↑"
-        text = f"{len(self.shown)} of {len(self.rows)} runs · sorted by {dict(COLUMNS)[self.sort_key]} {arrow}"
-        if self.marked:
-            text += f" · {len(self.marked)} marked (c: compare)"
-        self.query_one("#history-status", Static).update(text)
+        self.update_status()
 
     def action_detail(self) -> None:
         run_id = self.current_id()
@@ -205,7 +203,8 @@ class RunDetailScreen(Screen):
     TITLE = "Run detail"
     DEFAULT_CSS = """
     RunDetailScreen #detail-body { height: auto; padding: 0 1; }
-    RunDetailScreen Plot { height: 12; }
+    RunDetailScreen #detail-plots { height: 14; }
+    RunDetailScreen #detail-plots Plot { width: 1fr; }
     """
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("o", "open_dashboard", "Log/dashboard")]
 
@@ -218,7 +217,9 @@ class RunDetailScreen(Screen):
         yield Header()
         with VerticalScroll():
             yield Static(f"{self.record['id']}: reading run files…", id="detail-body")
-            yield Plot("WER (green) and eval loss", id="detail-plot")
+            with Horizontal(id="detail-plots"):
+                yield Plot("loss", id="detail-loss")
+                yield Plot("WER", percent=True, id="detail-wer")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -235,6 +236,8 @@ class RunDetailScreen(Screen):
         row, rec = d["row"], d["record"]
         t = Text()
         t.append(f"{rec['id']}\n", style="bold")
+        for problem in d["problems"]:
+            t.append(problem + "\n", style="bold red")
         t.append(f"{row['model']} · {row['method']} · {row['dataset']} · {row['status']}")
         if rec.get("status_reason"):
             t.append(f" ({rec['status_reason']})", style="dim")
@@ -245,8 +248,8 @@ class RunDetailScreen(Screen):
         peak = d["peak_memory"]
         t.append(f"measured peak {fmt_value('peak_gb', row['peak_gb'])} GB")
         if peak:
-            t.append(f" (allocated {fmt_value('x_gb', peak.get('allocated_gb'))}, reserved {fmt_value('x_gb', peak.get('reserved_gb'))}, "
-                     f"process RSS {fmt_value('x_gb', peak.get('rss_gb'))} on {peak.get('device', '?')})")
+            t.append(f" (allocated {fmt_value('peak_gb', peak.get('allocated_gb'))}, reserved {fmt_value('peak_gb', peak.get('reserved_gb'))}, "
+                     f"process RSS {fmt_value('peak_gb', peak.get('rss_gb'))} on {peak.get('device', '?')})")
         t.append(f"\nestimated {fmt_value('estimate_gb', row['estimate_gb'])} GB")
         if row["peak_gb"] is not None and row["estimate_gb"]:
             err = (row["estimate_gb"] - row["peak_gb"]) / row["peak_gb"] * 100
@@ -275,7 +278,8 @@ class RunDetailScreen(Screen):
                 t.append(f"{k:<24}", style="dim")
                 t.append(f"{v}\n")
         self.query_one("#detail-body", Static).update(t)
-        self.query_one(Plot).set_series([Series("WER", d["curves"]["wer"], "green3"), Series("eval loss", d["curves"]["eval_loss"])])
+        self.query_one("#detail-loss", Plot).set_series([Series("train loss", d["curves"]["loss"]), Series("eval loss", d["curves"]["eval_loss"])])
+        self.query_one("#detail-wer", Plot).set_series([Series("WER", d["curves"]["wer"], "green3")])
 
     def action_open_dashboard(self) -> None:
         from tui.screens.dashboard import DashboardScreen

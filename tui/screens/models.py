@@ -81,6 +81,7 @@ def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: 
         t.append(f"not trainable: {entry.reason}\n", style="yellow")
     else:
         t.append(recommend(entry, gpu_gb, cfg).text + "\n", style="bold green")
+    t.rstrip()
     return t
 
 

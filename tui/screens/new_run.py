@@ -240,6 +240,7 @@ class NewRunScreen(Screen[str | None]):
     BINDINGS = [
         Binding("ctrl+s", "submit", "Queue run"),
         Binding("escape", "cancel", "Cancel"),
+        Binding("q", "cancel", "Cancel", show=False),  # outside text fields: leave the form, not the app
     ]
     CHECK_DELAY = 0.25
 

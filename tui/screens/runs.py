@@ -47,6 +47,7 @@ def engine_state(ws: Workspace, store: Store, counts: dict) -> EngineState:
         pid=st.get("pid"),
         queue_paused=bool(st.get("queue_paused", paused)),
         counts=counts,
+        paused_reason=st.get("queue_paused_reason"),
     )
 
 
@@ -141,11 +142,24 @@ class RunsScreen(Screen):
             self._starting = False
         if self._starting:
             view.engine = EngineState(**{**view.engine.__dict__, "starting": True})
+        first = self.view is None
         self.view = view
+        if first:
+            self._say_what_needs_doing(view.engine)
         self.query_one(EngineBar).show(view.engine)
         table = self.query_one(RunTable)
         table.show(view.rows)
         self._show_detail()
+
+    def _say_what_needs_doing(self, engine: EngineState) -> None:
+        """Once, on opening: an engine that is down while runs wait, a queue paused by recovery."""
+        waiting = engine.counts.get("queued", 0) + engine.counts.get("running", 0)
+        if not engine.running and not engine.error and waiting:
+            self.notify(f"The engine is not running and {waiting} run(s) wait. Press s to start it.",
+                        title="Engine stopped", severity="warning", timeout=10)
+        if engine.queue_paused and engine.paused_reason:
+            self.notify(f"{engine.paused_reason}. Press p to resume the queue.", title="Queue paused",
+                        severity="warning", timeout=10)
 
     def _poll_failed(self, error: BaseException) -> None:
         self.query_one("#run-detail", Static).update(f"Cannot read the workspace: {error}")

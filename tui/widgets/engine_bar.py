@@ -22,6 +22,7 @@ class EngineState:
     counts: dict = field(default_factory=dict)
     starting: bool = False
     error: str | None = None
+    paused_reason: str | None = None
 
 
 def describe(state: EngineState) -> Text:

@@ -64,6 +64,9 @@ def render_braille(
 
     for idx, s in enumerate(series):
         pts = sorted(s.points)
+        if len(pts) > dw * 4:  # more points than dots: thin them, keeping the newest
+            stride = len(pts) // (dw * 2)
+            pts = pts[::stride] + [pts[-1]]
         prev = None
         for x, y in pts:
             cur = to_dot(x, y)
