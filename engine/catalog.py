@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -239,6 +239,8 @@ def entry_from_folder(folder: Path) -> ModelEntry:
     """Describe a local checkpoint (a download or an exported fine-tune) as a catalog entry."""
     folder = Path(folder).expanduser().resolve()
     cfg_path = folder / "config.json"
+    if not cfg_path.is_file() and (folder / "adapter_config.json").is_file():
+        return _entry_from_adapter(folder)
     if not cfg_path.is_file():
         raise UnknownModel(str(folder), [], detail=f"{folder}: no config.json; point at a Hugging Face checkpoint "
                                                    "folder (the one holding config.json and *.safetensors)")
@@ -265,6 +267,24 @@ def entry_from_folder(folder: Path) -> ModelEntry:
         config_class=t.config_class, requires_remote_code=t.requires_remote_code, local_path=str(folder),
         params=safetensors_counts(folder) or _counts_of_same_architecture(recipe, arch),
     )
+
+
+def _entry_from_adapter(folder: Path) -> ModelEntry:
+    """A LoRA adapter (a run's checkpoint or `runs export`) is its base model plus the
+    adapter: describe it as the base, so it can be scored with --eval-only."""
+    path = folder / "adapter_config.json"
+    try:
+        base = json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except json.JSONDecodeError as e:
+        raise UnknownModel(str(folder), [], detail=f"{path}: not valid JSON ({e})") from e
+    if not base:
+        raise UnknownModel(str(folder), [], detail=f"{path}: no base_model_name_or_path; export the run "
+                                                   "with `voxtune runs export ID --merge` instead")
+    try:
+        entry = get_model(base)
+    except UnknownModel as e:
+        raise UnknownModel(str(folder), [], detail=f"{path}: its base model {base!r} is unknown ({e})") from None
+    return replace(entry, name=str(folder), hub_id=str(folder), local_path=str(folder))
 
 
 def _counts_of_same_architecture(recipe: str, arch: dict) -> dict | None:

@@ -161,7 +161,9 @@ def load_model(recipe: Any, source: ModelSource | str, *, method: str = "full", 
 
         model = get_peft_model(model, LoraConfig(
             r=int(lora["r"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora.get("dropout", 0.0)),
-            target_modules=list(lora["targets"]), bias="none"))
+            target_modules=list(lora["targets"]), bias="none",
+            # freshly initialised heads (CTC) must train fully and be saved with the adapter
+            modules_to_save=list(getattr(recipe, "modules_to_save", ()) or []) or None))
     loaded.model = model
     loaded.extra.setdefault("source", source)
     loaded.extra.update({k: v for k, v in (context or {}).items() if v is not None})

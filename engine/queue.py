@@ -68,7 +68,7 @@ def defaults(entry: Any, method: str) -> dict:
         "seed": 42,
         "precision": "auto",
         "optimizer": "adamw8bit" if method == "qlora" else "adamw",
-        "gradient_checkpointing": big or method == "qlora",
+        "gradient_checkpointing": True,  # the estimator assumes it too; it is what fits a 12 GB card
         "freeze_audio_encoder": big,
         "trust_remote_code": False,
         "max_new_tokens": 440 if family == "seq2seq" else 1024,
@@ -199,6 +199,10 @@ def resolve(ws: Workspace, store: Store, **options: Any) -> dict:
     if options.get("eval_only"):
         cfg["eval_only"] = True
     dataset = store.get_dataset(str(options["dataset"]))
+    if dataset is None and str(options["dataset"]) == "demo":  # the shipped demo is in every workspace
+        from engine.datasets import ensure_demo
+
+        dataset = ensure_demo(ws)
     if dataset is None:
         known = [d["name"] for d in store.list_datasets()]
         hint = f"known: {', '.join(known)}" if known else "import one with `voxtune data import`"
@@ -229,7 +233,7 @@ def add(ws: Workspace, parent: str | None = None, **options: Any) -> str:
     priority = cfg.pop("priority", 0)
     with store.locked():
         run_id = store.new_run_id(cfg["model"] if not Path(cfg["model"]).is_dir() else Path(cfg["model"]).name,
-                                  cfg["method"])
+                                  "eval" if cfg.get("eval_only") else cfg["method"])
         cfg["run_id"] = run_id
         files = RunFiles(ws.run_dir(run_id)).create()
         atomic_write_json(files.config, cfg)

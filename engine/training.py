@@ -16,6 +16,7 @@ nonzero. Memory sizes are GiB (1024**3 bytes).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import resource
@@ -488,9 +489,7 @@ def _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, p
     trainer.remove_callback(PrinterCallback)  # our callback prints one line per log instead
     resume = None
     if cfg.get("resume_from_checkpoint"):
-        from transformers.trainer_utils import get_last_checkpoint
-
-        resume = get_last_checkpoint(str(files.checkpoints)) if files.checkpoints.is_dir() else None
+        resume = _resumable_checkpoint(files)
         if resume is None:
             print("voxtune: no checkpoint to resume from; starting at step 0", flush=True)
         else:
@@ -506,10 +505,30 @@ def _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, p
             "last_checkpoint": _rel(files, _last_checkpoint(files))}
 
 
+def _checkpoints(files: RunFiles) -> list[Path]:
+    return sorted((p for p in files.checkpoints.glob("checkpoint-*") if p.is_dir()),
+                  key=lambda p: int(p.name.rsplit("-", 1)[1]) if p.name.rsplit("-", 1)[1].isdigit() else -1)
+
+
 def _last_checkpoint(files: RunFiles) -> Path | None:
-    ckpts = sorted((p for p in files.checkpoints.glob("checkpoint-*") if p.is_dir()),
-                   key=lambda p: int(p.name.rsplit("-", 1)[1]) if p.name.rsplit("-", 1)[1].isdigit() else -1)
+    ckpts = _checkpoints(files)
     return ckpts[-1] if ckpts else None
+
+
+def _resumable_checkpoint(files: RunFiles) -> str | None:
+    """The newest checkpoint the Trainer finished writing.
+
+    A kill -9 mid-save leaves a folder without a readable trainer_state.json (the Trainer
+    writes it last); resuming from it would fail, so fall back to the one before.
+    """
+    for ckpt in reversed(_checkpoints(files)):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            print(f"voxtune: skipping incomplete checkpoint {ckpt.name}", flush=True)
+            continue
+        return str(ckpt)
+    return None
 
 
 if __name__ == "__main__":  # `python -m engine.training RUN_DIR`, same as the worker

@@ -331,7 +331,7 @@ class OmniRecipe(AudioLLMRecipe):
     def examples(self, rows: Sequence[dict], loaded: Loaded, *, for_training: bool) -> list[Example]:
         """Whole clips up to the feature extractor's window (300 s for the real model); a longer
         clip is segmented like a windowed family's, never truncated."""
-        from engine.recipes.ctc import windowed_examples
+        from engine.recipes.windowed import windowed_examples
         from engine.segment import native_example
 
         window = loaded.extra["window_s"]

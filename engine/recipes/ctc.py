@@ -19,7 +19,7 @@ is always fully trained (`modules_to_save`) and never quantised, since it starts
 (nor is the small feature projection: see NOT_QUANTIZED).
 
 Long audio: windowed. Clips up to `WINDOW_S` are one example; longer ones are cut into
-segments with their slice of the clean text by `engine.segment` (see `windowed_examples`),
+segments with their slice of the clean text by `engine.segment` (see `engine.recipes.windowed`),
 and evaluation joins a clip's segment predictions before scoring.
 """
 
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from engine.recipes.base import Example, Loaded
+from engine.recipes.windowed import windowed_examples
 
 WINDOW_S = 30.0
 SAMPLE_RATE = 16000
@@ -73,56 +74,6 @@ def make_tokenizer(vocab: dict[str, int], folder: str | Path):
 
 # ---- helpers shared by the windowed families (ctc, seamless) -------------------------------
 
-def windowed_examples(rows: Sequence[dict], loaded: Loaded, *, window_s: float, for_training: bool,
-                      model_key: str) -> list[Example]:
-    """Manifest rows -> examples for a model that hears at most `window_s` seconds.
-
-    A clip within the window is one example. For training, a longer clip becomes segments
-    with their slice of the clean text (engine.segment; cached per dataset and model when
-    the driver put workspace/dataset in loaded.extra). For evaluation it becomes audio pieces
-    cut at pauses with no target of their own: the driver joins their predictions and scores
-    the whole clip. Nothing is truncated.
-    """
-    from engine import segment
-    from engine.audio import load_audio
-
-    long_rows = [r for r in rows if float(r.get("duration") or 0) > window_s]
-    prepared: dict[str, list[dict]] = {}
-    ctx = loaded.extra
-    if for_training and long_rows and ctx.get("workspace") and ctx.get("dataset"):
-        from engine.workspace import Workspace
-
-        prepared = segment.prepare(Workspace(Path(ctx["workspace"])), ctx["dataset"],
-                                   str(ctx.get("model") or model_key), long_rows, window_s,
-                                   manifest_hash=ctx.get("manifest_hash"))
-    out: list[Example] = []
-    for row in rows:
-        audio = load_audio(row["audio"], sr=SAMPLE_RATE)
-        duration = len(audio) / SAMPLE_RATE
-        text = row.get("text", "") or ""
-        if duration <= window_s + 1e-3:
-            out.append(Example(row["id"], audio, text, 0, 0.0, duration))
-        elif for_training:
-            segs = prepared.get(row["id"]) or segment.segment_clip(row, audio, window_s)[0]
-            for k, s in enumerate(segs):
-                out.append(Example(row["id"], _slice(audio, s["start"], s["end"]), s["text"], k,
-                                   s["start"], s["end"], {"segments": len(segs)}))
-        else:
-            pieces = segment.audio_pieces(audio, window_s)
-            for k, (a, b) in enumerate(pieces):
-                out.append(Example(row["id"], _slice(audio, a, b), "", k, a, b,
-                                   {"segments": len(pieces), "score_text": False}))
-    for ex in out:
-        if ex.end_s - ex.start_s > window_s + 0.05:
-            raise ValueError(f"clip {ex.clip_id}: segment {ex.segment} is {ex.end_s - ex.start_s:.1f} s, over the "
-                             f"{window_s:.0f} s window (it would be truncated); re-import the clip")
-    return out
-
-
-def _slice(audio, start: float, end: float):
-    return audio[int(round(start * SAMPLE_RATE)): int(round(end * SAMPLE_RATE))]
-
-
 def keep_unquantized(qconfig: Any, names: Sequence[str]) -> None:
     """Layers bitsandbytes must leave alone. Naming any replaces transformers' default skips
     (the output head), so the head is always in `names`."""
@@ -159,33 +110,13 @@ def to_model(batch: dict, model: Any) -> dict:
             for k, v in batch.items()}
 
 
-def ensure_trainable_head(model: Any, names: Sequence[str]) -> None:
-    """Under LoRA, PEFT freezes everything but the adapters; a new (random) CTC head must train
-    fully and be saved with the adapter. PEFT's `modules_to_save` does both. The shared driver's
-    LoraConfig does not set it, so it is added here, on the wrapped model, before training."""
-    peft_config = getattr(model, "peft_config", None)
-    if not peft_config or not hasattr(model, "base_model"):
-        return  # full fine-tune: everything trains already
-    from peft.tuners.tuners_utils import BaseTuner
-    from peft.utils.other import set_additional_trainable_modules
-
-    for adapter, cfg in peft_config.items():
-        have = list(getattr(cfg, "modules_to_save", None) or [])
-        missing = [n for n in names if n not in have]
-        if missing:
-            cfg.modules_to_save = have + missing
-            set_additional_trainable_modules(model=model.base_model.model, peft_config=cfg,
-                                             model_config=BaseTuner.get_model_config(model),
-                                             adapter_name=adapter)
-
-
 # ---- the recipe --------------------------------------------------------------------------------
 
 @dataclass
 class CTCRecipe:
     key: str = "ctc"
     default_lora_targets: Sequence[str] = ("linear_q", "linear_v")
-    modules_to_save: Sequence[str] = ("lm_head",)  # the new head trains fully under LoRA
+    modules_to_save: Sequence[str] = ("lm_head",)  # the driver's LoraConfig trains and saves it fully
     long_audio: str = "segment"
     window_s: float = WINDOW_S
     vocab_dir: str | None = None  # a run's folder whose alphabet must be reused (adapter/checkpoint)
@@ -246,8 +177,6 @@ class CTCRecipe:
                       extra={"vocab": tokenizer.get_vocab(), "new_head": new_head})
 
     def examples(self, rows: Sequence[dict], loaded: Loaded, *, for_training: bool) -> list[Example]:
-        if for_training:
-            ensure_trainable_head(loaded.model, self.modules_to_save)
         return windowed_examples(rows, loaded, window_s=self.window_s, for_training=for_training,
                                  model_key=self.key)
 

@@ -11,7 +11,7 @@ attention and `linear_q`, `linear_v` of the speech encoder's (its Conformer name
 
 Long audio: windowed, like Whisper: clips up to `WINDOW_S` are one example; longer ones are
 cut into segments with their slice of the clean text (engine.segment, via
-`engine.recipes.ctc.windowed_examples`); evaluation joins a clip's segment predictions. The
+`engine.recipes.windowed`); evaluation joins a clip's segment predictions. The
 encoder has no hard cap, but attention is O(T^2), so the window keeps memory bounded.
 """
 
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from engine.recipes.base import Example, Loaded
-from engine.recipes.ctc import SAMPLE_RATE, keep_unquantized, to_model, unwrap, windowed_examples
+from engine.recipes.ctc import SAMPLE_RATE, keep_unquantized, to_model, unwrap
+from engine.recipes.windowed import windowed_examples
 
 WINDOW_S = 30.0
 DEFAULT_LANG = "eng"

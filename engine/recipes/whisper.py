@@ -9,7 +9,6 @@ multilingual models get <|lang|><|transcribe|>, English-only (.en) models take n
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 from engine.recipes.base import Example, Loaded
@@ -84,41 +83,12 @@ class WhisperRecipe:
         model when the driver passed that context). Evaluation pieces carry no target of their
         own: the driver joins their predictions and scores the whole clip.
         """
-        from engine import segment
-        from engine.audio import load_audio
+        from engine.recipes.windowed import windowed_examples
 
-        long_rows = [r for r in rows if float(r.get("duration") or 0) > WINDOW_S]
-        prepared: dict[str, list[dict]] = {}
-        if for_training and long_rows:
-            ctx = loaded.extra
-            if ctx.get("workspace") and ctx.get("dataset"):
-                from engine.workspace import Workspace
-
-                prepared = segment.prepare(Workspace(Path(ctx["workspace"])), ctx["dataset"],
-                                           str(ctx.get("model") or "whisper"), long_rows, WINDOW_S,
-                                           words_fn=self.words_fn(loaded), manifest_hash=ctx.get("manifest_hash"))
-        out: list[Example] = []
-        for row in rows:
-            audio = load_audio(row["audio"], sr=SAMPLE_RATE)
-            duration = len(audio) / SAMPLE_RATE
-            text = row.get("text", "") or ""
-            if duration <= WINDOW_S + 1e-3:
-                out.append(Example(row["id"], audio, text, 0, 0.0, duration))
-            elif for_training:
-                segs = prepared.get(row["id"]) or segment.segment_clip(row, audio, WINDOW_S)[0]
-                for k, s in enumerate(segs):
-                    out.append(Example(row["id"], _slice(audio, s["start"], s["end"]), s["text"], k,
-                                       s["start"], s["end"], {"segments": len(segs)}))
-            else:
-                pieces = segment.audio_pieces(audio, WINDOW_S)
-                for k, (a, b) in enumerate(pieces):
-                    out.append(Example(row["id"], _slice(audio, a, b), "", k, a, b,
-                                       {"segments": len(pieces), "score_text": False}))
-        for ex in out:
-            if ex.end_s - ex.start_s > WINDOW_S + 0.05:
-                raise ValueError(f"clip {ex.clip_id}: segment {ex.segment} is {ex.end_s - ex.start_s:.1f} s, over "
-                                 f"Whisper's {WINDOW_S:.0f} s window (it would be truncated); re-import the clip")
-            if for_training:
+        out = windowed_examples(rows, loaded, window_s=WINDOW_S, for_training=for_training, model_key="whisper",
+                                words_fn=self.words_fn(loaded) if for_training else None)
+        if for_training:
+            for ex in out:
                 self._check_target_length(ex, loaded)
         return out
 
@@ -209,10 +179,6 @@ class WhisperRecipe:
 
     def save(self, loaded: Loaded, out_dir: str) -> None:
         loaded.processor.save_pretrained(out_dir)
-
-
-def _slice(audio, start: float, end: float):
-    return audio[int(round(start * SAMPLE_RATE)): int(round(end * SAMPLE_RATE))]
 
 
 def make_recipe(key: str, **options: Any) -> WhisperRecipe:

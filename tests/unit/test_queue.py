@@ -176,3 +176,12 @@ def test_local_checkpoint_folder_is_accepted(qws, tmp_path):
     cfg = read_json(RunFiles(qws.run_dir(rid)).config)
     assert cfg["model_ref"] == str(folder.resolve()) and cfg["recipe"] == "whisper"
     assert "my-whisper" in rid
+
+
+def test_demo_dataset_is_available_in_a_fresh_workspace(ws):
+    """`queue add --dataset demo` works before anything was imported (the README's first run)."""
+    from engine.store import Store
+
+    run_id = queue.add(ws, model="whisper-small", dataset="demo", method="lora", max_steps=2)
+    assert Store(ws).get_dataset("demo")["clips_usable"] >= 10
+    assert Store(ws).get_run(run_id)["dataset"] == "demo"
