@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from engine.recipes.base import Example, Loaded
-from engine.recipes.windowed import windowed_examples
+from engine.recipes.windowed import WindowedFeatureRecipe
 
 WINDOW_S = 30.0
 SAMPLE_RATE = 16000
@@ -113,7 +113,7 @@ def to_model(batch: dict, model: Any) -> dict:
 # ---- the recipe --------------------------------------------------------------------------------
 
 @dataclass
-class CTCRecipe:
+class CTCRecipe(WindowedFeatureRecipe):
     key: str = "ctc"
     default_lora_targets: Sequence[str] = ("linear_q", "linear_v")
     modules_to_save: Sequence[str] = ("lm_head",)  # the driver's LoraConfig trains and saves it fully
@@ -175,15 +175,6 @@ class CTCRecipe:
         model.get_input_embeddings = lambda: model.wav2vec2_bert.feature_projection
         return Loaded(model=model, processor=processor,
                       extra={"vocab": tokenizer.get_vocab(), "new_head": new_head})
-
-    def examples(self, rows: Sequence[dict], loaded: Loaded, *, for_training: bool) -> list[Example]:
-        return windowed_examples(rows, loaded, window_s=self.window_s, for_training=for_training,
-                                 model_key=self.key)
-
-    def _features(self, batch: Sequence[Example], loaded: Loaded) -> dict:
-        fe = loaded.processor.feature_extractor
-        return dict(fe([ex.audio for ex in batch], sampling_rate=SAMPLE_RATE, padding=True,
-                       return_attention_mask=True, return_tensors="pt"))
 
     def collate(self, batch: Sequence[Example], loaded: Loaded) -> dict:
         inputs = self._features(batch, loaded)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from engine.recipes.base import Example, Loaded
-from engine.recipes.ctc import SAMPLE_RATE, keep_unquantized, to_model, unwrap
-from engine.recipes.windowed import windowed_examples
+from engine.recipes.ctc import keep_unquantized, to_model, unwrap
+from engine.recipes.windowed import WindowedFeatureRecipe
 
 WINDOW_S = 30.0
 DEFAULT_LANG = "eng"
@@ -37,7 +37,7 @@ def _lang(language: str | None) -> str:
 
 
 @dataclass
-class SeamlessRecipe:
+class SeamlessRecipe(WindowedFeatureRecipe):
     key: str = "seamless"
     default_lora_targets: Sequence[str] = ("q_proj", "v_proj", "linear_q", "linear_v")
     long_audio: str = "segment"
@@ -64,15 +64,6 @@ class SeamlessRecipe:
             raise ValueError(f"{model_ref}: target language {self.language!r} is not one this model can write "
                              f"(generation_config.text_decoder_lang_to_code_id has: {known}); set `language`")
         return Loaded(model=model, processor=processor, extra={"lang_id": lang_ids[self.language]})
-
-    def examples(self, rows: Sequence[dict], loaded: Loaded, *, for_training: bool) -> list[Example]:
-        return windowed_examples(rows, loaded, window_s=self.window_s, for_training=for_training,
-                                 model_key=self.key)
-
-    def _features(self, batch: Sequence[Example], loaded: Loaded) -> dict:
-        fe = loaded.processor.feature_extractor
-        return dict(fe([ex.audio for ex in batch], sampling_rate=SAMPLE_RATE, padding=True,
-                       return_attention_mask=True, return_tensors="pt"))
 
     def collate(self, batch: Sequence[Example], loaded: Loaded) -> dict:
         import torch

@@ -65,3 +65,21 @@ def windowed_examples(rows: Sequence[dict], loaded: Loaded, *, window_s: float, 
 
 def _slice(audio, start: float, end: float):
     return audio[int(round(start * SAMPLE_RATE)): int(round(end * SAMPLE_RATE))]
+
+
+class WindowedFeatureRecipe:
+    """For recipes whose feature extractor pads a batch to its longest clip (SeamlessM4T's,
+    shared by w2v-BERT): examples by the window rule above, features with an attention mask.
+    Subclasses set `key` and `window_s`."""
+
+    key: str
+    window_s: float
+
+    def examples(self, rows: Sequence[dict], loaded: Loaded, *, for_training: bool) -> list[Example]:
+        return windowed_examples(rows, loaded, window_s=self.window_s, for_training=for_training,
+                                 model_key=self.key)
+
+    def _features(self, batch: Sequence[Example], loaded: Loaded) -> dict:
+        fe = loaded.processor.feature_extractor
+        return dict(fe([ex.audio for ex in batch], sampling_rate=SAMPLE_RATE, padding=True,
+                       return_attention_mask=True, return_tensors="pt"))
