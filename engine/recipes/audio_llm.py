@@ -135,6 +135,11 @@ class AudioLLMRecipe:
 
 # ---- Qwen2-Audio ------------------------------------------------------------------------------
 
+def qwen_chat_answer(text: str, loaded: Loaded) -> list[int]:
+    """The answer turn of Qwen's chat template (Qwen2-Audio and the Omni thinker): text, <|im_end|>."""
+    return loaded.processor.tokenizer(text, add_special_tokens=False)["input_ids"] + [loaded.extra["im_end"]]
+
+
 @dataclass
 class Qwen2AudioRecipe(AudioLLMRecipe):
     key: str = "qwen2_audio"
@@ -176,7 +181,7 @@ class Qwen2AudioRecipe(AudioLLMRecipe):
                                               "feature_attention_mask": enc["feature_attention_mask"]}
 
     def _answer(self, text: str, loaded: Loaded) -> list[int]:
-        return loaded.processor.tokenizer(text, add_special_tokens=False)["input_ids"] + [loaded.extra["im_end"]]
+        return qwen_chat_answer(text, loaded)
 
 
 # ---- Voxtral ----------------------------------------------------------------------------------
@@ -358,7 +363,7 @@ class OmniRecipe(AudioLLMRecipe):
         return ids, {"input_features": feats["input_features"], "feature_attention_mask": mask}
 
     def _answer(self, text: str, loaded: Loaded) -> list[int]:
-        return loaded.processor.tokenizer(text, add_special_tokens=False)["input_ids"] + [loaded.extra["im_end"]]
+        return qwen_chat_answer(text, loaded)
 
 
 # ---- Qwen-Audio v1 (remote code only) ---------------------------------------------------------
