@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from engine.errors import VoxtuneError
 
 TARGET_SR = 16000
 SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"}
@@ -22,7 +23,7 @@ FFMPEG_EXTS = {".m4a", ".aac", ".opus", ".webm", ".mp4", ".wma"}
 AUDIO_EXTS = SOUNDFILE_EXTS | FFMPEG_EXTS
 
 
-class AudioError(Exception):
+class AudioError(VoxtuneError):
     """A file that cannot be read as audio; the message says which file and what to do."""
 
 

@@ -14,18 +14,19 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from engine.errors import VoxtuneError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CATALOG_PATH = DATA / "catalog.json"
 METHODS = ("full", "lora", "qlora", "lora8")
 
 
-class UnknownModel(LookupError):
+class UnknownModel(VoxtuneError, LookupError):
     def __init__(self, ref: str, matches: list[str], detail: str | None = None) -> None:
         self.ref, self.matches = ref, matches
         hint = f"; did you mean {', '.join(matches)}?" if matches else ""
         msg = detail or f"unknown model {ref!r}{hint} (`voxtune models` lists them; a local checkpoint folder works too)"
-        super().__init__(msg)
+        super().__init__(msg, field="model")
 
 
 @dataclass

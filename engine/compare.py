@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 from engine.runfiles import RunFiles, atomic_write_text, read_json, read_jsonl
 from engine.workspace import Workspace
+from engine.errors import VoxtuneError
 
 # Columns of a run summary: (key, heading). Metric columns sort numerically.
 TEXT_COLUMNS = [("id", "Run"), ("model", "Model"), ("method", "Method"), ("dataset", "Dataset"), ("status", "Status")]
@@ -41,8 +42,8 @@ FILTER_FIELDS = ("model", "method", "dataset", "status")
 EVAL_METRICS = ("wer", "cer", "wer_normalized", "eval_loss", "filler_rate", "deletion_rate")
 
 
-class CompareError(Exception):
-    pass
+class CompareError(VoxtuneError):
+    """Runs that cannot be compared (unknown ids, nothing to show)."""
 
 
 def _num(v: Any) -> float | None:

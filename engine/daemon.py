@@ -34,6 +34,7 @@ from engine.store import Store
 from engine.telemetry import Sampler, detect_gpus
 from engine.worker import BUSY_EXIT, OOM_MARKERS, lock_holder
 from engine.workspace import Workspace
+from engine.errors import VoxtuneError
 
 POLL_S = 0.5
 TELEMETRY_S = 1.0
@@ -43,8 +44,8 @@ ERROR_TAIL_LINES = 20
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
 
 
-class DaemonError(Exception):
-    pass
+class DaemonError(VoxtuneError):
+    """The engine cannot start or stop; the message says why and where its log is."""
 
 
 def _pid_path(ws: Workspace) -> Path:

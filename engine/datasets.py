@@ -24,6 +24,7 @@ from engine.audio import AUDIO_EXTS, TARGET_SR, AudioError, content_hash, is_sil
 from engine.runfiles import atomic_write_text
 from engine.store import Store
 from engine.workspace import Workspace
+from engine.errors import VoxtuneError
 
 SPLITS = ("train", "validation", "test")
 MIN_DURATION_S = 0.5
@@ -40,7 +41,7 @@ TEXT_COLUMNS = ("text", "transcription", "transcript", "sentence", "clean")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class DatasetError(Exception):
+class DatasetError(VoxtuneError):
     """Bad input or an unknown name; the message names the file/field and what to do."""
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 from engine.runfiles import RunFiles, read_json
 from engine.workspace import Workspace
+from engine.errors import VoxtuneError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".tiktoken", ".py", ".jinja")
 SKIP = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin", "scaler.pt"}
 
 
-class ExportError(ValueError):
+class ExportError(VoxtuneError, ValueError):
     """The run has nothing exportable; the message says why and what to do."""
 
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from engine.errors import VoxtuneError
 
 GPUS_PATH = Path(__file__).resolve().parents[1] / "data" / "gpus.json"
 GB = 1e9
@@ -57,11 +58,11 @@ class Gpu:
         return asdict(self)
 
 
-class UnknownGpu(LookupError):
+class UnknownGpu(VoxtuneError, LookupError):
     def __init__(self, ref: str, matches: list[str]) -> None:
         self.ref, self.matches = ref, matches
         hint = f"; did you mean {', '.join(matches)}?" if matches else ""
-        super().__init__(f"unknown GPU {ref!r}{hint} (`voxtune gpus` lists them; or give --vram GB)")
+        super().__init__(f"unknown GPU {ref!r}{hint} (`voxtune gpus` lists them; or give --vram GB)", field="gpu")
 
 
 # -- presets -------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+from engine.errors import VoxtuneError
 
 
-class ModelNotAvailable(Exception):
+class ModelNotAvailable(VoxtuneError):
     """The model's files cannot be found or fetched; the message says what to do."""
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.errors import VoxtuneError
 from engine.runfiles import RunFiles, atomic_write_json, read_json
 from engine.store import Store, StoreError
 from engine.workspace import Workspace
@@ -34,12 +35,11 @@ OPTION_FIELDS = (
 )
 
 
-class QueueError(Exception):
+class QueueError(VoxtuneError):
     """A user-facing refusal; `field` names the option at fault (None: not one field)."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
+    def __init__(self, message: str, field: str | None = None, **kw) -> None:
+        super().__init__(message, field=field, **kw)
 
 
 # -- defaults -------------------------------------------------------------------------------

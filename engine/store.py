@@ -26,6 +26,7 @@ from tinydb.storages import Storage
 
 from engine.runfiles import atomic_write_text
 from engine.workspace import Workspace
+from engine.errors import VoxtuneError
 
 SCHEMA_VERSION = 2
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
@@ -33,8 +34,8 @@ ACTIVE = ("running",)
 FINAL = ("finished", "failed", "cancelled", "interrupted")
 
 
-class StoreError(Exception):
-    pass
+class StoreError(VoxtuneError):
+    """The store cannot be read or written, or a run id is unknown."""
 
 
 class AtomicJSONStorage(Storage):

@@ -30,13 +30,14 @@ from typing import Any, Sequence
 
 from engine import metrics as metrics_mod
 from engine.runfiles import RunFiles, append_jsonl, atomic_write_json, read_json
+from engine.errors import VoxtuneError
 
 GIB = 1024**3
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw8bit": "adamw_bnb_8bit", "adafactor": "adafactor"}
 METHODS = ("full", "lora", "qlora", "lora8")
 
 
-class ConfigError(ValueError):
+class ConfigError(VoxtuneError, ValueError):
     """config.json asks for something impossible; the message names the field."""
 
 

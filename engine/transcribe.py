@@ -14,9 +14,10 @@ from typing import Sequence
 
 from engine.runfiles import RunFiles, read_json
 from engine.workspace import Workspace
+from engine.errors import VoxtuneError
 
 
-class TranscribeError(ValueError):
+class TranscribeError(VoxtuneError, ValueError):
     """Bad model or audio argument; the message says which and what to do."""
 
 

@@ -11,16 +11,17 @@ import json
 import sys
 from typing import Any
 
+from engine.errors import VoxtuneError
 from engine.workspace import open_workspace
 
 __version__ = "0.1.0"
 
 
-class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit code `code`."""
+class CliError(VoxtuneError):
+    """A user-facing error raised by the CLI layer itself: printed without a traceback."""
 
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, code: int = 2, **kw) -> None:
+        super().__init__(message, **kw)
         self.code = code
 
 
@@ -63,13 +64,62 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:  # a group given without its subcommand
         parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
         return 2
+    return run_command(func, args)
+
+
+def run_command(func, args: argparse.Namespace) -> int:
+    """The one error handler of the CLI: a VoxtuneError (or an OSError the environment caused:
+    full disk, read-only folder, permissions) is one line plus its hint, exit 2; anything else
+    is a bug: one line with the path of a log holding the traceback, exit 1."""
+    from engine.errors import from_os_error
+
     try:
         return func(args) or 0
-    except CliError as e:
-        print(f"voxtune: {e}", file=sys.stderr)
-        return e.code
+    except VoxtuneError as e:
+        return report(e)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `voxtune runs ls | head`
+        return 0
+    except OSError as e:
+        user = from_os_error(e)
+        if user is not None:
+            return report(user)
+        return crash(e)
+    except Exception as e:  # noqa: BLE001 - the last resort: never a traceback on the terminal
+        return crash(e)
+
+
+def report(e: VoxtuneError) -> int:
+    print(f"voxtune: {e.one_line()}", file=sys.stderr)
+    if e.hint:
+        print(f"  hint: {e.hint}", file=sys.stderr)
+    return getattr(e, "code", None) or e.exit_code
+
+
+def crash(e: BaseException) -> int:
+    """Write the traceback to a log file and print one line pointing at it."""
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    path = None
+    for folder in (os.path.join(base, "voxtune"), tempfile.gettempdir()):
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            fd, path = tempfile.mkstemp(prefix=time.strftime("crash-%Y%m%d-%H%M%S-"), suffix=".log", dir=folder)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"voxtune {__version__}: {' '.join(sys.argv)}\n{text}")
+            break
+        except OSError:
+            path = None
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    where = f"; the traceback is in {path}" if path else ""
+    print(f"voxtune: internal error: {type(e).__name__}: {first}{where} (please report it)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
