@@ -14,7 +14,7 @@ import time as _time
 from typing import Any, Iterable
 
 from engine.catalog import ModelEntry
-from engine.estimator import Estimate, FitConfig, fit_config_from_run
+from engine.estimator import Estimate, FitConfig, fit_config_from_run, rank_of
 
 FIELDS = ("model", "method", "batch", "audio_seconds", "lora_rank", "precision", "gradient_checkpointing",
           "optimizer", "device", "peak_allocated_gb", "peak_reserved_gb", "estimate_gb", "run_id", "time")
@@ -43,7 +43,7 @@ def record(entry: ModelEntry, cfg: FitConfig, *, peak_allocated_gb: float | None
            time: float | None = None) -> dict:
     """A measurement in the store's format."""
     return {"model": entry.name, "method": cfg.method, "batch": cfg.batch, "audio_seconds": cfg.audio_seconds,
-            "lora_rank": cfg.lora_rank, "precision": cfg.precision,
+            "lora_rank": rank_of(entry, cfg), "precision": cfg.precision,
             "gradient_checkpointing": cfg.gradient_checkpointing, "optimizer": cfg.optimizer, "device": device,
             "peak_allocated_gb": peak_allocated_gb, "peak_reserved_gb": peak_reserved_gb,
             "estimate_gb": estimate_gb, "run_id": run_id, "time": time if time is not None else _time.time()}
@@ -91,7 +91,7 @@ def matches(m: dict, entry: ModelEntry, cfg: FitConfig) -> bool:
         return False
     if int(m.get("batch") or 0) != cfg.batch:
         return False
-    if cfg.method != "full" and int(m.get("lora_rank") or 0) != cfg.lora_rank:
+    if cfg.method != "full" and int(m.get("lora_rank") or 0) != rank_of(entry, cfg):
         return False
     for k in ("precision", "optimizer", "gradient_checkpointing"):
         if k in m and m[k] is not None and m[k] != getattr(cfg, k):

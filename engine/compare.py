@@ -18,6 +18,7 @@ from typing import Any, Iterable
 from engine.runfiles import RunFiles, atomic_write_text, read_json, read_jsonl
 from engine.workspace import Workspace
 from engine.errors import VoxtuneError
+from engine.enums import RunStatus
 
 # Columns of a run summary: (key, heading). Metric columns sort numerically.
 TEXT_COLUMNS = [("id", "Run"), ("model", "Model"), ("method", "Method"), ("dataset", "Dataset"), ("status", "Status")]
@@ -67,7 +68,7 @@ def summarize(record: dict, now: float | None = None) -> dict:
     duration = None
     if started is not None:
         end = finished if finished is not None else (now if now is not None else time.time())
-        duration = max(0.0, end - started) if record.get("status") == "running" or finished is not None else None
+        duration = max(0.0, end - started) if record.get("status") == RunStatus.RUNNING or finished is not None else None
     row = {
         "id": record.get("id", ""),
         "model": str(record.get("model", "")),

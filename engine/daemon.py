@@ -28,6 +28,7 @@ import psutil
 
 from engine import queue as runqueue
 from engine import scheduler
+from engine.config import ConfigError, RunConfig
 from engine.progress import read_progress
 from engine.runfiles import RunFiles, atomic_write_json, read_json, tail_lines
 from engine.store import Store
@@ -35,6 +36,7 @@ from engine.telemetry import Sampler, detect_gpus
 from engine.worker import BUSY_EXIT, OOM_MARKERS, lock_holder
 from engine.workspace import Workspace
 from engine.errors import VoxtuneError
+from engine.enums import RunStatus
 
 POLL_S = 0.5
 TELEMETRY_S = 1.0
@@ -46,6 +48,8 @@ LOG_ROTATE_BYTES = 5 * 1024 * 1024
 
 class DaemonError(VoxtuneError):
     """The engine cannot start or stop; the message says why and where its log is."""
+
+    exit_code = 1  # not the user's input: the environment or a bug (the log says which)
 
 
 def _pid_path(ws: Workspace) -> Path:
@@ -99,6 +103,12 @@ def _daemon_process(ws: Workspace) -> psutil.Process | None:
 
 
 # -- the public API used by the CLI and the TUI ------------------------------------------------
+def engine_pid(ws: Workspace) -> int | None:
+    """The live engine's pid, or None: the cheap check screens poll every second."""
+    proc = _daemon_process(ws)
+    return proc.pid if proc is not None else None
+
+
 def status(ws: Workspace) -> dict:
     """running, pid, queue_paused (+ reason), active runs with progress, queued count."""
     proc = _daemon_process(ws)
@@ -106,14 +116,14 @@ def status(ws: Workspace) -> dict:
     store = Store(ws)
     runs = store.list_runs()
     active = []
-    for r in scheduler.order(x for x in runs if x["status"] == "running"):
+    for r in scheduler.order(x for x in runs if x["status"] == RunStatus.RUNNING):
         prog = read_progress(RunFiles(ws.run_dir(r["id"])))
         active.append({
             "id": r["id"], "pid": r.get("pid"), "device": r.get("device"), "started_at": r.get("started_at"),
             "cancel_requested": bool(r.get("cancel_requested")), "step": prog["step"],
             "max_steps": prog["max_steps"], "eta_s": prog["eta_s"],
         })
-    queued = scheduler.order(x for x in runs if x["status"] == "queued")
+    queued = scheduler.order(x for x in runs if x["status"] == RunStatus.QUEUED)
     return {
         "running": proc is not None,
         "pid": proc.pid if proc else None,
@@ -173,7 +183,8 @@ def stop(ws: Workspace, timeout_s: float = 30.0) -> bool:
     try:
         proc.wait(timeout_s)
     except psutil.TimeoutExpired:
-        raise DaemonError(f"the engine (pid {proc.pid}) did not stop within {timeout_s:.0f} s; see {log_path(ws)}")
+        raise DaemonError(f"the engine (pid {proc.pid}) did not stop within {timeout_s:.0f} s; "
+                          f"see {log_path(ws)}") from None
     return True
 
 
@@ -201,7 +212,7 @@ def gpu_devices(gpus: list) -> list[scheduler.Device]:
     return out
 
 
-def oom_reason(config: dict, result: dict, budget_gb: float | None, fallback: str | None = None) -> str:
+def oom_reason(config: RunConfig, result: dict, budget_gb: float | None, fallback: str | None = None) -> str:
     """'out of memory at step 40 (peak 11.6 GB); try `voxtune runs clone ...`' with a config the
     estimator says fits `budget_gb`; without an estimate, the worker's own advice (`fallback`)."""
     peak = (result.get("peak_memory") or {})
@@ -214,7 +225,7 @@ def oom_reason(config: dict, result: dict, budget_gb: float | None, fallback: st
         return fallback  # the driver's own message already has the step, the peak and advice
     if fix:
         est = f" (estimated {_gb(fix['estimate_gb'])})" if fix["estimate_gb"] is not None else ""
-        text += f"; try `voxtune runs clone {config.get('run_id')} {fix['flags']}`{est}"
+        text += f"; try `voxtune runs clone {config.run_id} {fix['flags']}`{est}"
     else:
         text += "; try a smaller batch with more --grad-accum, gradient checkpointing, or --method qlora"
     return text
@@ -298,7 +309,7 @@ class Daemon:
     def recover(self) -> None:
         interrupted = []
         for run in self.store.list_runs():
-            if run["status"] != "running":
+            if run["status"] != RunStatus.RUNNING:
                 continue
             rid = run["id"]
             run_dir = self.ws.run_dir(rid)
@@ -323,13 +334,13 @@ class Daemon:
                 result = read_json(RunFiles(run_dir).result, None)
             except ValueError:  # a torn result.json is no result: the run is interrupted
                 result = None
-            if isinstance(result, dict) and result.get("status") in ("finished", "failed", "cancelled"):
+            if isinstance(result, dict) and result.get("status") in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED):
                 self.finalize(rid, None)  # it ended while no engine was watching
                 continue
             prog = read_progress(RunFiles(run_dir))
             at = f" at step {prog['step']}" if prog["step"] is not None else ""
             reason = f"interrupted{at}: the engine stopped and the worker is gone; `voxtune runs resume {rid}` continues it"
-            self.store.set_status(rid, "interrupted", reason, pid=None, pid_create_time=None)
+            self.store.set_status(rid, RunStatus.INTERRUPTED, reason, pid=None, pid_create_time=None)
             interrupted.append(rid)
             _log(f"{rid}: {reason}")
         if interrupted:
@@ -340,7 +351,7 @@ class Daemon:
     def tick(self) -> None:
         self.reap()
         runs = self.store.list_runs()
-        self.handle_cancels([r for r in runs if r["status"] == "running"])
+        self.handle_cancels([r for r in runs if r["status"] == RunStatus.RUNNING])
         gpus = None
         if self.samplers and time.monotonic() - self._last_sample >= TELEMETRY_S:
             self._last_sample = time.monotonic()
@@ -405,10 +416,10 @@ class Daemon:
         return int(dev) if dev not in (None, scheduler.CPU) and str(dev).isdigit() else None
 
     def schedule(self, runs: list[dict], gpus: list | None) -> None:
-        queued = [r for r in runs if r["status"] == "queued"]
+        queued = [r for r in runs if r["status"] == RunStatus.QUEUED]
         if not queued:
             return
-        active = [r for r in runs if r["status"] == "running"]
+        active = [r for r in runs if r["status"] == RunStatus.RUNNING]
         paused = bool(self.store.get_meta("queue_paused", False))
         devices = gpu_devices(gpus if gpus is not None else self.gpus())
         plan = scheduler.plan(queued, active, devices, paused=paused)
@@ -423,11 +434,11 @@ class Daemon:
         rid = run["id"]
         files = RunFiles(self.ws.run_dir(rid))
         if not files.config.exists():
-            self.store.set_status(rid, "failed", f"{files.config} is missing; the run cannot start")
+            self.store.set_status(rid, RunStatus.FAILED, f"{files.config} is missing; the run cannot start")
             return
         # Recorded as running before the process exists: if the daemon dies in between, the
         # run comes back as interrupted (resumable) rather than queued and started twice.
-        self.store.set_status(rid, "running", "resuming from last checkpoint" if run.get("resume") else None,
+        self.store.set_status(rid, RunStatus.RUNNING, "resuming from last checkpoint" if run.get("resume") else None,
                               device=device, pid=None, pid_create_time=None, cancel_requested=False,
                               exit_code=None, signal=None)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -478,24 +489,27 @@ class Daemon:
         except ValueError:
             result = None
         result = result if isinstance(result, dict) else {}
-        config = read_json(files.config, {}) or {}
+        try:
+            config = RunConfig.load(files.config)
+        except ConfigError:  # a lost or torn config.json must not stop the run from ending
+            config = RunConfig(run_id=rid)
         tail, _ = tail_lines(files.log, ERROR_TAIL_LINES)
         sig = signal.Signals(-returncode).name if returncode is not None and returncode < 0 else None
         last_line = next((ln.strip() for ln in reversed(tail) if ln.strip() and not ln.startswith("===")), "")
 
-        if result.get("status") in ("finished", "failed", "cancelled"):
+        if result.get("status") in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED):
             status, reason = result["status"], result.get("reason")
         elif forced:
-            status, reason = "cancelled", f"cancelled: the worker ignored the cancel request and was stopped ({sig or 'signal'})"
+            status, reason = RunStatus.CANCELLED, f"cancelled: the worker ignored the cancel request and was stopped ({sig or 'signal'})"
         elif sig:
-            status, reason = "failed", f"killed by {sig}" + (" (the kernel's out-of-memory killer does this)" if sig == "SIGKILL" else "")
+            status, reason = RunStatus.FAILED, f"killed by {sig}" + (" (the kernel's out-of-memory killer does this)" if sig == "SIGKILL" else "")
         elif returncode is None:
-            status, reason = "failed", f"the worker ended while the engine was not watching, without a result; last line: {last_line[:200]}"
+            status, reason = RunStatus.FAILED, f"the worker ended while the engine was not watching, without a result; last line: {last_line[:200]}"
         elif returncode != 0:
-            status, reason = "failed", f"worker exited with code {returncode}: {last_line[:200]}"
+            status, reason = RunStatus.FAILED, f"worker exited with code {returncode}: {last_line[:200]}"
         else:
-            status, reason = "failed", "the worker exited without writing result.json"
-        oom = bool(result.get("oom")) or (status == "failed" and any(m in "\n".join(tail).lower() for m in OOM_MARKERS))
+            status, reason = RunStatus.FAILED, "the worker exited without writing result.json"
+        oom = bool(result.get("oom")) or (status == RunStatus.FAILED and any(m in "\n".join(tail).lower() for m in OOM_MARKERS))
         peaks = sampler.peaks() if sampler else {}
         peak = dict(result.get("peak_memory") or {})
         peak.setdefault("device", run.get("device"))
@@ -504,7 +518,7 @@ class Daemon:
         if peaks.get("proc_gpu_gb") is not None:
             peak["proc_gpu_gb"] = peaks["proc_gpu_gb"]
         result["peak_memory"] = peak
-        if oom and status == "failed":
+        if oom and status == RunStatus.FAILED:
             result["oom"] = True
             budget = next((d.total_gb for d in gpu_devices(self.gpus()) if d.id == run.get("device")), None)
             reason = oom_reason(config, result, budget, fallback=reason if result.get("oom") else None)
@@ -517,7 +531,7 @@ class Daemon:
             peak_memory=peak, metrics=metrics, best=result.get("best") or run.get("best"),
             resume=False, cancel_requested=False, oom=oom,
         )
-        self._measure(rid, run, config, result)
+        self._measure(rid, run, config.to_dict(), result)
         _log(f"{rid}: {status} ({reason or 'ok'}), exit code {returncode}, signal {sig}")
 
     def _measure(self, rid: str, run: dict, config: dict, result: dict) -> None:

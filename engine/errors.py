@@ -31,11 +31,17 @@ class VoxtuneError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return self.message
+        """Message and hint in one string (logs, run reasons); surfaces that show the hint on
+        its own line use `one_line()` and `hint`."""
+        return f"{self.message}; {self.hint}" if self.hint else self.message
 
     def one_line(self) -> str:
-        """The message on one line (a multi-line cause is folded), without the hint."""
-        return " ".join(part.strip() for part in self.message.splitlines() if part.strip())
+        """The message on one line (a multi-line cause is folded), starting with the field's
+        name when one is at fault; without the hint."""
+        text = " ".join(part.strip() for part in self.message.splitlines() if part.strip())
+        if self.field and not text.startswith(f"{self.field}:"):
+            text = f"{self.field}: {text}"
+        return text
 
 
 # errno values a user's environment causes (a full disk, a read-only or foreign folder, a path

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from engine.catalog import METHODS, ModelEntry, UnknownModel, get_model
+from engine.config import RunConfig, lora_defaults
 
 GB = 1e9
 SPEECH_TOKENS_PER_MIN = 200  # target text ~200 tokens per minute of speech (REFERENCE s.2)
@@ -45,7 +46,7 @@ class FitConfig:
     optimizer: str = "adamw"
     batch: int = 1
     gradient_checkpointing: bool = True
-    lora_rank: int = 16
+    lora_rank: int | None = None  # None = the family's default (engine.config.lora_defaults)
     lora_targets: list[str] | None = None  # None = the family default (entry.lora_targets)
     audio_seconds: float = 30.0
     target_tokens: int | None = None  # None = from the speech rate
@@ -66,7 +67,7 @@ class FitConfig:
             raise ValueError(f"batch {self.batch}: must be at least 1")
         if self.audio_seconds <= 0:
             raise ValueError(f"audio seconds {self.audio_seconds}: must be positive")
-        if self.lora_rank < 1:
+        if self.lora_rank is not None and self.lora_rank < 1:
             raise ValueError(f"LoRA rank {self.lora_rank}: must be at least 1")
         return self
 
@@ -175,7 +176,7 @@ def lora_params(entry: ModelEntry, cfg: FitConfig) -> int:
         d = _lora_dims(entry, suffix)
         total += d.get("text", 0) + d.get("other", 0) + (0 if cfg.freeze_audio_encoder else d.get("audio", 0))
     extra = int(_counts(entry)["decoder"]) if entry.recipe == "ctc" else 0  # new CTC head: trained in full
-    return cfg.lora_rank * total + extra
+    return rank_of(entry, cfg) * total + extra
 
 
 def _lora_dims(entry: ModelEntry, suffix: str) -> dict[str, int]:
@@ -187,6 +188,11 @@ def _lora_in_audio(entry: ModelEntry, cfg: FitConfig) -> bool:
     """Do the LoRA targets match modules inside the audio encoder (then its activations
     must be kept for the backward pass)?"""
     return any(_lora_dims(entry, t).get("audio", 0) for t in (cfg.lora_targets or entry.lora_targets))
+
+
+def rank_of(entry: ModelEntry, cfg: FitConfig) -> int:
+    """The LoRA rank r the estimate assumes: the config's, else what `queue add` would use."""
+    return int(cfg.lora_rank) if cfg.lora_rank else lora_defaults(entry.family)[0]
 
 
 def trainable_params(entry: ModelEntry, cfg: FitConfig) -> int:
@@ -307,7 +313,7 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
         weights_gb=weights / GB, gradients_gb=grads / GB, optimizer_gb=optim / GB,
         activations_gb=acts / GB, logits_gb=logits / GB, overhead_gb=overhead / GB, total_gb=total / GB,
         trainable_params=trainable, details=dict(seq, attention=cfg.attention, precision=cfg.precision,
-                                                 optimizer=cfg.optimizer, lora_rank=cfg.lora_rank,
+                                                 optimizer=cfg.optimizer, lora_rank=rank_of(entry, cfg),
                                                  gradient_checkpointing=cfg.gradient_checkpointing),
         _entry=entry, _cfg=cfg,
     )
@@ -410,28 +416,32 @@ def _max_duration(manifest: str | None) -> float | None:
     return longest or None
 
 
-def fit_config_from_run(config: dict, entry: ModelEntry | None = None) -> FitConfig:
-    """FitConfig from a run's config.json (see docs/ARCHITECTURE.md)."""
-    seconds = config.get("audio_seconds") or _max_duration(config.get("dataset_manifest")) or 30.0
+def fit_config_from_run(config: RunConfig | dict, entry: ModelEntry | None = None) -> FitConfig:
+    """The estimator's input from a run's configuration (a RunConfig, or config.json's dict)."""
+    if not isinstance(config, RunConfig):
+        config = RunConfig.from_dict(config)
+    seconds = config.get("audio_seconds") or _max_duration(config.dataset_manifest) or 30.0
     return FitConfig(
-        method=config.get("method") or "lora",
-        precision=config.get("precision") or "auto",
-        optimizer=config.get("optimizer") or "adamw",
-        batch=int(config.get("batch_size") or 1),
-        gradient_checkpointing=config.get("gradient_checkpointing", True) is not False,
-        lora_rank=int(config.get("lora_rank") or 16),
-        lora_targets=config.get("lora_targets") or None,
+        method=config.method or "full",
+        precision=config.precision or "auto",
+        optimizer=config.optimizer or "adamw",
+        batch=int(config.batch_size or 1),
+        gradient_checkpointing=config.gradient_checkpointing is not False,
+        lora_rank=int(config.lora_rank) if config.lora_rank else None,
+        lora_targets=config.lora_targets or None,
         audio_seconds=float(seconds),
-        freeze_audio_encoder=bool(config.get("freeze_audio_encoder", False)),
+        freeze_audio_encoder=bool(config.freeze_audio_encoder),
         attention=config.get("attention") or "math",
-        training=not config.get("eval_only", False),
+        training=not config.eval_only,
     )
 
 
-def estimate_for_run(config: dict) -> Estimate | None:
+def estimate_for_run(config: RunConfig | dict) -> Estimate | None:
     """The estimate for a run's resolved config; None if the model or its counts are unknown."""
+    if not isinstance(config, RunConfig):
+        config = RunConfig.from_dict(config)
     entry = None
-    for ref in (config.get("model_ref"), config.get("model")):
+    for ref in (config.model_ref, config.model):
         if not ref:
             continue
         try:

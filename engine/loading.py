@@ -101,6 +101,50 @@ def from_pretrained(loader: Callable[..., Any] | Any, ref: str, **kwargs: Any) -
         raise ModelNotAvailable(_offline_message(ref) + f" (transformers said: {str(e).splitlines()[0]})") from e
 
 
+def quiet_progress_bars() -> None:
+    """No "Loading weights: 45%|..." bars: in a run's log.txt or a user's terminal they are
+    noise that looks like output (and carriage returns garble the log tail)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _mel_bins(config: Any) -> int | None:
+    """num_mel_bins of a model config or of its audio/encoder sub-config (None: not a mel model)."""
+    for cfg in (config, getattr(config, "audio_config", None), getattr(config, "encoder_config", None)):
+        n = getattr(cfg, "num_mel_bins", None) if cfg is not None else None
+        if isinstance(n, int):
+            return n
+    return None
+
+
+def check_processor(model: Any, processor: Any, ref: str) -> None:
+    """The processor must make the features the model was built for: a checkpoint folder
+    whose preprocessor_config.json (feature_size) disagrees with config.json (num_mel_bins) --
+    e.g. large-v3's 128-bin processor next to an 80-bin model -- fails here, naming both
+    files, instead of deep inside the first forward pass."""
+    want = _mel_bins(getattr(model, "config", None))
+    fe = getattr(processor, "feature_extractor", processor)
+    have = getattr(fe, "feature_size", None)
+    if want is None or not isinstance(have, int) or want == have:
+        return
+    where = Path(ref) if looks_like_path(ref) else None
+    cfg_file = f"{where / 'config.json'}" if where else f"{ref}'s config.json"
+    # transformers >= 5 keeps the feature extractor's settings inside processor_config.json
+    pre_name = next((n for n in ("preprocessor_config.json", "processor_config.json")
+                     if where is not None and (where / n).is_file()), "preprocessor_config.json")
+    pre_file = f"{where / pre_name}" if where else f"{ref}'s {pre_name}"
+    raise ModelNotAvailable(
+        f"{pre_file} makes {have} mel bins (feature_size) but {cfg_file} expects {want} (num_mel_bins)",
+        file=str(where) if where else None,
+        hint=f"the processor files belong to another model; copy the matching {pre_name} "
+             "(from the same checkpoint as the weights) into the folder")
+
+
 # -- building the model for a run (heavy: torch/transformers/peft imported inside) -------------
 def torch_dtype(precision: str):
     import torch
@@ -134,6 +178,7 @@ def load_model(recipe: Any, source: ModelSource | str, *, method: str = "full", 
     """
     if isinstance(source, str):
         source = resolve(source)
+    quiet_progress_bars()
     quantized = method in ("qlora", "lora8")
     compute = torch_dtype(precision)
     weights = torch_dtype("fp32") if (method == "full" and trainable) else compute
@@ -143,6 +188,7 @@ def load_model(recipe: Any, source: ModelSource | str, *, method: str = "full", 
         device_map = {"": 0} if device.startswith("cuda") else {"": "cpu"}
     loaded = recipe.load(source.ref, dtype=weights, quantization_config=qconfig, device_map=device_map,
                          trust_remote_code=trust_remote_code, train_texts=list(train_texts))
+    check_processor(loaded.model, loaded.processor, source.ref)
     model = loaded.model
     if quantized and trainable:
         from peft import prepare_model_for_kbit_training

@@ -15,67 +15,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.config import ConfigError, RunConfig, with_defaults
+from engine.enums import METHODS, RETRYABLE, RunStatus
 from engine.errors import VoxtuneError
-from engine.runfiles import RunFiles, atomic_write_json, read_json
+from engine.runfiles import RunFiles, atomic_write_json
 from engine.store import Store, StoreError
 from engine.workspace import Workspace
 
-METHODS = ("full", "lora", "qlora", "lora8")
-SPLITS = ("validation", "test", "all")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-OPTIMIZERS = ("adamw", "adamw8bit", "adafactor")
 VERSIONED = ("torch", "torchaudio", "transformers", "peft", "accelerate", "bitsandbytes", "jiwer", "tinydb", "textual")
-
-# Fields a caller may set; everything else in config.json is derived.
-OPTION_FIELDS = (
-    "model", "method", "dataset", "eval_only", "split", "max_steps", "epochs", "batch_size", "grad_accum",
-    "lr", "warmup_steps", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "eval_every",
-    "save_every", "seed", "precision", "optimizer", "gradient_checkpointing", "freeze_audio_encoder",
-    "trust_remote_code", "max_new_tokens", "language", "priority",
-)
 
 
 class QueueError(VoxtuneError):
-    """A user-facing refusal; `field` names the option at fault (None: not one field)."""
+    """A refusal about a run's state (cancel a finished run, move a running one...)."""
 
     def __init__(self, message: str, field: str | None = None, **kw) -> None:
         super().__init__(message, field=field, **kw)
-
-
-# -- defaults -------------------------------------------------------------------------------
-def defaults(entry: Any, method: str) -> dict:
-    """Sensible starting values for a model family and method (shown by the new-run form)."""
-    family = getattr(entry, "family", "seq2seq")
-    big = family in ("audio-llm",)
-    adapter = method in ("lora", "qlora", "lora8")
-    if adapter:
-        lr = 1e-4 if big else 1e-3 if family == "seq2seq" else 3e-4
-    else:
-        lr = 1e-5 if family in ("seq2seq", "speech-to-text") else 5e-5 if family == "ctc" else 1e-5
-    return {
-        "max_steps": 300,
-        "epochs": None,
-        "batch_size": 1 if big else 4,
-        "grad_accum": 8 if big else 2,
-        "lr": lr,
-        "warmup_steps": 30,
-        "lora_rank": 32 if adapter else None,
-        "lora_alpha": 64 if adapter else None,
-        "lora_dropout": 0.05 if adapter else None,
-        "lora_targets": None,  # family default
-        "eval_every": 50,
-        "save_every": 50,
-        "seed": 42,
-        "precision": "auto",
-        "optimizer": "adamw8bit" if method == "qlora" else "adamw",
-        "gradient_checkpointing": True,  # the estimator assumes it too; it is what fits a 12 GB card
-        "freeze_audio_encoder": big,
-        "trust_remote_code": False,
-        "max_new_tokens": 440 if family == "seq2seq" else 1024,
-        "language": None,
-        "split": "validation",
-        "eval_only": False,
-    }
 
 
 def library_versions() -> dict:
@@ -89,140 +43,52 @@ def library_versions() -> dict:
     return out
 
 
-# -- validation -----------------------------------------------------------------------------
-def _model_entry(model: str) -> Any:
-    from engine import catalog
-
-    try:
-        return catalog.get_model(model)
-    except catalog.UnknownModel as e:
-        raise QueueError(f"model: {e}", "model") from e
-
-
-def _positive(cfg: dict, name: str, kind: type, allow_none: bool = False, zero_ok: bool = False) -> None:
-    v = cfg.get(name)
-    if v is None:
-        if allow_none:
-            return
-        raise QueueError(f"{name}: a value is required", name)
-    if isinstance(v, bool):
-        raise QueueError(f"{name}: expected a number, got {v!r}", name)
-    try:
-        num = kind(v)
-    except (TypeError, ValueError):
-        raise QueueError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {v!r}", name)
-    if kind is int and float(v) != num:
-        raise QueueError(f"{name}: expected an integer, got {v!r}", name)
-    if num < 0 or (num == 0 and not zero_ok):
-        raise QueueError(f"{name}: must be {'>= 0' if zero_ok else '> 0'}, got {v!r}", name)
-    cfg[name] = num
-
-
-def _choice(cfg: dict, name: str, choices: tuple) -> None:
-    if cfg.get(name) not in choices:
-        raise QueueError(f"{name}: {cfg.get(name)!r} is not one of {', '.join(choices)}", name)
-
-
-def _validate(cfg: dict, entry: Any) -> None:
-    _choice(cfg, "method", METHODS)
-    methods = tuple(getattr(entry, "methods", METHODS) or ())
-    if cfg["method"] not in methods and not cfg.get("eval_only"):  # evaluation trains nothing
-        raise QueueError(
-            f"method: {cfg['model']} does not support {cfg['method']!r}; it supports {', '.join(methods) or 'nothing'}",
-            "method",
-        )
-    if not cfg.get("eval_only") and getattr(entry, "trainable", True) is False:
-        why = getattr(entry, "reason", None) or "the catalog marks it as not trainable"
-        raise QueueError(f"model: {cfg['model']} cannot be fine-tuned here ({why}); use --eval-only", "model")
-    _choice(cfg, "split", SPLITS)
-    _choice(cfg, "precision", PRECISIONS)
-    _choice(cfg, "optimizer", OPTIMIZERS)
-    _positive(cfg, "lr", float)
-    _positive(cfg, "batch_size", int)
-    _positive(cfg, "grad_accum", int)
-    _positive(cfg, "warmup_steps", int, zero_ok=True)
-    _positive(cfg, "eval_every", int)
-    _positive(cfg, "save_every", int)
-    _positive(cfg, "max_new_tokens", int)
-    _positive(cfg, "seed", int, zero_ok=True)
-    if cfg.get("epochs") is not None:
-        _positive(cfg, "epochs", float)
-        cfg["max_steps"] = None
-    else:
-        _positive(cfg, "max_steps", int)
-    if cfg["method"] != "full":
-        _positive(cfg, "lora_rank", int)
-        _positive(cfg, "lora_alpha", float)
-        v = cfg.get("lora_dropout")
-        if v is None or not (0 <= float(v) < 1):
-            raise QueueError(f"lora_dropout: must be in [0, 1), got {v!r}", "lora_dropout")
-    targets = cfg.get("lora_targets")
-    if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets)):
-        raise QueueError(f"lora_targets: expected a list of module names, got {targets!r}", "lora_targets")
-    try:
-        cfg["priority"] = int(cfg.get("priority") or 0)
-    except (TypeError, ValueError):
-        raise QueueError(f"priority: expected an integer, got {cfg.get('priority')!r}", "priority")
-
-
-def _estimate_gb(config: dict) -> float | None:
+def _estimate_gb(config: RunConfig) -> float | None:
     """The estimator's peak for this config; None when it cannot say (admission then trusts luck)."""
     try:
         from engine import estimator
 
         est = estimator.estimate_for_run(config)
-    except Exception:  # an estimator bug must not block queueing; the daemon still runs it
+    except Exception:  # noqa: BLE001 - an estimator bug must not block queueing; the daemon still runs it
         return None
-    for attr in ("total_gb", "total", "peak_gb"):
-        if hasattr(est, attr):
-            est = getattr(est, attr)
-            break
-    try:
-        return round(float(est), 2) if est is not None else None
-    except (TypeError, ValueError):
-        return None
+    return round(float(est.total_gb), 2) if est is not None else None
 
 
 # -- operations ------------------------------------------------------------------------------
-def resolve(ws: Workspace, store: Store, **options: Any) -> dict:
-    """Validate options and build the full config.json (without run_id)."""
-    unknown = set(options) - set(OPTION_FIELDS)
-    if unknown:
-        raise QueueError(f"unknown option(s): {', '.join(sorted(unknown))}", sorted(unknown)[0])
-    for name in ("model", "dataset", "method"):
-        if not options.get(name):
-            raise QueueError(f"{name}: required", name)
-    entry = _model_entry(str(options["model"]))
-    _choice({"method": options["method"]}, "method", METHODS)
-    cfg = defaults(entry, options["method"])
-    cfg.update({k: v for k, v in options.items() if v is not None})
-    if options.get("eval_only"):
-        cfg["eval_only"] = True
-    dataset = store.get_dataset(str(options["dataset"]))
-    if dataset is None and str(options["dataset"]) == "demo":  # the shipped demo is in every workspace
+def resolve(ws: Workspace, store: Store, **options: Any) -> RunConfig:
+    """Validate user options (engine.config.RunConfig fields; None = not given) and build the
+    full run configuration, without run_id. Raises a VoxtuneError naming the field."""
+    from engine import catalog
+
+    model = options.get("model")
+    if not model:
+        raise ConfigError("model: required", field="model", hint="give --model (a catalog name, hub id or folder)")
+    entry = catalog.get_model(str(model))
+    cfg = with_defaults(options, entry)
+    if not cfg.dataset:
+        raise ConfigError("dataset: required", field="dataset", hint="give --dataset (`voxtune data ls`)")
+    cfg.check(entry)
+    dataset = store.get_dataset(cfg.dataset)
+    if dataset is None and cfg.dataset == "demo":  # the shipped demo is in every workspace
         from engine.datasets import ensure_demo
 
         dataset = ensure_demo(ws)
     if dataset is None:
         known = [d["name"] for d in store.list_datasets()]
         hint = f"known: {', '.join(known)}" if known else "import one with `voxtune data import`"
-        raise QueueError(f"dataset: no dataset {options['dataset']!r} ({hint})", "dataset")
-    _validate(cfg, entry)
-    local = Path(str(options["model"])).expanduser()
-    model_ref = str(local.resolve()) if local.is_dir() else (getattr(entry, "hub_id", None) or str(options["model"]))
-    cfg.update(
-        model=str(options["model"]),
-        model_ref=model_ref,
-        family=getattr(entry, "family", None),
-        recipe=getattr(entry, "recipe", None),
-        dataset=dataset["name"],
-        dataset_manifest=dataset.get("manifest"),
-        dataset_manifest_hash=dataset.get("manifest_hash"),
-        workspace=str(ws.home),
-        resume_from_checkpoint=None,
-        versions=library_versions(),
-    )
-    cfg["estimate_gb"] = _estimate_gb(cfg)
+        raise ConfigError(f"dataset: no dataset {cfg.dataset!r} ({hint})", field="dataset")
+    local = Path(str(model)).expanduser()
+    cfg.model = str(model)
+    cfg.model_ref = str(local.resolve()) if local.is_dir() else (getattr(entry, "hub_id", None) or str(model))
+    cfg.family = getattr(entry, "family", None)
+    cfg.recipe = getattr(entry, "recipe", None)
+    cfg.dataset = dataset["name"]
+    cfg.dataset_manifest = dataset.get("manifest")
+    cfg.dataset_manifest_hash = dataset.get("manifest_hash")
+    cfg.workspace = str(ws.home)
+    cfg.resume_from_checkpoint = None
+    cfg.versions = library_versions()
+    cfg.estimate_gb = _estimate_gb(cfg)
     return cfg
 
 
@@ -230,30 +96,30 @@ def add(ws: Workspace, parent: str | None = None, **options: Any) -> str:
     """Validate, resolve, create runs/<id>/ with config.json, insert the record. Returns the id."""
     store = Store(ws)
     cfg = resolve(ws, store, **options)
-    priority = cfg.pop("priority", 0)
     with store.locked():
-        run_id = store.new_run_id(cfg["model"] if not Path(cfg["model"]).is_dir() else Path(cfg["model"]).name,
-                                  "eval" if cfg.get("eval_only") else cfg["method"])
-        cfg["run_id"] = run_id
+        label = cfg.model if not Path(cfg.model).is_dir() else Path(cfg.model).name
+        run_id = store.new_run_id(label, "eval" if cfg.eval_only else str(cfg.method))
+        cfg.run_id = run_id
         files = RunFiles(ws.run_dir(run_id)).create()
-        atomic_write_json(files.config, cfg)
-        record = {
-            "id": run_id, "priority": priority, "model": cfg["model"], "method": cfg["method"],
-            "dataset": cfg["dataset"], "eval_only": bool(cfg.get("eval_only")), "status": "queued",
-            "estimate_gb": cfg.get("estimate_gb"), "cancel_requested": False, "resume": False,
-            "pid": None, "pid_create_time": None,
-        }
-        if parent:
-            record["parent"] = parent
-        store.add_run(record)
+        try:
+            atomic_write_json(files.config, cfg.to_dict())
+            record = {
+                "id": run_id, "priority": cfg.priority, "model": cfg.model, "method": cfg.method,
+                "dataset": cfg.dataset, "eval_only": cfg.eval_only, "split": cfg.split,
+                "status": RunStatus.QUEUED, "estimate_gb": cfg.estimate_gb, "cancel_requested": False,
+                "resume": False, "pid": None, "pid_create_time": None,
+            }
+            if parent:
+                record["parent"] = parent
+            store.add_run(record)
+        except BaseException:  # a full disk mid-way leaves no orphan run folder
+            shutil.rmtree(files.root, ignore_errors=True)
+            raise
     return run_id
 
 
-def _config(ws: Workspace, run_id: str) -> dict:
-    cfg = read_json(RunFiles(ws.run_dir(run_id)).config)
-    if cfg is None:
-        raise QueueError(f"run {run_id}: {ws.run_dir(run_id) / 'config.json'} is missing; the run cannot be re-created")
-    return cfg
+def _config(ws: Workspace, run_id: str) -> RunConfig:
+    return RunConfig.load(RunFiles(ws.run_dir(run_id)).config)
 
 
 def _require(store: Store, run_id: str) -> dict:
@@ -269,39 +135,39 @@ def cancel(ws: Workspace, run_id: str) -> str:
     store = Store(ws)
     with store.locked():
         run = _require(store, run_id)
-        if run["status"] == "queued":
-            store.set_status(run_id, "cancelled", "cancelled before it started")
-            return "cancelled"
-        if run["status"] != "running":
+        if run["status"] == RunStatus.QUEUED:
+            store.set_status(run_id, RunStatus.CANCELLED, "cancelled before it started")
+            return RunStatus.CANCELLED
+        if run["status"] != RunStatus.RUNNING:
             raise QueueError(f"run {run_id} is {run['status']}; only queued or running runs can be cancelled")
         RunFiles(ws.run_dir(run_id)).cancel_request.write_text(f"{time.time()}\n")
         store.update_run(run_id, cancel_requested=True, cancel_requested_at=time.time())
-        return "running"
+        return RunStatus.RUNNING
 
 
 def clone(ws: Workspace, run_id: str, **changes: Any) -> str:
     """A new run from another's options, with `changes` applied (validated like `add`)."""
     store = Store(ws)
     run = _require(store, run_id)
-    cfg = _config(ws, run_id)
-    options = {k: cfg.get(k) for k in OPTION_FIELDS if k in cfg}
+    options = _config(ws, run_id).options()
     options["priority"] = run.get("priority", 0)
-    options.update({k: v for k, v in changes.items() if v is not None})
-    if changes.get("epochs") is not None:
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if "epochs" in changes:
         options.pop("max_steps", None)
-    elif changes.get("max_steps") is not None:
-        options["epochs"] = None
-    if options.get("method") == "full":
-        for k in ("lora_rank", "lora_alpha", "lora_dropout"):
-            options[k] = None
-    options = {k: v for k, v in options.items() if v is not None}
+    elif "max_steps" in changes:
+        options.pop("epochs", None)
+    if changes.get("method") and changes["method"] != options.get("method"):
+        for k in ("lora_rank", "lora_alpha", "lora_dropout", "optimizer"):  # the new method's defaults
+            if k not in changes:
+                options.pop(k, None)
+    options.update(changes)
     return add(ws, parent=run_id, **options)
 
 
 def retry(ws: Workspace, run_id: str) -> str:
     """A failed, cancelled or interrupted run again from scratch, as a new run (folders are never reused)."""
     run = _require(Store(ws), run_id)
-    if run["status"] not in ("failed", "cancelled", "interrupted"):
+    if run["status"] not in RETRYABLE:
         raise QueueError(f"run {run_id} is {run['status']}; only failed, cancelled or interrupted runs can be retried")
     return clone(ws, run_id)
 
@@ -314,11 +180,11 @@ def resume(ws: Workspace, run_id: str) -> bool:
     files = RunFiles(ws.run_dir(run_id))
     with store.locked():
         run = _require(store, run_id)
-        if run["status"] not in ("interrupted", "cancelled", "failed"):
+        if run["status"] not in RETRYABLE:
             raise QueueError(f"run {run_id} is {run['status']}; only interrupted, cancelled or failed runs can be resumed")
         cfg = _config(ws, run_id)
-        cfg["resume_from_checkpoint"] = "last"
-        atomic_write_json(files.config, cfg)
+        cfg.resume_from_checkpoint = "last"
+        atomic_write_json(files.config, cfg.to_dict())
         if files.result.exists():  # keep the earlier attempt's result; the next attempt writes a new one
             attempt = len(list(files.root.glob("result.attempt-*.json"))) + 1
             os.replace(files.result, files.root / f"result.attempt-{attempt}.json")
@@ -328,7 +194,7 @@ def resume(ws: Workspace, run_id: str) -> bool:
             pass
         has_ckpt = any(files.checkpoints.glob("checkpoint-*"))
         store.update_run(run_id, resume=True, cancel_requested=False, pid=None, pid_create_time=None)
-        store.set_status(run_id, "queued", "resume from last checkpoint" if has_ckpt else "resume: no checkpoint yet, starts at step 0")
+        store.set_status(run_id, RunStatus.QUEUED, "resume from last checkpoint" if has_ckpt else "resume: no checkpoint yet, starts at step 0")
     return has_ckpt
 
 
@@ -339,9 +205,9 @@ def move(ws: Workspace, run_id: str, delta: int) -> int:
     store = Store(ws)
     with store.locked():
         run = _require(store, run_id)
-        if run["status"] != "queued":
+        if run["status"] != RunStatus.QUEUED:
             raise QueueError(f"run {run_id} is {run['status']}; only queued runs can be moved")
-        queued = order(r for r in store.list_runs() if r["status"] == "queued")
+        queued = order(r for r in store.list_runs() if r["status"] == RunStatus.QUEUED)
         i = next(k for k, r in enumerate(queued) if r["id"] == run_id)
         target = max(0, min(len(queued) - 1, i - delta))
         step = -1 if target < i else 1
@@ -381,7 +247,7 @@ def remove(ws: Workspace, run_id: str) -> Path | None:
     store = Store(ws)
     with store.locked():
         run = _require(store, run_id)
-        if run["status"] == "running":
+        if run["status"] == RunStatus.RUNNING:
             raise QueueError(f"run {run_id} is running; cancel it first (voxtune runs cancel {run_id})")
         src = ws.run_dir(run_id)
         dest = None
@@ -396,38 +262,40 @@ def remove(ws: Workspace, run_id: str) -> Path | None:
         return dest
 
 
-CLI_FLAGS = {"batch_size": "--batch", "grad_accum": "--grad-accum", "method": "--method",
-             "gradient_checkpointing": "--gradient-checkpointing", "optimizer": "--optimizer"}
-
-
-def suggest_fit(config: dict, budget_gb: float | None) -> dict | None:
+def suggest_fit(config: RunConfig | dict, budget_gb: float | None) -> dict | None:
     """A nearby config the estimator says fits `budget_gb`: {changes, estimate_gb, flags} or None.
 
     Tries, in order: half the batch with twice the accumulation (same effective batch),
     then gradient checkpointing, then batch 1, then QLoRA -- the least invasive change first."""
-    batch, accum = int(config.get("batch_size") or 1), int(config.get("grad_accum") or 1)
+    import dataclasses
+
+    from engine import catalog
+    from engine.config import OPTIONS, as_config
+
+    config = as_config(config)
+    batch, accum = int(config.batch_size or 1), int(config.grad_accum or 1)
     effective = batch * accum
-    candidates = []
+    candidates: list[dict] = []
     if batch > 1:
         candidates.append({"batch_size": batch // 2, "grad_accum": accum * 2})
-    if not config.get("gradient_checkpointing"):
+    if not config.gradient_checkpointing:
         candidates.append({**(candidates[-1] if candidates else {}), "gradient_checkpointing": True})
     candidates.append({"batch_size": 1, "grad_accum": effective, "gradient_checkpointing": True})
-    if config.get("method") in ("full", "lora", "lora8"):
+    if config.method in ("full", "lora", "lora8"):
         candidates.append({"method": "qlora", "batch_size": 1, "grad_accum": effective, "gradient_checkpointing": True,
                            "optimizer": "adamw8bit"})
     try:
-        supported = tuple(getattr(_model_entry(str(config.get("model"))), "methods", METHODS))
-    except QueueError:
+        supported = tuple(catalog.get_model(str(config.model)).methods or METHODS)
+    except VoxtuneError:
         supported = METHODS
     for changes in candidates:
-        if changes.get("method", config.get("method")) not in supported:
+        if changes.get("method", config.method) not in supported:
             continue
-        changes = {k: v for k, v in changes.items() if config.get(k) != v}
+        changes = {k: v for k, v in changes.items() if getattr(config, k) != v}
         if not changes:
             continue
-        est = _estimate_gb({**config, **changes})
+        est = _estimate_gb(dataclasses.replace(config, **changes))
         if budget_gb is None or (est is not None and est <= budget_gb):
-            flags = " ".join(CLI_FLAGS[k] if v is True else f"{CLI_FLAGS[k]} {v}" for k, v in changes.items())
+            flags = " ".join(OPTIONS[k].flag if v is True else f"{OPTIONS[k].flag} {v}" for k, v in changes.items())
             return {"changes": changes, "estimate_gb": est, "flags": flags}
     return None

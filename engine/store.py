@@ -5,6 +5,11 @@ Here every write goes to a temp file that is fsynced and renamed over the old on
 every read-modify-write runs under an exclusive fcntl lock on a sibling lock file, so a
 reader never sees half a file and no acknowledged update is lost. Per-step data stays out
 (runs/<id>/*.jsonl): this file holds records, not streams.
+
+Reads take no lock (a rename is atomic) and are cached per process on the file's (inode,
+size, mtime): a screen's poll that asks the store seven things parses the file at most once,
+and only when it changed. So a read-only command works in a read-only workspace, and never
+creates anything: the file and its lock appear with the first write.
 """
 
 from __future__ import annotations
@@ -27,15 +32,31 @@ from tinydb.storages import Storage
 from engine.runfiles import atomic_write_text
 from engine.workspace import Workspace
 from engine.errors import VoxtuneError
+from engine.enums import FINAL, RunStatus
 
 SCHEMA_VERSION = 2
-STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
-ACTIVE = ("running",)
-FINAL = ("finished", "failed", "cancelled", "interrupted")
+STATUSES = RunStatus.values()
 
 
 class StoreError(VoxtuneError):
     """The store cannot be read or written, or a run id is unknown."""
+
+
+TABLES = ("runs", "datasets", "measurements", "_meta")
+
+
+def _check_shape(data: Any, path: Path) -> dict:
+    """The parsed file must be TinyDB's layout: {table: {doc_id: {...}}}. Anything else (a list,
+    a table that is not an object) is damage to report, never to write over."""
+    hint = (f"restore it from a backup ({path.name}.bak-*), or move it aside and run "
+            "`voxtune runs rebuild` to list the runs found in runs/*/ again")
+    if not isinstance(data, dict):
+        raise StoreError(f"{path} is not a voxtune store (expected a JSON object, found {type(data).__name__})",
+                         file=path, hint=hint)
+    for table, docs in data.items():
+        if not isinstance(docs, dict) or not all(isinstance(d, dict) for d in docs.values()):
+            raise StoreError(f"{path}: table {table!r} is damaged (expected objects by id)", file=path, hint=hint)
+    return data
 
 
 class AtomicJSONStorage(Storage):
@@ -45,25 +66,45 @@ class AtomicJSONStorage(Storage):
         self.path = Path(path)
 
     def read(self) -> dict | None:
+        """The parsed file; None only when it does not exist. An empty, `null` or malformed file
+        raises StoreError: it is damage, and starting a fresh store over it would hide every run."""
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise StoreError(f"{self.path} is a folder, not voxtune's store file", file=self.path,
+                             hint="use another workspace (--home DIR)") from None
+        hint = (f"restore it from a backup ({self.path.name}.bak-*), or move it aside and run "
+                "`voxtune runs rebuild` to list the runs found in runs/*/ again")
         if not text.strip():
-            return None
+            raise StoreError(f"{self.path} is empty (it should hold voxtune's runs)", file=self.path, hint=hint)
         try:
-            return json.loads(text)
+            data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise StoreError(
-                f"{self.path} is not valid JSON ({e}); restore it from {self.path}.bak-* "
-                "or move it aside to start a fresh workspace state"
-            ) from e
+            raise StoreError(f"{self.path} is not valid JSON ({e})", file=self.path, hint=hint) from e
+        if data is None:
+            raise StoreError(f"{self.path} holds null (it should hold voxtune's runs)", file=self.path, hint=hint)
+        return _check_shape(data, self.path)
 
     def write(self, data: dict) -> None:
         atomic_write_text(self.path, json.dumps(data, separators=(",", ":"), default=str))
 
     def close(self) -> None:
         pass
+
+
+# path -> ((inode, size, mtime_ns), parsed file): see the module docstring.
+_CACHE: dict[str, tuple[tuple[int, int, int], dict]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def now() -> float:
@@ -74,7 +115,7 @@ def _migrate_1_to_2(data: dict) -> dict:
     """v1 files had no measurements table and no per-status history on runs."""
     data.setdefault("measurements", {})
     for doc in data.get("runs", {}).values():
-        doc.setdefault("history", [{"status": doc.get("status", "queued"), "time": doc.get("created_at", 0), "reason": None}])
+        doc.setdefault("history", [{"status": doc.get("status", RunStatus.QUEUED), "time": doc.get("created_at", 0), "reason": None}])
     return data
 
 
@@ -87,31 +128,72 @@ class Store:
     def __init__(self, ws: Workspace | str | os.PathLike) -> None:
         path = ws.db_path if isinstance(ws, Workspace) else Path(ws)
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._tlock = threading.RLock()
         self._depth = 0
         self._lock_fd: int | None = None
         self._migrate_if_needed()
 
+    # -- reading (no lock, cached) --------------------------------------------------------
+    def _data(self) -> dict:
+        """The whole file, parsed at most once per change (stat first: content read after a
+        stat is at least as new as the stat, so the cache is never stale)."""
+        stamp = _stamp(self.path)
+        if stamp is None:
+            return {}
+        key = str(self.path)
+        hit = _CACHE.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        with _CACHE_LOCK:  # two threads asking at once (a screen's poll, a warm-up) parse once
+            hit = _CACHE.get(key)
+            if hit is not None and hit[0] == stamp:
+                return hit[1]
+            data = AtomicJSONStorage(self.path).read() or {}
+            _CACHE[key] = (stamp, data)
+        return data
+
+    def stamp(self) -> tuple[int, int, int] | None:
+        """(inode, size, mtime_ns) of the store file: changes with every write (None: no file).
+        Callers that derive data from the runs cache it under this key."""
+        return _stamp(self.path)
+
+    def _docs(self, table: str) -> list[dict]:
+        """Copies of a table's documents (top level copied; nested values are shared: don't
+        mutate them)."""
+        return [dict(d) for d in self._data().get(table, {}).values()]
+
     # -- locking ----------------------------------------------------------------------
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Exclusive across processes and threads; re-entrant within one thread."""
+        """Exclusive across processes and threads; re-entrant within one thread. For writes:
+        it creates the workspace folder, the lock file and (first write) the store file."""
         with self._tlock:
             if self._depth == 0:
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._lock_fd = fd
+                try:
+                    if not self.path.exists():
+                        AtomicJSONStorage(self.path).write(
+                            {"_meta": {"1": {"key": "schema_version", "value": SCHEMA_VERSION}}})
+                except BaseException:
+                    self._unlock()
+                    raise
             self._depth += 1
             try:
                 yield
             finally:
                 self._depth -= 1
-                if self._depth == 0 and self._lock_fd is not None:
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                    os.close(self._lock_fd)
-                    self._lock_fd = None
+                if self._depth == 0:
+                    self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _db(self) -> TinyDB:
         return TinyDB(self.path, storage=AtomicJSONStorage)
@@ -120,21 +202,29 @@ class Store:
         return self._db().table(name, cache_size=0)
 
     # -- schema -----------------------------------------------------------------------
+    @staticmethod
+    def _version(data: dict) -> int:
+        meta = data.get("_meta", {})
+        return next((d.get("value") for d in meta.values() if d.get("key") == "schema_version"), 1)
+
     def _migrate_if_needed(self) -> None:
+        """Upgrade an older file in place (keeping a copy); refuse a newer one. A missing file
+        stays missing until the first write; a current one is only read."""
+        data = self._data()
+        if not data:
+            return
+        version = self._version(data)
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was written by a newer voxtune (schema {version} > {SCHEMA_VERSION})",
+                             file=self.path, hint="upgrade voxtune (pip install -U voxtune) to use this workspace")
         with self.locked():
             storage = AtomicJSONStorage(self.path)
-            data = storage.read()
-            if data is None:
-                storage.write({"_meta": {"1": {"key": "schema_version", "value": SCHEMA_VERSION}}})
+            data = storage.read() or {}
+            version = self._version(data)
+            if version >= SCHEMA_VERSION:  # another process migrated it meanwhile
                 return
-            meta = data.get("_meta", {})
-            version = next((d["value"] for d in meta.values() if d.get("key") == "schema_version"), 1)
-            if version == SCHEMA_VERSION:
-                return
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} was written by a newer voxtune (schema {version} > {SCHEMA_VERSION}); upgrade voxtune"
-                )
             shutil.copy2(self.path, self.path.with_name(f"{self.path.name}.bak-v{version}"))
             while version < SCHEMA_VERSION:
                 data = MIGRATIONS[version](data)
@@ -150,8 +240,10 @@ class Store:
 
     # -- meta (queue_paused and friends) ------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
-        docs = self._table("_meta").search(Query().key == key)
-        return docs[0]["value"] if docs else default
+        for doc in self._data().get("_meta", {}).values():
+            if doc.get("key") == key:
+                return doc.get("value")
+        return default
 
     def set_meta(self, key: str, value: Any) -> None:
         with self.locked():
@@ -181,7 +273,7 @@ class Store:
                 raise StoreError(f"run {rec['id']} already exists")
             t = now()
             rec.setdefault("created_at", t)
-            rec.setdefault("status", "queued")
+            rec.setdefault("status", RunStatus.QUEUED)
             rec.setdefault("status_reason", None)
             rec.setdefault("priority", 0)
             rec["seq"] = self._next_seq()
@@ -195,8 +287,10 @@ class Store:
         return seq
 
     def get_run(self, run_id: str) -> dict | None:
-        docs = self._table("runs").search(Query().id == run_id)
-        return dict(docs[0]) if docs else None
+        for doc in self._data().get("runs", {}).values():
+            if doc.get("id") == run_id:
+                return dict(doc)
+        return None
 
     def require_run(self, run_id: str) -> dict:
         run = self.get_run(run_id)
@@ -208,7 +302,7 @@ class Store:
         return run
 
     def list_runs(self) -> list[dict]:
-        return [dict(d) for d in self._table("runs").all()]
+        return self._docs("runs")
 
     def update_run(self, run_id: str, _change: Callable[[dict], None] | None = None, **fields: Any) -> dict:
         """Set fields (and/or apply `_change` to the record) in one read and one write."""
@@ -231,7 +325,7 @@ class Store:
             raise StoreError(f"unknown status {status!r}")
         t = now()
         extra: dict[str, Any] = {"status": status, "status_reason": reason}
-        if status == "running":
+        if status == RunStatus.RUNNING:
             extra["started_at"] = t
         if status in FINAL:
             extra["finished_at"] = t
@@ -251,11 +345,13 @@ class Store:
             self._table("datasets").upsert(record, Query().name == record["name"])
 
     def get_dataset(self, name: str) -> dict | None:
-        docs = self._table("datasets").search(Query().name == name)
-        return dict(docs[0]) if docs else None
+        for doc in self._data().get("datasets", {}).values():
+            if doc.get("name") == name:
+                return dict(doc)
+        return None
 
     def list_datasets(self) -> list[dict]:
-        return [dict(d) for d in self._table("datasets").all()]
+        return self._docs("datasets")
 
     def remove_dataset(self, name: str) -> None:
         with self.locked():
@@ -269,4 +365,4 @@ class Store:
             self._table("measurements").insert(rec)
 
     def list_measurements(self) -> list[dict]:
-        return [dict(d) for d in self._table("measurements").all()]
+        return self._docs("measurements")

@@ -29,16 +29,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from engine import metrics as metrics_mod
-from engine.runfiles import RunFiles, append_jsonl, atomic_write_json, read_json
+from engine.config import (DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, SEQ2SEQ_MAX_NEW_TOKENS, ConfigError, RunConfig,
+                           as_config)
 from engine.errors import VoxtuneError
+from engine.enums import Method, RunStatus
+from engine.runfiles import RunFiles, append_jsonl, atomic_write_json
 
 GIB = 1024**3
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw8bit": "adamw_bnb_8bit", "adafactor": "adafactor"}
-METHODS = ("full", "lora", "qlora", "lora8")
-
-
-class ConfigError(VoxtuneError, ValueError):
-    """config.json asks for something impossible; the message names the field."""
 
 
 # -- pure decisions (unit-tested without torch) -----------------------------------------------
@@ -86,16 +84,17 @@ def join_predictions(rows: Sequence[dict], examples: Sequence[Any], predictions:
     return [" ".join(p for _, p in sorted(parts.get(r["id"], [])) if p) for r in rows]
 
 
-def oom_advice(cfg: dict) -> str:
+def oom_advice(cfg: RunConfig | dict) -> str:
+    cfg = as_config(cfg)
     tips = []
-    if int(cfg.get("batch_size") or 1) > 1:
-        b = int(cfg["batch_size"])
-        tips.append(f"--batch {max(1, b // 2)} --grad-accum {int(cfg.get('grad_accum') or 1) * 2}")
-    if not cfg.get("gradient_checkpointing"):
+    if int(cfg.batch_size or 1) > 1:
+        b = int(cfg.batch_size)
+        tips.append(f"--batch {max(1, b // 2)} --grad-accum {int(cfg.grad_accum or 1) * 2}")
+    if not cfg.gradient_checkpointing:
         tips.append("gradient checkpointing")
-    if cfg.get("method") in ("full", "lora"):
+    if cfg.method in (Method.FULL, Method.LORA):
         tips.append("--method qlora")
-    if cfg.get("optimizer", "adamw") == "adamw" and cfg.get("method") == "full":
+    if (cfg.optimizer or "adamw") == "adamw" and cfg.method == Method.FULL:
         tips.append("--optimizer adamw8bit")
     return "try " + ", ".join(tips) if tips else "try a smaller model"
 
@@ -142,24 +141,23 @@ def run(run_dir: str | Path) -> int:
     started = time.time()
     tracker = Tracker()
     result: dict[str, Any]
-    cfg: dict = {}
+    cfg = RunConfig()
     try:
-        cfg = read_json(files.config)
-        if not isinstance(cfg, dict):
-            raise ConfigError(f"{files.config} is missing or not a JSON object; queue the run again")
+        cfg = RunConfig.load(files.config)
         result = _run(cfg, files, tracker)
     except BaseException as e:  # noqa: BLE001 -- every ending must leave a result.json
         traceback.print_exc()
         if isinstance(e, KeyboardInterrupt):
-            result = {"status": "cancelled", "reason": "interrupted (SIGINT)", "oom": False}
+            result = {"status": RunStatus.CANCELLED, "reason": "interrupted (SIGINT)", "oom": False}
         elif is_oom(e):
             peak = peak_memory(tracker.device)
             used = peak["reserved_gb"] or peak["rss_gb"]
-            result = {"status": "failed", "oom": True, "oom_step": tracker.step,
+            result = {"status": RunStatus.FAILED, "oom": True, "oom_step": tracker.step,
                       "reason": f"out of memory at step {tracker.step} (peak {used:.2f} GiB); {oom_advice(cfg)}"}
         else:
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            result = {"status": "failed", "oom": False, "reason": f"{type(e).__name__}: {first}"[:500]}
+            why = first if isinstance(e, VoxtuneError) else f"{type(e).__name__}: {first}"
+            result = {"status": RunStatus.FAILED, "oom": False, "reason": why[:500]}
     result.setdefault("oom", False)
     result.setdefault("oom_step", None)
     result.setdefault("metrics", tracker.last_eval or None)
@@ -171,71 +169,71 @@ def run(run_dir: str | Path) -> int:
     result["step"] = tracker.step
     atomic_write_json(files.result, result)
     print(f"voxtune: run {result['status']}" + (f": {result['reason']}" if result.get("reason") else ""), flush=True)
-    return 0 if result["status"] in ("finished", "cancelled") else (3 if result["oom"] else 1)
+    return 0 if result["status"] in (RunStatus.FINISHED, RunStatus.CANCELLED) else (3 if result["oom"] else 1)
 
 
-def _run(cfg: dict, files: RunFiles, tracker: Tracker) -> dict:
+def _run(cfg: RunConfig, files: RunFiles, tracker: Tracker) -> dict:
     import torch
     from transformers import set_seed
 
     from engine import loading
     from engine.recipes import get_recipe
 
-    method = cfg.get("method", "lora")
-    if method not in METHODS:
-        raise ConfigError(f"config.json: method {method!r} is not one of {', '.join(METHODS)}")
+    method = cfg.method or Method.FULL  # an eval-only run without a method loads the plain model
+    if method not in Method.values():
+        raise ConfigError(f"config.json: method {method!r} is not one of {', '.join(Method.values())}", field="method")
     device = os.environ.get("VOXTUNE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     tracker.device = device
-    precision = pick_precision(device, cfg.get("precision"),
+    precision = pick_precision(device, cfg.precision,
                                device != "cpu" and torch.cuda.is_bf16_supported())
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    seed = int(cfg.get("seed") or 0)
+    seed = int(cfg.seed or 0)
     set_seed(seed)
 
-    recipe = get_recipe(cfg.get("recipe") or "whisper")
+    recipe = get_recipe(cfg.recipe or "whisper")
     if hasattr(recipe, "configure"):
         recipe.configure(cfg)
-    model_ref = cfg.get("model_ref") or cfg.get("model")
+    model_ref = cfg.model_ref or cfg.model
     source = loading.resolve(model_ref)
     print(f"voxtune: {method} {model_ref} on {device} ({precision}), recipe {recipe.key}", flush=True)
 
-    split = cfg.get("split") or "validation"
-    if cfg.get("eval_only"):
+    split = cfg.split or "validation"
+    if cfg.eval_only:
         train_rows: list[dict] = []
-        eval_rows = load_rows(cfg["workspace"], cfg["dataset"], split)
+        eval_rows = load_rows(cfg.workspace, cfg.dataset, split)
     else:
-        train_rows = load_rows(cfg["workspace"], cfg["dataset"], "train")
-        eval_rows = load_rows(cfg["workspace"], cfg["dataset"], "validation")
+        train_rows = load_rows(cfg.workspace, cfg.dataset, "train")
+        eval_rows = load_rows(cfg.workspace, cfg.dataset, "validation")
         if not train_rows:
-            raise ConfigError(f"dataset {cfg['dataset']!r} has no clips in its train split; "
+            raise ConfigError(f"dataset {cfg.dataset!r} has no clips in its train split; "
                               "check `voxtune data show` and its splits")
 
     loaded = loading.load_model(
         recipe, source, method=method, precision=precision, device=device,
         train_texts=[r["text"] for r in train_rows],
-        trust_remote_code=bool(cfg.get("trust_remote_code")),
-        lora=None if method == "full" else {
-            "r": int(cfg.get("lora_rank") or 16), "alpha": int(cfg.get("lora_alpha") or 2 * int(cfg.get("lora_rank") or 16)),
-            "dropout": float(cfg.get("lora_dropout") or 0.0),
-            "targets": list(cfg.get("lora_targets") or recipe.default_lora_targets)},
-        gradient_checkpointing=bool(cfg.get("gradient_checkpointing")) and not cfg.get("eval_only"),
-        trainable=not cfg.get("eval_only"),
-        context={"workspace": cfg.get("workspace"), "dataset": cfg.get("dataset"), "model": cfg.get("model"),
-                 "manifest_hash": cfg.get("dataset_manifest_hash")},
+        trust_remote_code=bool(cfg.trust_remote_code),
+        lora=None if not cfg.adapter else {
+            "r": int(cfg.lora_rank or DEFAULT_LORA_RANK), "alpha": float(cfg.lora_alpha or DEFAULT_LORA_ALPHA),
+            "dropout": float(cfg.lora_dropout or 0.0),
+            "targets": list(cfg.lora_targets or recipe.default_lora_targets)},
+        gradient_checkpointing=bool(cfg.gradient_checkpointing) and not cfg.eval_only,
+        trainable=not cfg.eval_only,
+        context={"workspace": cfg.workspace, "dataset": cfg.dataset, "model": cfg.model,
+                 "manifest_hash": cfg.dataset_manifest_hash},
     )
-    if cfg.get("freeze_audio_encoder") and not cfg.get("eval_only"):
+    if cfg.freeze_audio_encoder and not cfg.eval_only:
         base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
         for p in recipe.audio_encoder(base).parameters():
             p.requires_grad_(False)
     print(f"voxtune: model {describe_model(loaded.model)}", flush=True)
     evaluator = Evaluator(recipe, loaded, eval_rows, files, cfg, device, precision)
-    if cfg.get("eval_only"):
+    if cfg.eval_only:
         if device != "cpu" and not getattr(loaded.model, "hf_device_map", None):
             loaded.model.to(device)
         rec = evaluator(loaded.model, step=0, max_steps=0)
         tracker.last_eval = _metrics_of(rec)
-        return {"status": "finished", "reason": None, "metrics": tracker.last_eval}
+        return {"status": RunStatus.FINISHED, "reason": None, "metrics": tracker.last_eval}
     return _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, precision, seed)
 
 
@@ -267,10 +265,11 @@ def _metrics_of(rec: dict | None) -> dict:
 class Evaluator:
     """Scores a model on the evaluation rows: generation -> joined clip transcripts -> metrics."""
 
-    def __init__(self, recipe, loaded, rows: list[dict], files: RunFiles, cfg: dict, device: str, precision: str):
+    def __init__(self, recipe, loaded, rows: list[dict], files: RunFiles, cfg: RunConfig, device: str,
+                 precision: str):
         self.recipe, self.loaded, self.rows, self.files = recipe, loaded, rows, files
-        self.batch = max(1, int(cfg.get("eval_batch_size") or cfg.get("batch_size") or 1))
-        self.max_new_tokens = int(cfg.get("max_new_tokens") or 225)
+        self.batch = max(1, int(cfg.get("eval_batch_size") or cfg.batch_size or 1))
+        self.max_new_tokens = int(cfg.max_new_tokens or SEQ2SEQ_MAX_NEW_TOKENS)
         self.device, self.precision = device, precision
         pinned = set(cfg.get("pinned") or _pinned(cfg))
         self.pinned = [r["id"] for r in rows if r["id"] in pinned]
@@ -338,12 +337,12 @@ class Evaluator:
         return rec
 
 
-def _pinned(cfg: dict) -> list[str]:
+def _pinned(cfg: RunConfig) -> list[str]:
     try:
         from engine.store import Store
         from engine.workspace import Workspace
 
-        rec = Store(Workspace(Path(cfg["workspace"]))).get_dataset(cfg["dataset"]) or {}
+        rec = Store(Workspace(Path(cfg.workspace))).get_dataset(cfg.dataset) or {}
         return list(rec.get("pinned") or [])
     except Exception:
         return []
@@ -423,29 +422,31 @@ def _rel(files: RunFiles, path: str | Path | None) -> str | None:
         return str(path)
 
 
-def training_arguments(cfg: dict, output_dir: Path, device: str, precision: str, n_train: int):
-    """TrainingArguments from config.json (also used by the overhead benchmark's baseline)."""
+def training_arguments(cfg: RunConfig | dict, output_dir: Path, device: str, precision: str, n_train: int):
+    """TrainingArguments from the run's configuration (also used by the overhead benchmark's
+    baseline). Returns (arguments, total optimizer steps). Raises ConfigError naming the field."""
     from transformers import TrainingArguments
 
-    batch = int(cfg.get("batch_size") or 1)
-    accum = int(cfg.get("grad_accum") or 1)
+    cfg = as_config(cfg)
+    batch = int(cfg.batch_size or 1)
+    accum = int(cfg.grad_accum or 1)
     if batch < 1 or accum < 1:
-        raise ConfigError("config.json: batch_size and grad_accum must be at least 1")
-    lr = float(cfg.get("lr") or 1e-4)
-    if lr <= 0:
-        raise ConfigError("config.json: lr must be positive")
-    max_steps = int(cfg.get("max_steps") or 0)
-    epochs = float(cfg.get("epochs") or 0)
-    if max_steps <= 0 and epochs <= 0:
-        raise ConfigError("config.json: give max_steps or epochs (a positive number)")
-    total = max_steps if max_steps > 0 else math.ceil(epochs * math.ceil(math.ceil(n_train / batch) / accum))
-    save_every = int(cfg.get("save_every") or 0)
+        raise ConfigError("config.json: batch_size and grad_accum must be at least 1", field="batch_size")
+    lr = float(cfg.lr or 0)
+    if not lr > 0 or not math.isfinite(lr):
+        raise ConfigError("config.json: lr must be positive", field="lr")
+    max_steps = int(cfg.max_steps or 0)
+    epochs = float(cfg.epochs or 0)
+    if max_steps <= 0 and not (epochs > 0 and math.isfinite(epochs)):
+        raise ConfigError("config.json: give max_steps or epochs (a positive number)", field="max_steps")
+    total = cfg.total_steps(n_train)
+    save_every = int(cfg.save_every or 0)
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=batch,
         gradient_accumulation_steps=accum,
         learning_rate=lr,
-        warmup_steps=int(cfg.get("warmup_steps") or 0),
+        warmup_steps=int(cfg.warmup_steps or 0),
         max_steps=max_steps if max_steps > 0 else -1,
         num_train_epochs=epochs if max_steps <= 0 else 1.0,
         logging_steps=int(cfg.get("log_every") or (1 if total <= 100 else 5)),
@@ -454,13 +455,13 @@ def training_arguments(cfg: dict, output_dir: Path, device: str, precision: str,
         save_steps=save_every if save_every > 0 else 500,
         save_total_limit=cfg.get("save_total_limit", 3),
         eval_strategy="no",  # evaluation is generation-based, run by the callback
-        optim=optimizer_name(cfg.get("optimizer")),
+        optim=optimizer_name(cfg.optimizer),
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        gradient_checkpointing=bool(cfg.get("gradient_checkpointing")),
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.get("gradient_checkpointing") else None,
-        seed=int(cfg.get("seed") or 0),
-        data_seed=int(cfg.get("seed") or 0),
+        gradient_checkpointing=bool(cfg.gradient_checkpointing),
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        seed=int(cfg.seed or 0),
+        data_seed=int(cfg.seed or 0),
         use_cpu=device == "cpu",
         dataloader_num_workers=0,
         remove_unused_columns=False,
@@ -484,12 +485,12 @@ def _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, p
     examples = recipe.examples(train_rows, loaded, for_training=True)
     args, total = training_arguments(cfg, files.checkpoints, device, precision, len(examples))
     samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
-    callback = _make_callback(files, tracker, evaluator, int(cfg.get("eval_every") or 0), samples_per_step)
+    callback = _make_callback(files, tracker, evaluator, int(cfg.eval_every or 0), samples_per_step)
     trainer = Trainer(model=loaded.model, args=args, train_dataset=examples,
                       data_collator=lambda batch: recipe.collate(batch, loaded), callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # our callback prints one line per log instead
     resume = None
-    if cfg.get("resume_from_checkpoint"):
+    if cfg.resume_from_checkpoint:
         resume = _resumable_checkpoint(files)
         if resume is None:
             print("voxtune: no checkpoint to resume from; starting at step 0", flush=True)
@@ -498,7 +499,7 @@ def _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, p
     print(f"voxtune: training on {len(examples)} examples, {total} steps", flush=True)
     out = trainer.train(resume_from_checkpoint=resume)
     tracker.step = trainer.state.global_step
-    status = "cancelled" if tracker.cancelled else "finished"
+    status = RunStatus.CANCELLED if tracker.cancelled else RunStatus.FINISHED
     reason = f"cancelled at step {tracker.step}; checkpoint saved, `voxtune runs resume` continues" \
         if tracker.cancelled else None
     return {"status": status, "reason": reason, "metrics": tracker.last_eval or None, "best": tracker.best,

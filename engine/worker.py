@@ -16,6 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
+from engine.enums import RunStatus
 from engine.runfiles import RunFiles, atomic_write_json
 
 LOCK_NAME = ".worker.lock"
@@ -87,7 +88,7 @@ def main(argv: list[str]) -> int:
             text = f"{type(e).__name__}: {e}".strip()
             oom = any(m in text.lower() for m in OOM_MARKERS)
             atomic_write_json(files.result, {
-                "status": "failed", "reason": text.splitlines()[0][:300] if text else type(e).__name__,
+                "status": RunStatus.FAILED, "reason": text.splitlines()[0][:300] if text else type(e).__name__,
                 "oom": oom, "duration_s": round(time.time() - started, 1),
             })
         return 1

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.errors import VoxtuneError, from_os_error
+
 DB_NAME = "voxtune.json"
 
 
@@ -42,9 +44,25 @@ class Workspace:
         return self.data_dir / name
 
     def ensure(self) -> "Workspace":
-        for d in (self.home, self.data_dir, self.runs_dir, self.engine_dir, self.cache_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        """Create the workspace's folders (for commands that write). VoxtuneError when the
+        home is a file or cannot be created (read-only, permissions)."""
+        check_home(self.home)
+        try:
+            for d in (self.home, self.data_dir, self.runs_dir, self.engine_dir, self.cache_dir):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise (from_os_error(e, "workspace") or e) from None
         return self
+
+
+def check_home(home: Path) -> None:
+    """A workspace must be a folder (or not exist yet); its store must be a file."""
+    if home.exists() and not home.is_dir():
+        raise VoxtuneError(f"workspace {home} is a file, not a folder", file=home,
+                           hint="--home (or VOXTUNE_HOME) must name a folder; it is created if missing")
+    db = home / DB_NAME
+    if db.exists() and not db.is_file():
+        raise VoxtuneError(f"{db} is not a file", file=db, hint="use another workspace (--home DIR)")
 
 
 def resolve_home(arg: str | os.PathLike | None = None) -> Path:

@@ -14,6 +14,7 @@ from typing import Iterable
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.worker import Worker, WorkerState
 
 from engine.workspace import Workspace, open_workspace
 
@@ -47,10 +48,34 @@ class VoxtuneApp(App):
 
         return {"runs": RunsScreen, "models": ModelsScreen, "datasets": DatasetsScreen, "history": HistoryScreen}
 
+    # -- the one error handler of the TUI ------------------------------------------------
+    def show_error(self, error: BaseException, title: str = "Not done") -> None:
+        """A VoxtuneError as a notification (its one line, then the hint); anything else as
+        an internal error naming its type, so a bug is never mistaken for bad input."""
+        from engine.errors import VoxtuneError
+
+        if isinstance(error, VoxtuneError):
+            text = error.one_line() + (f"\n{error.hint}" if error.hint else "")
+        else:
+            text = f"internal error: {type(error).__name__}: {error}"
+        self.notify(text, title=title, severity="error", timeout=10)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Workers run with exit_on_error=False; one whose error nobody handled is shown here."""
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self.show_error(event.worker.error)
+
     def on_mount(self) -> None:
         for name, screen in self.get_modes().items():
             self.add_mode(name, screen)
         self.switch_mode("runs")
+        self._warm_history()
+
+    def _warm_history(self) -> None:
+        """Summarise the runs for History in a thread while the user looks at Runs."""
+        from tui.screens.history import load_summaries
+
+        self.run_worker(lambda: load_summaries(self.workspace), thread=True, group="warm", exit_on_error=False)
 
     # -- new run ----------------------------------------------------------------------
     def open_new_run(self, model: str | None = None, clone_of: str | None = None, method: str | None = None) -> None:
@@ -84,7 +109,7 @@ class VoxtuneApp(App):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         seen = {"quit"}
-        for key, active in screen.active_bindings.items():
+        for active in screen.active_bindings.values():
             binding = active.binding
             if binding.system or not binding.description or not active.enabled:
                 continue

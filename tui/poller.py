@@ -56,6 +56,13 @@ class Poller:
             self._worker.cancel()
             self._worker = None
 
+    def _visible(self) -> bool:
+        screen = getattr(self.owner, "screen", None)
+        try:
+            return screen is None or bool(screen.is_current)
+        except Exception:  # noqa: BLE001 - not mounted yet / being removed
+            return True
+
     def poke(self) -> None:
         if self._wake is not None:
             self._wake.set()
@@ -66,16 +73,26 @@ class Poller:
             self.start()
         assert self._done is not None
         target = self.cycles + (2 if self._busy else 1)
+        self._forced = True
         self.poke()
         async with self._done:
             await asyncio.wait_for(self._done.wait_for(lambda: self.cycles >= target), timeout)
 
     _busy = False
+    _forced = False  # refresh() asked for a fetch even while the screen is hidden
 
     async def _loop(self) -> None:
         assert self._wake is not None and self._done is not None
         while True:
             self._wake.clear()
+            if not self._visible() and self.cycles and not self._forced:
+                # a screen nobody looks at (another mode, a dashboard on top) does not poll;
+                # it catches up as soon as it is shown again (poke() from on_screen_resume)
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                except asyncio.TimeoutError:
+                    pass
+                continue
             self._busy = True
             try:
                 result = await asyncio.to_thread(self.fetch)
@@ -94,6 +111,7 @@ class Poller:
             finally:
                 self._busy = False
             self.cycles += 1
+            self._forced = False
             async with self._done:
                 self._done.notify_all()
             try:

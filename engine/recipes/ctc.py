@@ -131,7 +131,7 @@ class CTCRecipe(WindowedFeatureRecipe):
         ref = config.get("model_ref") or config.get("model")
         candidates = [Path(str(ref))] if ref else []
         if config.get("workspace") and config.get("run_id"):
-            ckpts = Path(str(config["workspace"])) / "runs" / str(config["run_id"]) / "checkpoints"
+            ckpts = Path(str(config.get("workspace"))) / "runs" / str(config.get("run_id")) / "checkpoints"
             candidates += sorted(ckpts.glob("checkpoint-*"), key=lambda p: p.stat().st_mtime, reverse=True)
         for folder in candidates:
             if (folder / "vocab.json").is_file():

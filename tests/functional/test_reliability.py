@@ -81,7 +81,7 @@ def test_repeated_kill9_loses_and_corrupts_nothing(ws, monkeypatch):
             corrupt += corrupt_files(ws)
             daemon.start(ws)
             for rid in hit:  # the engine (restarted or not) notices the dead worker
-                wait_for(lambda: store.get_run(rid)["status"] != "running", 30, what=f"{rid} to leave running")
+                wait_for(lambda rid=rid: store.get_run(rid)["status"] != "running", 30, what=f"{rid} to leave running")
             for run in store.list_runs():
                 if run["status"] in ("interrupted", "failed"):
                     queue.resume(ws, run["id"])

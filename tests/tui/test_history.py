@@ -155,7 +155,7 @@ async def test_compare_and_export(ws):
         await pilot.press("m", "v")
         md, csv_path = cmp.exported
         assert md.parent == ws.home / "exports" and md.suffix == ".md"
-        assert f"| WER | 21.6% | 35.1% |" in md.read_text()
+        assert "| WER | 21.6% | 35.1% |" in md.read_text()
         rows = list(csv.DictReader(csv_path.open()))
         assert [r["id"] for r in rows] == [c, b]
 

@@ -7,6 +7,7 @@ from textual.widgets import DataTable, Input, Select, Static
 
 from engine.catalog import load_catalog
 from engine.gpus import Gpu
+from engine.config import DEFAULT_LORA_RANK
 from engine.store import Store
 from tui.app import VoxtuneApp
 from tui.screens import models as models_screen
@@ -118,7 +119,7 @@ async def test_detected_gpu_comes_first(ws, monkeypatch):
 @pytest.mark.asyncio
 async def test_measured_peak_shown_next_to_estimate_and_enter_opens_new_run(ws):
     Store(ws).add_measurement({"model": "whisper-small", "method": "lora", "batch": 1, "audio_seconds": 30,
-                               "lora_rank": 16, "precision": "auto", "gradient_checkpointing": True,
+                               "lora_rank": DEFAULT_LORA_RANK, "precision": "auto", "gradient_checkpointing": True,
                                "optimizer": "adamw", "device": "AMD Radeon RX 7700 XT",
                                "peak_allocated_gb": 1.6, "peak_reserved_gb": 2.3, "estimate_gb": 1.9, "run_id": "r1"})
     app = VoxtuneApp(ws)

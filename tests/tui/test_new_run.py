@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Button, Input, Select
 
-from engine import catalog, queue
+from engine import catalog, config, queue
 from engine.datasets import ensure_demo
 from engine.store import Store
 from tui.app import VoxtuneApp
@@ -33,7 +33,7 @@ def test_parse_number_names_what_is_wrong():
 def test_parse_form_ignores_lora_fields_for_full_fine_tunes():
     raw = {"max_steps": "10", "batch_size": "x", "grad_accum": "1", "lr": "1e-4", "warmup_steps": "0",
            "eval_every": "5", "save_every": "5", "seed": "1", "lora_rank": "", "lora_alpha": "", "lora_dropout": "",
-           "priority": "0"}
+           "priority": "0", "epochs": "", "max_new_tokens": "440", "lora_targets": "", "language": ""}
     values, errors = parse_form(raw, "full")
     assert errors == {"batch_size": "Batch: expected a whole number, got 'x'"}
     assert "lora_rank" not in values and values["lr"] == 1e-4
@@ -84,7 +84,7 @@ async def test_defaults_follow_model_and_method(ws):
     app = VoxtuneApp(ws)
     async with app.run_test(size=SIZE) as pilot:
         await open_form(app, pilot, "whisper-small")
-        expected = queue.defaults(catalog.get_model("whisper-small"), "lora")
+        expected = config.defaults(catalog.get_model("whisper-small"), "lora")
         await wait_for(pilot, lambda: value(app, "lr") == f"{expected['lr']:g}", what="lora defaults")
         assert value(app, "batch_size") == str(expected["batch_size"])
         assert value(app, "lora_rank") == str(expected["lora_rank"])
@@ -93,7 +93,7 @@ async def test_defaults_follow_model_and_method(ws):
 
         app.screen.query_one("#batch_size", Input).value = "2"  # a user edit survives method changes
         app.screen.query_one("#method", Select).value = "full"
-        full = queue.defaults(catalog.get_model("whisper-small"), "full")
+        full = config.defaults(catalog.get_model("whisper-small"), "full")
         await wait_for(pilot, lambda: value(app, "lr") == f"{full['lr']:g}", what="full defaults")
         assert value(app, "batch_size") == "2"
         assert app.screen.query_one("#lora_rank", Input).disabled
@@ -197,7 +197,7 @@ async def test_submit_queues_the_run_and_starts_the_engine(ws):
             runs = Store(ws).list_runs()
             assert len(runs) == 1 and runs[0]["status"] == "queued" and runs[0]["method"] == "lora"
             run_id = runs[0]["id"]
-            assert queue._config(ws, run_id)["max_steps"] == 7
+            assert queue._config(ws, run_id).max_steps == 7
             assert daemon.status(ws)["running"]
 
             # clone it from the home screen with one change: a new run whose parent is the first
@@ -210,7 +210,7 @@ async def test_submit_queues_the_run_and_starts_the_engine(ws):
             await pilot.press("ctrl+s")
             await wait_for(pilot, lambda: len(Store(ws).list_runs()) == 2, timeout=60, what="clone queued")
             clone = next(r for r in Store(ws).list_runs() if r["id"] != run_id)
-            assert clone["parent"] == run_id and queue._config(ws, clone["id"])["max_steps"] == 9
+            assert clone["parent"] == run_id and queue._config(ws, clone["id"]).max_steps == 9
     finally:
         daemon.stop(ws)
 

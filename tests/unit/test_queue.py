@@ -12,7 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.engine_helpers import add_dataset  # noqa: E402
 
-from engine import queue  # noqa: E402
+from engine import config, queue  # noqa: E402
+from engine.errors import VoxtuneError  # noqa: E402
 from engine.runfiles import RunFiles, read_json  # noqa: E402
 from engine.store import Store  # noqa: E402
 from tui.cli import main  # noqa: E402
@@ -40,7 +41,7 @@ def qws(ws):
     ({"lora_rank": 0}, "lora_rank", "lora_rank: must be > 0"),
 ])
 def test_validation_names_the_field(qws, changes, field, text):
-    with pytest.raises(queue.QueueError) as e:
+    with pytest.raises(VoxtuneError) as e:
         queue.add(qws, **{**BASE, **changes})
     assert e.value.field == field
     assert text in str(e.value)
@@ -66,10 +67,10 @@ def test_defaults_depend_on_family_and_method():
     from engine.catalog import get_model
 
     whisper, voxtral = get_model("whisper-small"), get_model("voxtral-mini-3b")
-    assert queue.defaults(whisper, "full")["lr"] < queue.defaults(whisper, "lora")["lr"]
-    assert queue.defaults(voxtral, "qlora")["batch_size"] == 1
-    assert queue.defaults(voxtral, "qlora")["gradient_checkpointing"] is True
-    assert queue.defaults(whisper, "full")["lora_rank"] is None
+    assert config.defaults(whisper, "full")["lr"] < config.defaults(whisper, "lora")["lr"]
+    assert config.defaults(voxtral, "qlora")["batch_size"] == 1
+    assert config.defaults(voxtral, "qlora")["gradient_checkpointing"] is True
+    assert config.defaults(whisper, "full")["lora_rank"] is None
 
 
 def test_epochs_replace_max_steps(qws):
@@ -103,7 +104,7 @@ def test_cancel_resume_retry_clone(qws):
     clone = queue.clone(qws, rid, batch_size=1, grad_accum=8, method="full")
     cfg = read_json(RunFiles(qws.run_dir(clone)).config)
     assert (cfg["batch_size"], cfg["grad_accum"], cfg["method"], cfg["lora_rank"]) == (1, 8, "full", None)
-    with pytest.raises(queue.QueueError, match="lr: must be > 0"):
+    with pytest.raises(VoxtuneError, match="lr: must be > 0"):
         queue.clone(qws, rid, lr=0)
 
 

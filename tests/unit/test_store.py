@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 
 import pytest
@@ -116,3 +115,58 @@ def test_newer_schema_and_corrupt_file_are_refused_with_a_message(ws):
     ws.db_path.write_text('{"runs": {"1": {"id": ')
     with pytest.raises(StoreError, match=r"voxtune.json is not valid JSON.*restore"):
         Store(ws)
+
+
+def _count_reads(monkeypatch) -> list[int]:
+    """Wrap the real storage read (TinyDB file parse) with a counter."""
+    from engine import store as store_mod
+
+    calls = [0]
+    real = store_mod.AtomicJSONStorage.read
+
+    def counting(self):
+        calls[0] += 1
+        return real(self)
+
+    monkeypatch.setattr(store_mod.AtomicJSONStorage, "read", counting)
+    store_mod._CACHE.clear()
+    return calls
+
+
+def test_reads_parse_the_file_once_until_it_changes(ws, monkeypatch):
+    store = Store(ws)
+    rid = store.add_run({"model": "m", "method": "lora"})
+    calls = _count_reads(monkeypatch)
+    for _ in range(5):
+        assert [r["id"] for r in Store(ws).list_runs()] == [rid]
+        assert Store(ws).get_meta("run_seq") == 1 and Store(ws).get_run(rid)["model"] == "m"
+    assert calls[0] == 1
+    store.update_run(rid, model="m2")  # a write (it parses the file itself)
+    before = calls[0]
+    assert Store(ws).get_run(rid)["model"] == "m2" and Store(ws).list_runs()[0]["model"] == "m2"
+    assert calls[0] == before + 1  # the change is seen, with one parse
+
+
+def test_a_runs_screen_poll_reads_the_store_at_most_once(ws, monkeypatch):
+    from tui.screens.runs import ProgressCache, load_view
+
+    store = Store(ws)
+    for i in range(3):
+        store.add_run({"model": f"m{i}", "method": "lora"})
+    calls = _count_reads(monkeypatch)
+    view = load_view(ws, ProgressCache())
+    assert len(view.rows) == 3
+    assert calls[0] <= 1
+
+
+def test_reading_a_missing_store_creates_nothing(tmp_path):
+    home = tmp_path / "nowhere"
+    store = Store(home / "voxtune.json")
+    assert store.list_runs() == [] and store.get_meta("queue_paused", False) is False
+    assert not home.exists()
+
+
+def test_writes_create_the_store_with_its_schema(tmp_path):
+    store = Store(tmp_path / "ws" / "voxtune.json")
+    store.set_meta("queue_paused", True)
+    assert store.schema_version == SCHEMA_VERSION and store.get_meta("queue_paused") is True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tui.cli import CliError, emit, workspace
+from tui.cli import emit, workspace
 
 
 def register(sub) -> None:
@@ -54,11 +54,7 @@ def _datasets():
 
 
 def _call(fn, *args, **kwargs):
-    datasets = _datasets()
-    try:
-        return fn(*args, **kwargs)
-    except datasets.DatasetError as e:
-        raise CliError(str(e)) from e
+    return fn(*args, **kwargs)
 
 
 def _problems_text(problems: list[dict], limit: int = 20) -> str:
@@ -161,10 +157,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.model:
         from engine import catalog, segment
 
-        try:
-            entry = catalog.get_model(args.model)
-        except catalog.UnknownModel as e:
-            raise CliError(str(e).strip("'\"")) from e
+        entry = catalog.get_model(args.model)
         plan = segment.plan(_call(d.load_rows, ws, args.name, "all"), entry)
         st = {**st, "plan": plan}
     emit(st, args.json, show_text(st, plan))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from tui.cli import CliError, emit, workspace
+from tui.cli import emit, workspace
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -14,10 +14,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     ws = workspace(args)
     if args.foreground:  # for systemd (Type=simple) and debugging
         return daemon.serve(ws)
-    try:
-        pid = daemon.start(ws)
-    except daemon.DaemonError as e:
-        raise CliError(str(e), code=1) from e
+    pid = daemon.start(ws)
     print(f"engine running, pid {pid} (log: {daemon.log_path(ws)})")
     return 0
 
@@ -26,10 +23,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     from engine import daemon
 
     ws = workspace(args)
-    try:
-        stopped = daemon.stop(ws)
-    except daemon.DaemonError as e:
-        raise CliError(str(e), code=1) from e
+    stopped = daemon.stop(ws)
     st = daemon.status(ws)
     if not stopped:
         print("engine was not running")

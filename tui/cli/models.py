@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from engine.enums import METHODS
 from tui.cli import CliError, emit
 
-METHODS = ("full", "lora", "qlora", "lora8")
 DEFAULT_PRESET = "rx-7700-xt"  # the card voxtune was built for; used when none is detected
 
 
@@ -27,7 +27,8 @@ def register(sub) -> None:
     f.add_argument("--audio-seconds", type=_positive_float, default=30.0, metavar="S")
     f.add_argument("--target-tokens", type=_positive_int, default=None, metavar="N",
                    help="target text tokens per example (default: ~200 per minute of speech)")
-    f.add_argument("--lora-rank", type=_positive_int, default=16, metavar="R")
+    f.add_argument("--lora-rank", type=_positive_int, default=None, metavar="R",
+                   help="LoRA rank r (default: the family's, as `queue add` uses)")
     f.add_argument("--lora-targets", default=None, metavar="a,b", help="module names (default: the family's)")
     f.add_argument("--optimizer", choices=("adamw", "adamw8bit", "adafactor"), default="adamw")
     f.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto")
@@ -77,15 +78,12 @@ def _gpu_args(p) -> None:
 
 def resolve_gpu(args) -> tuple[str, float, str]:
     """(label, GB, how chosen): --vram, --gpu, the first detected device, else the default preset."""
-    from engine.gpus import UnknownGpu, detect, find_gpu
+    from engine.gpus import detect, find_gpu
 
     if getattr(args, "vram", None):
         return f"{args.vram:g} GB", float(args.vram), "--vram"
     if getattr(args, "gpu", None):
-        try:
-            g = find_gpu(args.gpu)
-        except UnknownGpu as e:
-            raise CliError(str(e)) from None
+        g = find_gpu(args.gpu)
         return g.name, g.total_gb, "detected" if g.detected else "preset"
     found = detect()
     if found:
@@ -95,12 +93,9 @@ def resolve_gpu(args) -> tuple[str, float, str]:
 
 
 def _entry(ref: str):
-    from engine.catalog import UnknownModel, get_model
+    from engine.catalog import get_model
 
-    try:
-        return get_model(ref)
-    except UnknownModel as e:
-        raise CliError(str(e)) from None
+    return get_model(ref)
 
 
 def _measurements(args) -> list[dict]:
@@ -183,7 +178,7 @@ def cmd_fit(args) -> int:
                     freeze_audio_encoder=args.freeze_audio_encoder, attention=args.attention)
     try:
         est = estimate(e, cfg)
-    except ValueError as err:
+    except ValueError as err:  # FitConfig.validate: the message names the option
         raise CliError(str(err)) from None
     label, gb, how = resolve_gpu(args)
     measured = calibration.compare(est, _measurements(args), e, cfg)

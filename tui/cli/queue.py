@@ -5,45 +5,40 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tui.cli import CliError, emit, workspace
+from tui.cli import emit, workspace
 
 
 def add_run_options(p: argparse.ArgumentParser, required: bool) -> None:
-    """Options shared by `queue add` and `runs clone` (clone: all optional, they change the source's)."""
-    p.add_argument("--model", required=required, help="catalog name, hub id or local checkpoint folder")
-    p.add_argument("--dataset", required=required, help="dataset name (voxtune data ls)")
-    p.add_argument("--method", required=required, choices=("full", "lora", "qlora", "lora8"))
-    p.add_argument("--eval-only", action="store_true", default=None, help="evaluate without training")
-    p.add_argument("--split", choices=("validation", "test", "all"), help="split to evaluate (eval-only)")
+    """Every RunConfig option as a flag (engine.config.cli_options: the form shows the same
+    list). `queue add` requires --model and --dataset; `runs clone` takes all as changes."""
+    from engine.config import cli_options
+
     steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--max-steps", type=int, metavar="N")
-    steps.add_argument("--epochs", type=float, metavar="E")
-    p.add_argument("--batch", "--batch-size", dest="batch_size", type=int, metavar="B")
-    p.add_argument("--grad-accum", type=int, metavar="G")
-    p.add_argument("--lr", type=float, metavar="LR")
-    p.add_argument("--warmup-steps", type=int, metavar="N")
-    p.add_argument("--lora-rank", type=int, metavar="R")
-    p.add_argument("--lora-alpha", type=float, metavar="A")
-    p.add_argument("--eval-every", type=int, metavar="N")
-    p.add_argument("--save-every", type=int, metavar="N")
-    p.add_argument("--seed", type=int, metavar="S")
-    p.add_argument("--priority", type=int, metavar="P", help="higher runs first (default 0)")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"))
-    p.add_argument("--optimizer", choices=("adamw", "adamw8bit", "adafactor"))
-    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--freeze-audio-encoder", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--language", help="language code for the decoder prompt (default: the model's)")
-    p.add_argument("--max-new-tokens", type=int, metavar="N")
-
-
-RUN_OPTION_DESTS = ("model", "dataset", "method", "eval_only", "split", "max_steps", "epochs", "batch_size",
-                    "grad_accum", "lr", "warmup_steps", "lora_rank", "lora_alpha", "eval_every", "save_every",
-                    "seed", "priority", "precision", "optimizer", "gradient_checkpointing",
-                    "freeze_audio_encoder", "language", "max_new_tokens")
+    for name, opt in cli_options():
+        kw: dict = {"dest": name, "help": opt.help.replace("%", "%%"), "default": None}
+        target = steps if name in ("max_steps", "epochs") else p
+        if opt.kind == "bool":
+            kw["action"] = "store_true" if name in ("eval_only", "trust_remote_code") else argparse.BooleanOptionalAction
+        elif opt.kind == "choice":
+            kw["choices"] = opt.choices
+        else:
+            kw["metavar"] = opt.metavar  # the text is parsed by engine.config.parse in run_options
+        if required and name in ("model", "dataset"):
+            kw["required"] = True
+        target.add_argument(opt.flag, *opt.aliases, **kw)
 
 
 def run_options(args: argparse.Namespace) -> dict:
-    return {k: getattr(args, k) for k in RUN_OPTION_DESTS if getattr(args, k, None) is not None}
+    """The RunConfig options given on the command line (None: not given), parsed by
+    engine.config (ConfigError names the field: `lr: must be a finite number, got nan`)."""
+    from engine.config import cli_options, parse
+
+    out = {}
+    for name, opt in cli_options():
+        value = getattr(args, name, None)
+        if value is not None:
+            out[name] = parse(name, value) if isinstance(value, str) and opt.kind not in ("text", "choice") else value
+    return out
 
 
 def start_engine(ws, quiet: bool) -> None:
@@ -66,10 +61,13 @@ def cmd_add(args: argparse.Namespace) -> int:
     from engine import queue
 
     ws = workspace(args)
-    try:
-        run_id = queue.add(ws, **run_options(args))
-    except queue.QueueError as e:
-        raise CliError(str(e)) from e
+    options = run_options(args)
+    run_id = queue.add(ws, **options)
+    if options.get("trust_remote_code"):
+        from engine.config import OPTIONS
+
+        print(f"voxtune: warning: {OPTIONS['trust_remote_code'].flag} {OPTIONS['trust_remote_code'].warning}",
+              file=sys.stderr)
     emit({"id": run_id}, args.json, run_id)
     if not args.no_start:
         start_engine(ws, args.json)
@@ -121,10 +119,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _move(args: argparse.Namespace, delta: int) -> int:
     from engine import queue
 
-    try:
-        pos = queue.move(workspace(args), args.id, delta * args.n)
-    except queue.QueueError as e:
-        raise CliError(str(e)) from e
+    pos = queue.move(workspace(args), args.id, delta * args.n)
     print(f"{args.id} is now number {pos + 1} in the queue")
     return 0
 

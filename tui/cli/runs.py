@@ -6,8 +6,9 @@ import argparse
 import sys
 import time
 
-from tui.cli import CliError, emit, workspace
+from tui.cli import emit, workspace
 from tui.cli.queue import add_run_options, run_options, start_engine
+from engine.enums import RunStatus
 
 FOLLOW_POLL_S = 0.5
 
@@ -51,12 +52,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _require(ws, run_id: str) -> dict:
-    from engine.store import Store, StoreError
+    from engine.store import Store
 
-    try:
-        return Store(ws).require_run(run_id)
-    except StoreError as e:
-        raise CliError(str(e)) from e
+    return Store(ws).require_run(run_id)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -78,7 +76,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                  f"batch {config.get('batch_size')} x {config.get('grad_accum')}, lr {config.get('lr')}, "
                  f"estimate {_fmt_num(config.get('estimate_gb'), '.1f')} GB")
     if prog["step"] is not None:
-        eta = f", eta {int(prog['eta_s'])} s" if prog["eta_s"] is not None and run["status"] == "running" else ""
+        eta = f", eta {int(prog['eta_s'])} s" if prog["eta_s"] is not None and run["status"] == RunStatus.RUNNING else ""
         lines.append(f"  progress: step {prog['step']}/{prog['max_steps']}{eta}, loss {_fmt_num(prog['loss'])}")
     if out["metrics"]:
         m = out["metrics"]
@@ -95,20 +93,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _queue_op(func, *a, **kw):
-    from engine import queue
-
-    try:
-        return func(*a, **kw)
-    except queue.QueueError as e:
-        raise CliError(str(e)) from e
-
-
 def cmd_cancel(args: argparse.Namespace) -> int:
     from engine import queue
 
-    now = _queue_op(queue.cancel, workspace(args), args.id)
-    print(f"{args.id}: cancelled" if now == "cancelled" else
+    now = queue.cancel(workspace(args), args.id)
+    print(f"{args.id}: cancelled" if now == RunStatus.CANCELLED else
           f"{args.id}: cancel requested; the worker saves a checkpoint and stops (forced after a timeout)")
     return 0
 
@@ -117,7 +106,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     from engine import queue
 
     ws = workspace(args)
-    new = _queue_op(queue.retry, ws, args.id)
+    new = queue.retry(ws, args.id)
     emit({"id": new}, args.json, new)
     start_engine(ws, args.json)
     return 0
@@ -127,7 +116,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from engine import queue
 
     ws = workspace(args)
-    has_ckpt = _queue_op(queue.resume, ws, args.id)
+    has_ckpt = queue.resume(ws, args.id)
     print(f"{args.id} queued to resume " + ("from its last checkpoint" if has_ckpt else "(no checkpoint yet: from step 0)"))
     paused, reason = queue.is_paused(ws)
     if paused:
@@ -140,7 +129,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
     from engine import queue
 
     ws = workspace(args)
-    new = _queue_op(queue.clone, ws, args.id, **run_options(args))
+    new = queue.clone(ws, args.id, **run_options(args))
     emit({"id": new}, args.json, new)
     start_engine(ws, args.json)
     return 0
@@ -149,7 +138,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     from engine import queue
 
-    dest = _queue_op(queue.remove, workspace(args), args.id)
+    dest = queue.remove(workspace(args), args.id)
     print(f"{args.id} removed" + (f"; its folder is in {dest}" if dest else ""))
     return 0
 
@@ -175,7 +164,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         if not new:
             run = store.get_run(args.id)
-            if run is None or run["status"] not in ("queued", "running"):
+            if run is None or run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
                 new, offset = read_lines_from(path, offset)
                 for ln in new:
                     sys.stdout.write(ln + "\n")
@@ -188,10 +177,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     ws = workspace(args)
     _require(ws, args.id)
-    try:
-        out = export.export_run(ws, args.id, merge=args.merge, out=args.out)
-    except (ValueError, FileNotFoundError) as e:
-        raise CliError(str(e)) from e
+    out = export.export_run(ws, args.id, merge=args.merge, out=args.out)
     print(f"exported to {out}")
     return 0
 
@@ -201,7 +187,7 @@ def register(sub) -> None:
     rs = p.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
     ls = rs.add_parser("ls", help="all runs with status, progress and WER")
     ls.add_argument("--json", action="store_true")
-    ls.add_argument("--status", choices=("queued", "running", "finished", "failed", "cancelled", "interrupted"))
+    ls.add_argument("--status", choices=RunStatus.values())
     ls.set_defaults(func=cmd_ls)
     p.set_defaults(func=cmd_ls, json=False, status=None)
 

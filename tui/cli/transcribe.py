@@ -13,11 +13,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     if bool(args.run) == bool(args.model):
         raise CliError("give exactly one of --run ID or --model M")
-    try:
-        target = tr.target_for_run(workspace(args), args.run) if args.run else tr.target_for_model(args.model)
-        results = tr.transcribe_detailed(args.audio, target, device=args.device, max_new_tokens=args.max_new_tokens)
-    except tr.TranscribeError as e:
-        raise CliError(str(e)) from e
+    target = tr.target_for_run(workspace(args), args.run) if args.run else tr.target_for_model(args.model)
+    results = tr.transcribe_detailed(args.audio, target, device=args.device, max_new_tokens=args.max_new_tokens)
     if args.json:
         emit(results, True)
         return 0

@@ -17,12 +17,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane
+from textual.widgets import Header, Input, Static, TabbedContent, TabPane
 
 from engine.compare import curves, fmt_duration
 from engine.progress import read_progress
 from engine.runfiles import RunFiles, read_json, read_jsonl_from, read_lines_from, tail_lines
-from engine.store import FINAL, Store
+from engine.enums import FINAL
+from engine.store import Store
 from engine.workspace import Workspace
 from tui.poller import Poller
 from tui.widgets.gpu import KEEP as TELEMETRY_KEEP
@@ -30,6 +31,8 @@ from tui.widgets.gpu import GpuPanel
 from tui.widgets.logview import MAX_LINES, LogView
 from tui.widgets.plot import Plot, Series
 from tui.widgets.samples import SamplesPanel
+from engine.enums import RunStatus
+from tui.widgets.footer import KeysFooter
 
 POLL_S = 0.5
 RECORD_POLL_S = 2.0
@@ -80,7 +83,7 @@ class RunTail:
         if size - off > CHUNK:
             # far behind (a burst, or a huge log): show the newest lines, say what was skipped
             lines, end = tail_lines(path, self.log_lines)
-            batch.skipped_bytes = max(0, end - off - sum(len(l) + 1 for l in lines))
+            batch.skipped_bytes = max(0, end - off - sum(len(line) + 1 for line in lines))
             batch.log, self.offsets["log"] = lines, end
             return
         batch.log, self.offsets["log"] = read_lines_from(path, off, CHUNK)
@@ -201,7 +204,12 @@ class DashboardScreen(Screen):
                 yield GpuPanel(id="gpu-panel")
             with TabPane("Samples", id="samples"):
                 yield SamplesPanel(id="samples-panel")
-        yield Footer()
+        yield KeysFooter()
+
+    def on_screen_resume(self) -> None:
+        """Hidden screens do not poll (tui.poller); catch up at once when shown again."""
+        if self.poller is not None:
+            self.poller.poke()
 
     def on_mount(self) -> None:
         self.sub_title = self.run_id
@@ -261,7 +269,7 @@ class DashboardScreen(Screen):
             t.append(f" step {step}/{max_steps}")
         else:
             t.append(f"step {step}")
-        if status == "running" and p.get("eta_s") is not None:
+        if status == RunStatus.RUNNING and p.get("eta_s") is not None:
             t.append(f"  ETA {fmt_duration(p['eta_s'])}")
         if p.get("loss") is not None:
             t.append(f"  loss {p['loss']:.4g}")

@@ -10,7 +10,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
+from tui.widgets.footer import KeysFooter
 
 
 def _bar(count: int, peak: int, width: int = 16) -> str:
@@ -44,7 +45,7 @@ def stats_text(st: dict) -> str:
     for n in st.get("notes", []):
         lines.append(f"[dim]note[/]     {n}")
     n_prob = len(st.get("problems", []))
-    lines.append(f"[dim]problems[/] " + (f"[red]{n_prob} clip(s) left out[/] (below)" if n_prob else "[green]none[/]"))
+    lines.append("[dim]problems[/] " + (f"[red]{n_prob} clip(s) left out[/] (below)" if n_prob else "[green]none[/]"))
     return "\n".join(lines)
 
 
@@ -71,7 +72,7 @@ class DatasetsScreen(Screen):
                     yield Static("", id="ds-stats")
                     yield DataTable(id="ds-problems", cursor_type="row")
                 yield Static("import: voxtune data import PATH --name NAME", id="ds-hint")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#ds-list", DataTable)

@@ -16,7 +16,7 @@ def keys_of(screen: Screen) -> list[tuple[str, str, str]]:
     app = screen.app
     rows: list[tuple[str, str, str]] = []
     seen: set[str] = set()
-    for key, active in screen.active_bindings.items():
+    for active in screen.active_bindings.values():
         binding = active.binding
         if not binding.description or binding.system:
             continue

@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Input, Static, TabbedContent, TabPane
 
 from engine import compare
 from engine.compare import COLUMNS, CompareError, fmt_value
@@ -21,6 +21,7 @@ from engine.store import Store
 from tui.widgets.plot import Plot, Series
 from tui.widgets.run_list import Column, RunList
 from tui.widgets.samples import diff_text
+from tui.widgets.footer import KeysFooter
 
 SORT_CYCLE = ["created_at", "wer", "best_wer", "cer", "eval_loss", "final_loss", "duration_s", "peak_gb", "id", "model", "status"]
 MARK = "●"
@@ -28,6 +29,25 @@ MARK = "●"
 FIRST = ["id", "status", "wer", "best_wer", "model", "method", "dataset"]
 DISPLAY = FIRST + [k for k, _ in COLUMNS if k not in FIRST]
 HEADINGS = dict(COLUMNS)
+
+
+# (store path, store stamp) -> (records, summary rows): History's rows are derived from the
+# store alone, so they are summarised once per change of the file. The app warms this in a
+# thread at start-up, and pressing 4 then only draws.
+_SUMMARIES: dict[str, tuple[tuple, list[dict], list[dict]]] = {}
+
+
+def load_summaries(ws) -> tuple[list[dict], list[dict]]:
+    """(run records, compare.summarize rows) of workspace `ws`, cached per store change."""
+    store = Store(ws)
+    key, stamp = str(store.path), store.stamp()
+    hit = _SUMMARIES.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1], hit[2]
+    records = store.list_runs()
+    rows = [compare.summarize(r) for r in records]
+    _SUMMARIES[key] = (stamp, records, rows)
+    return records, rows
 
 
 class HistoryScreen(Screen):
@@ -56,13 +76,14 @@ class HistoryScreen(Screen):
         self.sort_reverse = True  # newest first
         self.filter_text = ""
         self.loaded = 0  # loads finished: tests wait on this
+        self._stamp: tuple | None = None  # the store version the rows show
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Input(placeholder="filter: model=whisper method=lora dataset=… status=finished,failed  or words", id="history-filter")
         yield RunList(self._columns([]), self._format_cell, id="history-table")
         yield Static("loading runs…", id="history-status")
-        yield Footer()
+        yield KeysFooter()
 
     @staticmethod
     def _columns(rows: list[dict]) -> list[Column]:
@@ -92,16 +113,17 @@ class HistoryScreen(Screen):
         self.action_reload()
 
     def on_screen_resume(self) -> None:
-        if self.loaded:
+        if self.loaded and Store(self.app.workspace).stamp() != self._stamp:
             self.action_reload()
 
     @work(thread=True, exclusive=True, group="history-load", exit_on_error=False)
     def action_reload(self) -> None:
-        records = Store(self.app.workspace).list_runs()
-        rows = [compare.summarize(r) for r in records]
-        self.app.call_from_thread(self._loaded, records, rows)
+        stamp = Store(self.app.workspace).stamp()
+        records, rows = load_summaries(self.app.workspace)
+        self.app.call_from_thread(self._loaded, records, rows, stamp)
 
-    def _loaded(self, records: list[dict], rows: list[dict]) -> None:
+    def _loaded(self, records: list[dict], rows: list[dict], stamp: tuple | None = None) -> None:
+        self._stamp = stamp
         self.query_one(RunList).columns = self._columns(rows)
         self.records = {r["id"]: r for r in records}
         self.rows = rows
@@ -220,7 +242,7 @@ class RunDetailScreen(Screen):
             with Horizontal(id="detail-plots"):
                 yield Plot("loss", id="detail-loss")
                 yield Plot("WER", percent=True, id="detail-wer")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.sub_title = self.record["id"]
@@ -327,7 +349,7 @@ class CompareScreen(Screen):
                     yield Static("", id="cmp-samples-body")
             with TabPane("Config", id="cmp-config"):
                 yield DataTable(id="cmp-config-table", cursor_type="row")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.sub_title = f"{len(self.records)} runs"

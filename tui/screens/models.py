@@ -16,12 +16,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Static
+from textual.widgets import DataTable, Header, Input, Label, Select, Static
 
 from engine import calibration
 from engine.catalog import ModelEntry, load_catalog
 from engine.estimator import FitConfig, estimate, max_batch, recommend
 from engine.gpus import Gpu, detect, presets
+from tui.widgets.footer import KeysFooter
 
 METHODS = ("full", "lora", "qlora", "lora8")
 MARK = {"fits": ("✓", "green"), "tight": ("~", "yellow"), "no": ("✗", "red")}
@@ -138,7 +139,7 @@ class ModelsScreen(Screen):
             yield Input("", placeholder="filter", compact=True, id="filter-input")
         yield DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="models-detail")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#models-table", DataTable)

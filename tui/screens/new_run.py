@@ -21,83 +21,90 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
-from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Header, Input, Label, Select, Static
 
+from engine.config import NUMBER_KINDS, form_options, parse_text
+from engine.enums import METHODS
+from engine.errors import VoxtuneError
 from engine.runfiles import RunFiles, read_json
 from engine.store import Store
 from engine.workspace import Workspace
+from tui.widgets.footer import KeysFooter
 
-METHODS = ("full", "lora", "qlora", "lora8")
-ADAPTER_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout")
+# The form's fields are engine.config's RunConfig options (the CLI's flags come from the same
+# list); this module only decides which widget shows each one and how they are laid out.
+FORM = dict(form_options())
+SELECTS = ("dataset",)  # text options the form offers as a choice list (filled from the store)
+ADAPTER_FIELDS = tuple(n for n, o in FORM.items() if o.applies == "adapter")
+TRAIN_FIELDS = tuple(n for n, o in FORM.items() if o.applies == "train")
+EVAL_FIELDS = tuple(n for n, o in FORM.items() if o.applies == "eval")
+LABELS = {n: o.label for n, o in FORM.items()} | {"gpu": "GPU"}
 
 
-@dataclass(frozen=True)
-class Field:
-    name: str
-    label: str
-    kind: str  # int (> 0) | int0 (>= 0) | anyint | float (> 0) | frac ([0, 1))
+def widget_kind(name: str) -> str:
+    """select | num | text | check: the widget that edits option `name`."""
+    kind = FORM[name].kind
+    if kind == "choice" or name in SELECTS:
+        return "select"
+    if kind in NUMBER_KINDS:
+        return "num"
+    return "check" if kind == "bool" else "text"
 
 
-NUMBER_FIELDS = (
-    Field("max_steps", "Steps", "int"),
-    Field("batch_size", "Batch", "int"),
-    Field("grad_accum", "Accum", "int"),
-    Field("lr", "LR", "float"),
-    Field("warmup_steps", "Warmup", "int0"),
-    Field("eval_every", "Eval every", "int"),
-    Field("save_every", "Save every", "int"),
-    Field("seed", "Seed", "int0"),
-    Field("lora_rank", "LoRA r", "int"),
-    Field("lora_alpha", "LoRA α", "float"),
-    Field("lora_dropout", "Dropout", "frac"),
-    Field("priority", "Priority", "anyint"),
-)
-FIELD_ROWS = (NUMBER_FIELDS[0:4], NUMBER_FIELDS[4:8], NUMBER_FIELDS[8:12])
-CHECKS = (("gradient_checkpointing", "Checkpointing"), ("freeze_audio_encoder", "Freeze encoder"), ("eval_only", "Eval only"))
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-OPTIMIZERS = ("adamw", "adamw8bit", "adafactor")
-LABELS = {f.name: f.label for f in NUMBER_FIELDS} | dict(CHECKS) | {
-    "model": "Model", "method": "Method", "dataset": "Dataset", "precision": "Precision", "optimizer": "Optimizer",
-}
+TEXT_FIELDS = tuple(n for n in FORM if widget_kind(n) in ("num", "text"))
+CHECKS = tuple(n for n in FORM if widget_kind(n) == "check")
+ROW_WIDTH = {"select": 2, "num": 4, "text": 2, "check": 4}  # fields per row, sized for 80 columns
+
+
+def layout() -> list[list[str]]:
+    """Rows of field names: the model on its own row, then the choices (the GPU, a form-only
+    choice, after the dataset), the numbers, the other text fields and the switches."""
+    rows: list[list[str]] = [["model"]]
+    for kind in ("select", "num", "text", "check"):
+        names = [n for n in FORM if n != "model" and widget_kind(n) == kind]
+        if kind == "select":
+            names.insert(names.index("dataset") + 1, "gpu")
+        width = ROW_WIDTH[kind]
+        rows += [names[i:i + width] for i in range(0, len(names), width)]
+    return rows
 
 
 def parse_number(text: str, kind: str) -> tuple[Any, str | None]:
     """(value, None) or (None, what is wrong) -- the message fits after the field's label."""
-    raw = text.strip().replace("_", "")
-    if not raw:
-        return None, "a value is required"
-    try:
-        if kind in ("int", "int0", "anyint"):
-            num = float(raw)
-            if num != int(num):
-                raise ValueError
-            value: Any = int(num)
-        else:
-            value = float(raw)
-    except ValueError:
-        want = "a whole number" if kind in ("int", "int0", "anyint") else "a number"
-        return None, f"expected {want}, got {text.strip()!r}"
-    if kind in ("int", "float") and value <= 0:
-        return None, f"must be > 0, got {raw}"
-    if kind == "int0" and value < 0:
-        return None, f"must be >= 0, got {raw}"
-    if kind == "frac" and not 0 <= value < 1:
-        return None, f"must be in [0, 1), got {raw}"
-    return value, None
+    return parse_text(text, kind)
 
 
-def parse_form(raw: dict[str, str], method: str) -> tuple[dict, dict[str, str]]:
-    """Text fields -> numbers. LoRA fields are ignored for a full fine-tune."""
+def applies(name: str, method: str | None, eval_only: bool) -> bool:
+    """Does option `name` matter for this method and run kind (else it is disabled)?"""
+    where = FORM[name].applies if name in FORM else "always"
+    if where == "train":
+        return not eval_only
+    if where == "adapter":
+        return not eval_only and method not in (None, "full")
+    if where == "eval":
+        return eval_only
+    return True
+
+
+def parse_form(raw: dict[str, str], method: str, eval_only: bool = False) -> tuple[dict, dict[str, str]]:
+    """Text fields -> values; fields that do not apply (LoRA fields of a full fine-tune,
+    training fields of an eval-only run) are left out. Empty optional fields are None."""
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
-    for f in NUMBER_FIELDS:
-        if method == "full" and f.name in ADAPTER_FIELDS:
+    for name in TEXT_FIELDS:
+        if name == "model" or not applies(name, method, eval_only):
             continue
-        value, err = parse_number(raw.get(f.name, ""), f.kind)
+        opt = FORM[name]
+        value, err = parse_text(raw.get(name, ""), opt.kind, opt.optional)
         if err:
-            errors[f.name] = f"{f.label}: {err}"
+            errors[name] = f"{opt.label}: {err}"
         else:
-            values[f.name] = value
+            values[name] = value
+    if not eval_only and values.get("max_steps") is None and values.get("epochs") is None \
+            and "max_steps" not in errors and "epochs" not in errors:
+        errors["max_steps"] = "Steps: give steps or epochs"
+    elif values.get("max_steps") is not None and values.get("epochs") is not None:
+        errors["epochs"] = "Epochs: give steps or epochs, not both"
     return values, errors
 
 
@@ -106,6 +113,8 @@ def fmt_default(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
     return str(value)
 
 
@@ -174,8 +183,8 @@ def check_config(ws: Workspace, options: dict, gpu: Any) -> tuple[dict | None, s
 
     try:
         cfg = queue.resolve(ws, Store(ws), **options)
-    except queue.QueueError as e:
-        return None, e.field, str(e), None
+    except VoxtuneError as e:  # unknown model, bad option, no dataset...: the field is marked
+        return None, e.field, e.one_line(), None
     if gpu is None:
         return cfg, None, None, "no GPU chosen"
     try:
@@ -270,36 +279,44 @@ class NewRunScreen(Screen[str | None]):
         title = f"New run (a copy of {self.clone_of})" if self.clone_of else "New run"
         with VerticalScroll(id="new-run-form"):
             yield Static(title, id="form-title")
-            with Horizontal(classes="form-row"):
-                yield Label("Model", classes="form-label")
-                yield Input(placeholder="catalog name, hub id or local folder", id="model", compact=True)
-            with Horizontal(classes="form-row"):
-                yield Label("Method", classes="form-label")
-                yield Select([(m, m) for m in METHODS], id="method", allow_blank=False, value="lora", compact=True)
-                yield Label("Dataset", classes="form-label")
-                yield Select([], id="dataset", prompt="(none imported)", compact=True)
-            with Horizontal(classes="form-row"):
-                yield Label("GPU", classes="form-label")
-                yield Select([], id="gpu", prompt="(none)", compact=True)
-            for row in FIELD_ROWS:
+            for row in layout():
                 with Horizontal(classes="form-row"):
-                    for f in row:
-                        yield Label(f.label, classes="form-label")
-                        yield Input("0" if f.name == "priority" else "", id=f.name, compact=True, classes="num")
-            with Horizontal(classes="form-row"):
-                yield Label("Precision", classes="form-label")
-                yield Select([(p, p) for p in PRECISIONS], id="precision", allow_blank=False, value="auto", compact=True)
-                yield Label("Optimizer", classes="form-label")
-                yield Select([(o, o) for o in OPTIMIZERS], id="optimizer", allow_blank=False, value="adamw", compact=True)
-            with Horizontal(classes="form-row"):
-                for name, label in CHECKS:
-                    yield OnOffBox(label, id=name, compact=True)
+                    for name in row:
+                        yield from self._field(name)
             yield Static(id="estimate")
             yield Static(id="form-errors")
             with Horizontal(id="form-buttons"):
                 yield Button("Queue run (ctrl+s)", id="submit", variant="primary", compact=True)
                 yield Button("Cancel (esc)", id="cancel", compact=True)
-        yield Footer()
+        yield KeysFooter()
+
+    def _field(self, name: str) -> ComposeResult:
+        """One option's label and widget (ids: `label-NAME` and `NAME`)."""
+        if name == "gpu":
+            yield Label("GPU", classes="form-label", id="label-gpu")
+            yield Select([], id="gpu", prompt="(none)", compact=True)
+            return
+        opt, kind = FORM[name], widget_kind(name)
+        tip = opt.help + (f" ({opt.flag})" if opt.flag else "")
+        if kind == "check":
+            box = OnOffBox(opt.label, id=name, compact=True)
+            box.tooltip = tip
+            yield box
+            return
+        yield Label(opt.label, classes="form-label", id=f"label-{name}")
+        if kind == "select":
+            if name == "dataset":
+                widget = Select([], id=name, prompt="(none imported)", compact=True)
+            else:
+                first = opt.choices[0] if name != "method" else "lora"
+                widget = Select([(c, c) for c in opt.choices], id=name, allow_blank=False,
+                                value=self._set_by_form.get(name, first), compact=True)
+        elif kind == "num":
+            widget = Input("0" if name == "priority" else "", id=name, compact=True, classes="num")
+        else:
+            widget = Input(placeholder=opt.placeholder or "", id=name, compact=True)
+        widget.tooltip = tip
+        yield widget
 
     async def on_mount(self) -> None:
         self.query_one("#model", Input).focus()
@@ -366,30 +383,33 @@ class NewRunScreen(Screen[str | None]):
                 self.touched.add(key)
 
     def raw_values(self) -> dict[str, Any]:
-        raw: dict[str, Any] = {f.name: self.query_one(f"#{f.name}", Input).value for f in NUMBER_FIELDS}
-        raw["model"] = self.query_one("#model", Input).value.strip()
-        for name in ("method", "dataset", "precision", "optimizer"):
-            v = self.query_one(f"#{name}", Select).value
-            raw[name] = None if v is Select.NULL else v
-        for name, _ in CHECKS:
-            raw[name] = self.query_one(f"#{name}", Checkbox).value
+        raw: dict[str, Any] = {}
+        for name in FORM:
+            w = self.query_one(f"#{name}")
+            if isinstance(w, Select):
+                raw[name] = None if w.value is Select.NULL else w.value
+            elif isinstance(w, Checkbox):
+                raw[name] = w.value
+            else:
+                raw[name] = w.value.strip() if name == "model" else w.value
         return raw
 
     def options(self) -> tuple[dict, dict[str, str]]:
         """The keyword arguments for engine.queue.add, and the fields at fault."""
         raw = self.raw_values()
         method = raw["method"] or "lora"
-        values, errors = parse_form(raw, method)
+        eval_only = bool(raw.get("eval_only"))
+        values, errors = parse_form(raw, method, eval_only)
         if not raw["model"]:
             errors["model"] = "Model: required (a catalog name, hub id or local folder)"
         if not raw["dataset"]:
             errors["dataset"] = "Dataset: none chosen; import one first (3 opens Datasets)"
-        options = dict(values, model=raw["model"], method=method, dataset=raw["dataset"],
-                       precision=raw["precision"], optimizer=raw["optimizer"],
-                       **{name: raw[name] for name, _ in CHECKS})
-        if method == "full":
-            for name in ADAPTER_FIELDS:
-                options.pop(name, None)
+        options = dict(values, model=raw["model"], dataset=raw["dataset"])
+        for name in FORM:
+            if widget_kind(name) in ("select", "check") and name != "dataset" and applies(name, method, eval_only):
+                options[name] = raw[name]
+        if eval_only:
+            options.setdefault("method", None)
         return options, errors
 
     @property
@@ -416,12 +436,22 @@ class NewRunScreen(Screen[str | None]):
             if current not in methods:
                 defaults = (await asyncio.to_thread(_defaults_for, raw["model"], method.value))[1]
         self._fill({k: v for k, v in defaults.items() if k not in self.touched})
-        self._set_adapter_enabled(method.value != "full")
+        self._update_applicable()
         self._schedule_check()
 
-    def _set_adapter_enabled(self, enabled: bool) -> None:
-        for name in ADAPTER_FIELDS:
-            self.query_one(f"#{name}", Input).disabled = not enabled
+    def _update_applicable(self) -> None:
+        """Fields that do not apply to this method / run kind are disabled (and hidden for an
+        eval-only run: its form shows what an evaluation needs)."""
+        raw = self.raw_values()
+        method, eval_only = raw.get("method"), bool(raw.get("eval_only"))
+        for name in FORM:
+            if name == "model":
+                continue
+            on = applies(name, method, eval_only)
+            self.query_one(f"#{name}").disabled = not on
+            hide = (FORM[name].applies == "train" and eval_only) or (FORM[name].applies == "eval" and not eval_only)
+            for w in self.query(f"#{name}, #label-{name}"):
+                w.display = not hide
 
     # -- live checking ------------------------------------------------------------------
     @on(Input.Changed)
@@ -435,6 +465,8 @@ class NewRunScreen(Screen[str | None]):
             self.touched.add(name)
         if name == "model":
             self.run_worker(self._apply_defaults, group="defaults", exclusive=True, exit_on_error=False)
+        elif name == "eval_only":
+            self._update_applicable()
         self._schedule_check()
 
     @on(Select.Changed)
@@ -444,7 +476,7 @@ class NewRunScreen(Screen[str | None]):
             self._schedule_check()
             return
         if name in ("method",):
-            self._set_adapter_enabled(event.value != "full")
+            self._update_applicable()
             self.run_worker(self._apply_defaults, group="defaults", exclusive=True, exit_on_error=False)
         elif name and name != "gpu":
             self.touched.add(name)
@@ -521,15 +553,14 @@ class NewRunScreen(Screen[str | None]):
         self.run_worker(partial(self._submit, options), group="submit", exclusive=True, exit_on_error=False)
 
     async def _submit(self, options: dict) -> None:
-        from engine.queue import QueueError
-
         self.query_one("#submit", Button).disabled = True
         try:
             run_id, warning = await asyncio.to_thread(submit, self.workspace, options, self.clone_of)
-        except QueueError as e:
-            self.engine_error = (e.field, str(e))
+        except VoxtuneError as e:
+            self.query_one("#submit", Button).disabled = False
+            self.engine_error = (e.field, e.one_line())
             self._show_errors()
-            self.notify(str(e), title="Not queued", severity="error")
+            self.notify(e.one_line() + (f"\n{e.hint}" if e.hint else ""), title="Not queued", severity="error")
             return
         except Exception as e:  # noqa: BLE001
             self.query_one("#submit", Button).disabled = False
@@ -542,9 +573,9 @@ class NewRunScreen(Screen[str | None]):
 
 
 def _defaults_for(model: str, method: str) -> tuple[list[str], dict]:
-    """The methods a model supports and engine.queue's defaults for it and `method`."""
-    from engine import catalog, queue
+    """The methods a model supports and engine.config's defaults for it and `method`."""
+    from engine import catalog, config
 
     entry = catalog.get_model(model)
     methods = [m for m in METHODS if m in (entry.methods or METHODS)]
-    return methods, queue.defaults(entry, method if method in methods else (methods or ["lora"])[0])
+    return methods, config.defaults(entry, method if method in methods else (methods or ["lora"])[0])

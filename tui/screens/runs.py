@@ -14,14 +14,17 @@ from typing import Any, Callable
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from engine.runfiles import RunFiles
-from engine.store import FINAL, Store
+from engine.enums import FINAL
+from engine.store import Store
 from engine.workspace import Workspace
 from tui.poller import Poller
 from tui.widgets.engine_bar import EngineBar, EngineState
-from tui.widgets.run_table import RunRow, RunTable, build_rows
+from tui.widgets.run_table import RunRow, RunTable, build_rows, queue_order
+from engine.enums import RunStatus
+from tui.widgets.footer import KeysFooter
 
 
 @dataclass
@@ -29,26 +32,21 @@ class RunsView:
     rows: list[RunRow]
     engine: EngineState
     runs: dict[str, dict] = field(default_factory=dict)
+    hidden: int = 0  # ended runs not listed here (History lists them)
 
 
 def engine_state(ws: Workspace, store: Store, counts: dict) -> EngineState:
-    """Ask engine.daemon without waiting on it; fall back to the store for the queue flag."""
+    """Is the engine up, is the queue paused: from the pid file and the store, never waiting
+    on the engine itself."""
     paused = bool(store.get_meta("queue_paused", False))
     try:
         from engine import daemon
-    except ImportError as e:
-        return EngineState(queue_paused=paused, counts=counts, error=f"engine.daemon unavailable ({e})")
-    try:
-        st = daemon.status(ws) or {}
+
+        pid = daemon.engine_pid(ws)
     except Exception as e:  # noqa: BLE001 - a broken pid file must not break the screen
         return EngineState(queue_paused=paused, counts=counts, error=f"cannot read engine status: {e}")
-    return EngineState(
-        running=bool(st.get("running")),
-        pid=st.get("pid"),
-        queue_paused=bool(st.get("queue_paused", paused)),
-        counts=counts,
-        paused_reason=st.get("queue_paused_reason"),
-    )
+    return EngineState(running=pid is not None, pid=pid, queue_paused=paused, counts=counts,
+                       paused_reason=store.get_meta("queue_paused_reason"))
 
 
 class ProgressCache:
@@ -56,6 +54,8 @@ class ProgressCache:
 
     def __init__(self) -> None:
         self._final: dict[tuple, dict] = {}
+        self.rows: dict[tuple, object] = {}  # build_rows' cache of rows that did not change
+        self.base: tuple | None = None  # (store stamp, counts, runs shown, ended runs not shown)
 
     def get(self, ws: Workspace, run: dict) -> dict:
         try:
@@ -63,7 +63,7 @@ class ProgressCache:
         except ImportError:
             return {}
         status = run.get("status")
-        if status == "queued" and not run.get("resume"):
+        if status == RunStatus.QUEUED and not run.get("resume"):
             return {}
         key = (run.get("id"), status, run.get("finished_at"))
         if status in FINAL and key in self._final:
@@ -77,16 +77,30 @@ class ProgressCache:
         return prog
 
 
-def load_view(ws: Workspace, cache: ProgressCache) -> RunsView:
+# Ended runs the home screen lists (newest first); History (4) lists every run. At this size
+# the table fills in well under a second even with 10,000 runs in the store.
+RECENT_ENDED = 300
+
+
+def load_view(ws: Workspace, cache: ProgressCache, recent: int = RECENT_ENDED) -> RunsView:
+    """Everything the Runs screen shows, read off the UI thread. The store part is reused
+    while the store file is unchanged; live runs' progress is read every poll."""
     store = Store(ws)
-    runs = store.list_runs()
-    counts: dict[str, int] = {}
-    for r in runs:
-        counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
+    stamp = store.stamp()
+    if cache.base is None or cache.base[0] != stamp:
+        runs = store.list_runs()
+        counts: dict[str, int] = {}
+        for r in runs:
+            counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
+        ordered = queue_order(runs)
+        live = [r for r in ordered if r.get("status") not in FINAL]
+        ended = [r for r in ordered if r.get("status") in FINAL]
+        cache.base = (stamp, counts, live + ended[:recent], max(0, len(ended) - recent))
+    _, counts, shown, hidden = cache.base
     engine = engine_state(ws, store, counts)
-    progress = {r["id"]: cache.get(ws, r) for r in runs}
-    rows = build_rows(runs, progress, queue_paused=engine.queue_paused)
-    return RunsView(rows=rows, engine=engine, runs={r["id"]: r for r in runs})
+    progress = {r["id"]: cache.get(ws, r) for r in shown}
+    rows = build_rows(shown, progress, queue_paused=engine.queue_paused, cache=cache.rows)
+    return RunsView(rows=rows, engine=engine, runs={r["id"]: r for r in shown}, hidden=hidden)
 
 
 class RunsScreen(Screen):
@@ -123,7 +137,12 @@ class RunsScreen(Screen):
         yield EngineBar("engine: checking…", id="engine-bar")
         yield RunTable(id="runs-table")
         yield Static("Loading runs…", id="run-detail")
-        yield Footer()
+        yield KeysFooter()
+
+    def on_screen_resume(self) -> None:
+        """Hidden screens do not poll (tui.poller); catch up at once when shown again."""
+        if self.poller is not None:
+            self.poller.poke()
 
     def on_mount(self) -> None:
         self.query_one(RunTable).focus()
@@ -171,6 +190,8 @@ class RunsScreen(Screen):
             text = row.detail
         elif self.view is not None and not self.view.rows:
             text = "No runs yet. Press n to queue one (2 lists models, 3 datasets)."
+        elif self.view is not None and self.view.hidden:
+            text = f"{self.view.hidden} older ended runs are not listed here; 4 (History) lists every run."
         else:
             text = ""
         self.query_one("#run-detail", Static).update(text)
@@ -202,7 +223,7 @@ class RunsScreen(Screen):
             try:
                 result = await asyncio.to_thread(fn, *args, **kwargs)
             except Exception as e:  # noqa: BLE001 - the engine's message is meant for the user
-                self.notify(str(e) or type(e).__name__, title="Not done", severity="error")
+                self.app.show_error(e, title="Not done")  # type: ignore[attr-defined]
                 return
             self.notify(done.format(result=result))
             if self.poller is not None:
@@ -263,7 +284,7 @@ class RunsScreen(Screen):
         run = self._need_run()
         if run is None:
             return
-        if run.get("status") != "queued":
+        if run.get("status") != RunStatus.QUEUED:
             self.notify("Only queued runs can be moved.", severity="warning")
             return
         self._do(f"Moved {run['id']} {'up' if delta > 0 else 'down'}.", self._queue().move, self.workspace, run["id"], delta)

@@ -121,7 +121,7 @@ class Plot(Widget):
             return out
         x0, x1, y0, y1 = box
         labels = [self._fmt(y1), self._fmt((y0 + y1) / 2), self._fmt(y0)]
-        lw = max(len(l) for l in labels) + 1
+        lw = max(len(label) for label in labels) + 1
         ph, pw = height - 2, width - lw - 1
         grid = render_braille(series, pw, ph, box)
         label_rows = {0: labels[0], ph // 2: labels[1], ph - 1: labels[2]}

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
+from engine.enums import FINAL, RunStatus
 
 STATUS_GLYPH = {
     "running": ("▶", "bold green"),
@@ -42,13 +43,13 @@ class RunRow:
 def queue_order(runs: Iterable[dict]) -> list[dict]:
     """Running first, then queued in the order they will start, then the rest, newest first."""
     runs = list(runs)
-    running = sorted((r for r in runs if r.get("status") == "running"), key=lambda r: r.get("started_at") or 0)
+    running = sorted((r for r in runs if r.get("status") == RunStatus.RUNNING), key=lambda r: r.get("started_at") or 0)
     queued = sorted(
-        (r for r in runs if r.get("status") == "queued"),
+        (r for r in runs if r.get("status") == RunStatus.QUEUED),
         key=lambda r: (-(r.get("priority") or 0), r.get("seq") or 0),
     )
     rest = sorted(
-        (r for r in runs if r.get("status") not in ("running", "queued")),
+        (r for r in runs if r.get("status") not in (RunStatus.RUNNING, RunStatus.QUEUED)),
         key=lambda r: r.get("finished_at") or r.get("created_at") or 0,
         reverse=True,
     )
@@ -101,11 +102,11 @@ def status_text(status: str, position: int | None = None) -> Text:
 def note_for(run: dict, queue_paused: bool = False) -> str:
     """The one line that explains the state: why a queued run waits, why one failed."""
     reason = run.get("status_reason") or ""
-    if run.get("status") == "queued":
+    if run.get("status") == RunStatus.QUEUED:
         if queue_paused:
             return "queue paused" + (f"; {reason}" if reason else "")
         return reason or "waiting for the engine"
-    if run.get("cancel_requested") and run.get("status") == "running":
+    if run.get("cancel_requested") and run.get("status") == RunStatus.RUNNING:
         return "cancelling: saving a checkpoint"
     return reason
 
@@ -120,7 +121,7 @@ def run_row(run: dict, progress: dict | None, position: int | None = None, queue
     progress = progress or {}
     status = run.get("status", "?")
     step, max_steps = progress.get("step"), progress.get("max_steps")
-    if status == "finished" and max_steps and not step:
+    if status == RunStatus.FINISHED and max_steps and not step:
         step = max_steps
     wer = progress.get("wer")
     if wer is None:
@@ -129,7 +130,7 @@ def run_row(run: dict, progress: dict | None, position: int | None = None, queue
     cells = (
         status_text(status, position),
         run.get("id", ""),
-        progress_bar(step, max_steps, progress.get("eta_s") if status == "running" else None),
+        progress_bar(step, max_steps, progress.get("eta_s") if status == RunStatus.RUNNING else None),
         fmt_loss(progress.get("loss")),
         fmt_wer(wer),
         fmt_wer(best_wer(run, progress)),
@@ -140,7 +141,7 @@ def run_row(run: dict, progress: dict | None, position: int | None = None, queue
         what += " · eval only"
     if step and max_steps:
         what += f" · step {step}/{max_steps}"
-        if status == "running" and progress.get("eta_s") is not None:
+        if status == RunStatus.RUNNING and progress.get("eta_s") is not None:
             what += f" · ETA {fmt_duration(progress['eta_s'])}"
     scores = " · ".join(
         f"{name} {value}" for name, value in
@@ -151,14 +152,37 @@ def run_row(run: dict, progress: dict | None, position: int | None = None, queue
     return RunRow(key=run.get("id", ""), status=status, cells=cells, detail=detail)
 
 
-def build_rows(runs: Iterable[dict], progress: dict[str, dict], queue_paused: bool = False) -> list[RunRow]:
+def build_rows(runs: Iterable[dict], progress: dict[str, dict], queue_paused: bool = False,
+               cache: dict | None = None) -> list[RunRow]:
+    """Rows in queue order. `cache` (kept by the caller between polls) holds the rows of ended
+    runs, which do not change until their record does: a poll of 10,000 runs formats only the
+    live ones."""
     rows, position = [], 0
+    used: dict = {}
     for run in queue_order(runs):
         pos = None
-        if run.get("status") == "queued":
+        status = run.get("status")
+        if status == RunStatus.QUEUED:
             position += 1
             pos = position
-        rows.append(run_row(run, progress.get(run.get("id", "")), pos, queue_paused))
+        key = None
+        prog = progress.get(run.get("id", ""))
+        if cache is not None and (status in FINAL or (status == RunStatus.QUEUED and not prog)):
+            best = run.get("best") or {}
+            key = (run.get("id"), status, run.get("finished_at"), run.get("status_reason"), best.get("step"),
+                   best.get("wer"), pos, queue_paused, bool(run.get("cancel_requested")))
+            hit = cache.get(key)
+            if hit is not None:
+                rows.append(hit)
+                used[key] = hit
+                continue
+        row = run_row(run, prog, pos, queue_paused)
+        if key is not None:
+            used[key] = row
+        rows.append(row)
+    if cache is not None:  # keep what this poll used: the cache never outgrows the table
+        cache.clear()
+        cache.update(used)
     return rows
 
 

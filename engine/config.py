@@ -1,0 +1,492 @@
+"""RunConfig: everything a run needs, defined once.
+
+One dataclass holds every run option with its type, help text, CLI flag, form label and the
+rule that checks it (the `Option` in each field's metadata). From that single definition:
+- `voxtune queue add` / `runs clone` flags are generated (tui/cli/queue.py: `add_run_options`);
+- the new-run form's fields are generated (tui/screens/new_run.py reads `form_options()`);
+- `engine.queue` validates and resolves it (`RunConfig.check`), the estimator reads it
+  (`engine.estimator.fit_config_from_run`) and the training driver reads it
+  (`RunConfig.load(config.json)`).
+`config.json` is its serialisation (`to_dict`), with a `schema_version`; files written before
+the schema existed (version 1, voxtune 0.1 up to 65b73c4) load unchanged.
+
+Defaults depend on the model family and the method (`defaults`); a field left None is filled
+from them at queue time, so config.json always holds the values the run really used.
+Light module: no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from engine.enums import Method, Optimizer, Precision, Split
+from engine.errors import VoxtuneError
+
+SCHEMA_VERSION = 2  # 1: the untyped config.json of voxtune 0.1 (no schema_version key)
+
+# LoRA rank/alpha per family: the estimator (`voxtune fit`, the Models screen) assumes exactly
+# what `queue add` uses. r=32 on q,v is the PEFT int8 Whisper notebook's set-up; billion-scale
+# audio LLMs get r=16 (their adapters are large already: 4 projections x 28-32 layers).
+DEFAULT_LORA_RANK = 32
+DEFAULT_LORA_ALPHA = 64.0
+LLM_LORA_RANK = 16
+LLM_LORA_ALPHA = 32.0
+
+
+def lora_defaults(family: str | None) -> tuple[int, float]:
+    """(rank r, alpha) a run of this model family gets unless told otherwise."""
+    return (LLM_LORA_RANK, LLM_LORA_ALPHA) if family == "audio-llm" else (DEFAULT_LORA_RANK, DEFAULT_LORA_ALPHA)
+# Whisper's decoder has 448 positions; the prompt (<|sot|><|lang|><|transcribe|><|notimestamps|>)
+# takes up to 4 of them, and generation needs a few spare (REFERENCE.md s.1).
+SEQ2SEQ_MAX_NEW_TOKENS = 440
+LLM_MAX_NEW_TOKENS = 1024
+
+
+class ConfigError(VoxtuneError):
+    """A run option is missing, malformed or impossible; `field` names it."""
+
+
+# -- option metadata --------------------------------------------------------------------------
+KINDS = ("text", "int", "int0", "anyint", "float", "frac", "bool", "choice", "list")
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a user sets and checks one RunConfig field.
+
+    kind: text | int (> 0) | int0 (>= 0) | anyint | float (finite, > 0) | frac ([0, 1)) | bool
+          | choice (one of `choices`) | list (comma-separated names).
+    applies: always | train (ignored and hidden for eval-only runs) | adapter (LoRA methods only)
+             | eval (eval-only runs only).
+    flag: the CLI flag (None: not settable from the CLI); label: the form's label (None: not in
+    the form). Every user option must have both (tests/unit/test_config.py checks it).
+    """
+
+    help: str
+    kind: str
+    flag: str | None = None
+    label: str | None = None
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    aliases: tuple[str, ...] = ()
+    applies: str = "always"
+    optional: bool = False  # may stay empty (None) after defaults are applied
+    warning: str | None = None  # shown when the option is switched on (trust_remote_code)
+    placeholder: str | None = None  # what an empty form field means
+
+    def __post_init__(self) -> None:
+        assert self.kind in KINDS, self.kind
+
+
+def _opt(default: Any = None, **meta: Any) -> Any:
+    return field(default=default, metadata={"option": Option(**meta)})
+
+
+def _derived(default: Any = None) -> Any:
+    """A field voxtune fills in at queue time (not a user option)."""
+    return field(default=default, metadata={"derived": True})
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs. User options carry an `Option`; derived fields are filled by
+    `engine.queue.resolve`; `extra` keeps keys this version does not know (forward compatible)."""
+
+    # -- what to run ---------------------------------------------------------------------
+    model: str | None = _opt(help="catalog name, hub id or local checkpoint folder", kind="text",
+                             flag="--model", label="Model", metavar="M",
+                             placeholder="catalog name, hub id or local folder")
+    dataset: str | None = _opt(help="dataset name (`voxtune data ls`)", kind="text", flag="--dataset",
+                               label="Dataset", metavar="NAME")
+    method: str | None = _opt(help="full fine-tune, LoRA, QLoRA (4-bit NF4 base) or LoRA on an 8-bit base",
+                              kind="choice", choices=Method.values(), flag="--method", label="Method",
+                              applies="train")
+    eval_only: bool = _opt(False, help="score the model without training (a baseline)", kind="bool",
+                           flag="--eval-only", label="Eval only")
+    split: str | None = _opt(help="split an eval-only run scores", kind="choice", choices=Split.values(),
+                             flag="--split", label="Split", applies="eval")
+    # -- schedule --------------------------------------------------------------------------
+    max_steps: int | None = _opt(help="optimizer steps (or give --epochs)", kind="int", flag="--max-steps",
+                                 label="Steps", metavar="N", applies="train", optional=True)
+    epochs: float | None = _opt(help="passes over the training split (instead of --max-steps)", kind="float",
+                                flag="--epochs", label="Epochs", metavar="E", applies="train", optional=True)
+    batch_size: int | None = _opt(help="examples per forward pass (micro-batch)", kind="int", flag="--batch",
+                                  aliases=("--batch-size",), label="Batch", metavar="B")
+    grad_accum: int | None = _opt(help="micro-batches per optimizer step (grad-accum)", kind="int",
+                                  flag="--grad-accum", label="Accum", metavar="G", applies="train")
+    lr: float | None = _opt(help="peak learning rate", kind="float", flag="--lr", label="LR", metavar="LR",
+                            applies="train")
+    warmup_steps: int | None = _opt(help="linear warm-up steps", kind="int0", flag="--warmup-steps",
+                                    label="Warmup", metavar="N", applies="train")
+    eval_every: int | None = _opt(help="evaluate (generate + WER) every N steps, and at the end", kind="int",
+                                  flag="--eval-every", label="Eval every", metavar="N", applies="train")
+    save_every: int | None = _opt(help="save a checkpoint every N steps, and at the end", kind="int",
+                                  flag="--save-every", label="Save every", metavar="N", applies="train")
+    seed: int | None = _opt(help="random seed (data order, initialisation)", kind="int0", flag="--seed",
+                            label="Seed", metavar="S")
+    # -- LoRA ------------------------------------------------------------------------------
+    lora_rank: int | None = _opt(help="LoRA rank r", kind="int", flag="--lora-rank", label="LoRA r",
+                                 metavar="R", applies="adapter")
+    lora_alpha: float | None = _opt(help="LoRA alpha (scale = alpha / r)", kind="float", flag="--lora-alpha",
+                                    label="LoRA α", metavar="A", applies="adapter")
+    lora_dropout: float | None = _opt(help="LoRA dropout, in [0, 1)", kind="frac", flag="--lora-dropout",
+                                      label="Dropout", metavar="P", applies="adapter")
+    lora_targets: list[str] | None = _opt(help="module names LoRA adapts, comma-separated (default: the "
+                                               "family's, e.g. q_proj,v_proj)", kind="list",
+                                          flag="--lora-targets", label="Targets", metavar="a,b",
+                                          applies="adapter", optional=True,
+                                          placeholder="the family's (e.g. q_proj,v_proj)")
+    # -- numerics --------------------------------------------------------------------------
+    precision: str | None = _opt(help="auto: bf16 where the GPU supports it, else fp16; fp32 on the CPU",
+                                 kind="choice", choices=Precision.values(), flag="--precision",
+                                 label="Precision")
+    optimizer: str | None = _opt(help="adamw (2 fp32 moments), adamw8bit (bitsandbytes) or adafactor",
+                                 kind="choice", choices=Optimizer.values(), flag="--optimizer",
+                                 label="Optimizer", applies="train")
+    gradient_checkpointing: bool | None = _opt(help="recompute activations in backward (much less memory, "
+                                                    "~30% slower)", kind="bool", flag="--gradient-checkpointing",
+                                               label="Checkpointing", applies="train")
+    freeze_audio_encoder: bool | None = _opt(help="train nothing in the audio encoder", kind="bool",
+                                             flag="--freeze-audio-encoder", label="Freeze encoder",
+                                             applies="train")
+    # -- model loading and decoding -----------------------------------------------------------
+    trust_remote_code: bool = _opt(False, help="allow the checkpoint's own Python code to run (needed by "
+                                              "models outside transformers)", kind="bool",
+                                   flag="--trust-remote-code", label="Remote code",
+                                   warning="runs Python code shipped with the checkpoint; only for sources "
+                                           "you trust")
+    max_new_tokens: int | None = _opt(help="longest generated transcript per piece, in tokens", kind="int",
+                                      flag="--max-new-tokens", label="Max tokens", metavar="N")
+    language: str | None = _opt(help="transcript language for multilingual models (default: the model's)",
+                                kind="text", flag="--language", label="Language", metavar="LANG", optional=True,
+                                placeholder="the model's")
+    # -- queue -----------------------------------------------------------------------------
+    priority: int = _opt(0, help="higher runs first", kind="anyint", flag="--priority", label="Priority",
+                         metavar="P")
+
+    # -- filled in by engine.queue.resolve ---------------------------------------------------
+    run_id: str | None = _derived()
+    model_ref: str | None = _derived()  # hub id, or the absolute local folder
+    family: str | None = _derived()
+    recipe: str | None = _derived()
+    dataset_manifest: str | None = _derived()
+    dataset_manifest_hash: str | None = _derived()
+    workspace: str | None = _derived()
+    resume_from_checkpoint: str | None = _derived()  # None | "last"
+    estimate_gb: float | None = _derived()
+    versions: dict = field(default_factory=dict, metadata={"derived": True})
+    extra: dict = field(default_factory=dict, metadata={"derived": True})
+
+    # -- (de)serialisation -------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str | None = None) -> "RunConfig":
+        """A RunConfig from config.json's dict (any schema version so far). Unknown keys go to
+        `extra` and are written back unchanged. Raises ConfigError naming `source`."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source or 'config'}: expected a JSON object, got {type(data).__name__}",
+                              file=source, hint="queue the run again")
+        data = dict(data)
+        version = int(data.pop("schema_version", 1) or 1)
+        if version > SCHEMA_VERSION:
+            raise ConfigError(f"{source or 'config'} was written by a newer voxtune (schema {version} > "
+                              f"{SCHEMA_VERSION})", file=source, hint="upgrade voxtune")
+        names = {f.name for f in dataclasses.fields(cls)}
+        known = {k: v for k, v in data.items() if k in names and k != "extra"}
+        extra = dict(data.get("extra") or {}) if isinstance(data.get("extra"), dict) else {}
+        extra.update({k: v for k, v in data.items() if k not in names})
+        cfg = cls(**known, extra=extra)
+        if cfg.versions is None:
+            cfg.versions = {}
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        """Read runs/<id>/config.json; ConfigError (naming the file) if missing or unreadable."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path} is missing", file=path, hint="the run cannot be re-created; queue it again") from None
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path} cannot be read ({e})", file=path, hint="queue the run again") from None
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict:
+        """config.json's content: every field, `extra`'s keys at the top level, schema_version."""
+        out: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = v.value if hasattr(v, "value") else v
+        for k, v in self.extra.items():
+            out.setdefault(k, v)
+        return out
+
+    def options(self) -> dict:
+        """The user options (what `runs clone` copies), without None values."""
+        return {name: getattr(self, name) for name in USER_OPTIONS if getattr(self, name) is not None}
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """A field or an `extra` key (settings older/newer versions wrote), by name."""
+        if name in FIELD_NAMES:
+            v = getattr(self, name)
+            return default if v is None else v
+        return self.extra.get(name, default)
+
+    # -- semantics ----------------------------------------------------------------------------
+    @property
+    def method_enum(self) -> Method | None:
+        return Method(self.method) if self.method else None
+
+    @property
+    def adapter(self) -> bool:
+        return bool(self.method) and Method(self.method).adapter and not self.eval_only
+
+    def total_steps(self, train_examples: int) -> int:
+        """Optimizer steps of the schedule: max_steps, else ceil(epochs x steps per epoch)."""
+        if self.max_steps:
+            return int(self.max_steps)
+        per_epoch = math.ceil(math.ceil(max(1, train_examples) / int(self.batch_size or 1)) / int(self.grad_accum or 1))
+        return max(1, math.ceil(float(self.epochs or 1) * per_epoch))
+
+    # -- checking -----------------------------------------------------------------------------
+    def check(self, entry: Any = None) -> "RunConfig":
+        """Validate every user option (types, ranges, finiteness, the model's methods); fields
+        that do not apply (LoRA fields of a full fine-tune, training fields of an eval-only run)
+        are cleared. Raises ConfigError naming the field. Returns self."""
+        for name in ("model", "dataset"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name}: required", field=name, hint=f"give {OPTIONS[name].flag}")
+        if not self.eval_only and not self.method:
+            raise ConfigError("method: required for a training run (or pass --eval-only)", field="method",
+                              hint=f"one of {', '.join(Method.values())}")
+        for name in USER_OPTIONS:
+            opt = OPTIONS[name]
+            value = getattr(self, name)
+            if value is not None:  # a given value must be valid, even where it does not apply
+                value = coerce(name, value)
+                setattr(self, name, value)
+            if not self._applies(opt):
+                if opt.kind != "bool" and name != "method":  # an eval-only run may score a quantised base
+                    setattr(self, name, None)
+                continue
+            if value is None and not (opt.optional or opt.kind == "bool" or name in ("model", "dataset")):
+                raise ConfigError(f"{name}: a value is required", field=name, hint=f"give {opt.flag}")
+        if not self.eval_only:
+            if self.max_steps is None and self.epochs is None:
+                raise ConfigError("max_steps: give --max-steps or --epochs", field="max_steps")
+            if self.max_steps is not None and self.epochs is not None:
+                raise ConfigError("epochs: give --max-steps or --epochs, not both", field="epochs")
+        if entry is not None:
+            methods = tuple(getattr(entry, "methods", Method.values()) or ())
+            if not self.eval_only and self.method not in methods:
+                raise ConfigError(f"method: {self.model} does not support {self.method!r}; it supports "
+                                  f"{', '.join(methods) or 'nothing'}", field="method",
+                                  hint=None if methods else "score it with --eval-only")
+            if not self.eval_only and getattr(entry, "trainable", True) is False:
+                why = getattr(entry, "reason", None) or "the catalog marks it as not trainable"
+                raise ConfigError(f"model: {self.model} cannot be fine-tuned here ({why})", field="model",
+                                  hint="score it with --eval-only")
+        return self
+
+    def _applies(self, opt: Option) -> bool:
+        if opt.applies == "train":
+            return not self.eval_only
+        if opt.applies == "adapter":
+            return not self.eval_only and bool(self.method) and Method(self.method).adapter
+        if opt.applies == "eval":
+            return bool(self.eval_only)
+        return True
+
+    def warnings(self) -> list[str]:
+        """One line per switched-on option that deserves a warning (trust_remote_code)."""
+        return [f"{OPTIONS[n].flag}: {OPTIONS[n].warning}" for n in USER_OPTIONS
+                if OPTIONS[n].warning and getattr(self, n)]
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(RunConfig))
+OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in dataclasses.fields(RunConfig)
+                              if "option" in f.metadata}
+USER_OPTIONS = tuple(OPTIONS)
+
+
+def form_options() -> list[tuple[str, Option]]:
+    """(field, Option) for every option the new-run form shows, in definition order."""
+    return [(n, o) for n, o in OPTIONS.items() if o.label]
+
+
+def cli_options() -> list[tuple[str, Option]]:
+    """(field, Option) for every option the CLI takes, in definition order."""
+    return [(n, o) for n, o in OPTIONS.items() if o.flag]
+
+
+# -- parsing ------------------------------------------------------------------------------------
+INTEGER_KINDS = ("int", "int0", "anyint")
+NUMBER_KINDS = (*INTEGER_KINDS, "float", "frac")
+
+
+def parse_text(text: str | None, kind: str, optional: bool = False) -> tuple[Any, str | None]:
+    """A user's text -> (value, None), or (None, what is wrong). The message fits after the
+    field's name or label. Shared by the new-run form and the CLI (through `parse`)."""
+    raw = (text or "").strip()
+    if not raw:
+        return None, (None if optional else "a value is required")
+    if kind == "list":
+        return [t.strip() for t in raw.split(",") if t.strip()] or None, None
+    if kind == "bool":
+        low = raw.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True, None
+        if low in ("0", "false", "no", "off"):
+            return False, None
+        return None, f"expected yes or no, got {raw!r}"
+    if kind not in NUMBER_KINDS:
+        return raw, None
+    raw = raw.replace("_", "")
+    try:
+        num = float(raw)
+    except ValueError:
+        want = "a whole number" if kind in INTEGER_KINDS else "a number"
+        return None, f"expected {want}, got {text.strip()!r}"  # type: ignore[union-attr]
+    if not math.isfinite(num):
+        return None, f"must be a finite number, got {raw}"
+    if kind in INTEGER_KINDS:
+        if num != int(num):
+            return None, f"expected a whole number, got {text.strip()!r}"  # type: ignore[union-attr]
+        num = int(num)
+    if kind in ("int", "float") and num <= 0:
+        return None, f"must be > 0, got {raw}"
+    if kind == "int0" and num < 0:
+        return None, f"must be >= 0, got {raw}"
+    if kind == "frac" and not 0 <= num < 1:
+        return None, f"must be in [0, 1), got {raw}"
+    return num, None
+
+
+def parse(name: str, text: str | None) -> Any:
+    """A user's text for option `name` -> its value (None for an empty optional field).
+    Raises ConfigError naming the field."""
+    opt = OPTIONS[name]
+    value, error = parse_text(text, opt.kind, opt.optional)
+    if error:
+        raise ConfigError(f"{name}: {error}", field=name)
+    return coerce(name, value) if value is not None else None
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Check and convert one option's value (from JSON, the CLI or the form). ConfigError names
+    the field: not a number, not finite (nan, inf), out of range, not one of the choices."""
+    opt = OPTIONS[name]
+    kind = opt.kind
+    if kind == "text":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected text, got {value!r}", field=name)
+        return value.strip()
+    if kind == "choice":
+        if value not in opt.choices:
+            raise ConfigError(f"{name}: {value!r} is not one of {', '.join(opt.choices)}", field=name)
+        return str(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}", field=name)
+        return value
+    if kind == "list":
+        if isinstance(value, str):
+            value = [t.strip() for t in value.split(",") if t.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) and t.strip() for t in value):
+            raise ConfigError(f"{name}: expected a list of module names, got {value!r}", field=name)
+        return [t.strip() for t in value] or None
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}: expected a number, got {value!r}", field=name)
+    integer = kind in ("int", "int0", "anyint")
+    try:
+        num = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected {'an integer' if integer else 'a number'}, got {value!r}",
+                          field=name) from None
+    if not math.isfinite(num):
+        raise ConfigError(f"{name}: must be a finite number, got {value!r}", field=name)
+    if integer:
+        if num != int(num):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}", field=name)
+        num = int(num)
+    if kind in ("int", "float") and num <= 0:
+        raise ConfigError(f"{name}: must be > 0, got {value!r}", field=name)
+    if kind == "int0" and num < 0:
+        raise ConfigError(f"{name}: must be >= 0, got {value!r}", field=name)
+    if kind == "frac" and not 0 <= num < 1:
+        raise ConfigError(f"{name}: must be in [0, 1), got {value!r}", field=name)
+    return num
+
+
+# -- defaults ---------------------------------------------------------------------------------
+def defaults(entry: Any, method: str | None, eval_only: bool = False) -> dict:
+    """Starting values for a model family and method: what the form pre-fills and what `queue
+    add` uses for options not given. Audio LLMs (billions of parameters) get batch 1 with more
+    accumulation, a frozen audio encoder and a small LoRA learning rate; seq2seq and CTC models
+    batch 4."""
+    family = getattr(entry, "family", "seq2seq")
+    big = family == "audio-llm"
+    adapter = bool(method) and method != Method.FULL and not eval_only
+    if adapter:
+        lr = 1e-4 if big else 1e-3 if family == "seq2seq" else 3e-4
+    else:
+        lr = 5e-5 if family == "ctc" else 1e-5
+    return {
+        "max_steps": 300,
+        "epochs": None,
+        "batch_size": 1 if big else 4,
+        "grad_accum": 8 if big else 2,
+        "lr": lr,
+        "warmup_steps": 30,
+        "lora_rank": lora_defaults(family)[0] if adapter else None,
+        "lora_alpha": lora_defaults(family)[1] if adapter else None,
+        "lora_dropout": 0.05 if adapter else None,
+        "lora_targets": None,  # the family's (recipe default_lora_targets / catalog lora_targets)
+        "eval_every": 50,
+        "save_every": 50,
+        "seed": 42,
+        "precision": Precision.AUTO.value,
+        "optimizer": (Optimizer.ADAMW8BIT if method == Method.QLORA else Optimizer.ADAMW).value,
+        "gradient_checkpointing": True,  # the estimator assumes it; it is what fits a 12 GB card
+        "freeze_audio_encoder": big,
+        "trust_remote_code": False,
+        "max_new_tokens": SEQ2SEQ_MAX_NEW_TOKENS if family in ("seq2seq", "speech-to-text") else LLM_MAX_NEW_TOKENS,
+        "language": None,
+        "split": Split.VALIDATION.value if eval_only else None,
+        "eval_only": eval_only,
+        "priority": 0,
+    }
+
+
+def with_defaults(options: dict, entry: Any) -> RunConfig:
+    """A RunConfig from user options (None = not given) over the family/method defaults."""
+    unknown = sorted(set(options) - set(USER_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(unknown)}", field=unknown[0])
+    eval_only = bool(options.get("eval_only"))
+    values = defaults(entry, options.get("method"), eval_only)
+    given = {k: v for k, v in options.items() if v is not None}
+    if "epochs" in given:
+        values["max_steps"] = None
+    elif "max_steps" in given:
+        values["epochs"] = None
+    values.update(given)
+    return RunConfig(**{k: v for k, v in values.items() if k in USER_OPTIONS})
+
+
+def as_config(config: "RunConfig | dict") -> RunConfig:
+    """A RunConfig from either a RunConfig or config.json's dict (tests and old callers)."""
+    return config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
+
+
+def iter_flags() -> Iterable[str]:
+    for _, o in cli_options():
+        yield o.flag  # type: ignore[misc]
+        yield from o.aliases
