@@ -57,13 +57,17 @@ ROW_WIDTH = {"select": 2, "num": 4, "text": 2, "check": 4}  # fields per row, si
 
 
 def layout() -> list[list[str]]:
-    """Rows of field names: the model on its own row, then the choices (the GPU, a form-only
-    choice, after the dataset), the numbers, the other text fields and the switches."""
-    rows: list[list[str]] = [["model"]]
-    for kind in ("select", "num", "text", "check"):
-        names = [n for n in FORM if n != "model" and widget_kind(n) == kind]
-        if kind == "select":
-            names.insert(names.index("dataset") + 1, "gpu")
+    """Rows of field names: the model on its own row; what to run (method, dataset, the GPU to
+    estimate for -- a form-only choice -- and the eval split); the numbers; the numerics
+    choices; the other text fields; the switches. Tab follows this order."""
+    selects = [n for n in FORM if widget_kind(n) == "select"]
+    first = ["method", "dataset", "gpu", "split"]
+    rows: list[list[str]] = [["model"], first[:2], first[2:]]
+    groups = [[n for n in FORM if n != "model" and widget_kind(n) == "num"],
+              [n for n in selects if n not in first],
+              [n for n in FORM if n != "model" and widget_kind(n) == "text"],
+              [n for n in FORM if widget_kind(n) == "check"]]
+    for names, kind in zip(groups, ("num", "select", "text", "check")):
         width = ROW_WIDTH[kind]
         rows += [names[i:i + width] for i in range(0, len(names), width)]
     return rows
