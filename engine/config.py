@@ -140,7 +140,7 @@ class RunConfig:
                                                "family's, e.g. q_proj,v_proj)", kind="list",
                                           flag="--lora-targets", label="Targets", metavar="a,b",
                                           applies="adapter", optional=True,
-                                          placeholder="the family's (e.g. q_proj,v_proj)")
+                                          placeholder="family default")
     # -- numerics --------------------------------------------------------------------------
     precision: str | None = _opt(help="auto: bf16 where the GPU supports it, else fp16; fp32 on the CPU",
                                  kind="choice", choices=Precision.values(), flag="--precision",
@@ -164,7 +164,7 @@ class RunConfig:
                                       flag="--max-new-tokens", label="Max tokens", metavar="N")
     language: str | None = _opt(help="transcript language for multilingual models (default: the model's)",
                                 kind="text", flag="--language", label="Language", metavar="LANG", optional=True,
-                                placeholder="the model's")
+                                placeholder="model default")
     # -- queue -----------------------------------------------------------------------------
     priority: int = _opt(0, help="higher runs first", kind="anyint", flag="--priority", label="Priority",
                          metavar="P")

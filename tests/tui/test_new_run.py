@@ -245,3 +245,18 @@ def test_snapshot_form(ws, snap_compare):
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+@pytest.mark.asyncio
+async def test_remote_code_is_off_by_default_and_warns_when_switched_on(ws):
+    ensure_demo(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(app, pilot, "whisper-small")
+        box = app.screen.query_one("#trust_remote_code")
+        assert box.value is False
+        box.focus()
+        await pilot.press("space")
+        await wait_for(pilot, lambda: any("Python code" in n.message for n in app._notifications), what="warning")
+        options, _ = form(app).options()
+        assert options["trust_remote_code"] is True

@@ -243,6 +243,7 @@ class OnOffBox(Checkbox):
         return "X" if self.value else " "
 
     def watch_value(self) -> None:
+        super().watch_value()  # sets the -on class and posts Changed: the form must hear it
         self.refresh()
 
 
@@ -471,6 +472,8 @@ class NewRunScreen(Screen[str | None]):
             self.run_worker(self._apply_defaults, group="defaults", exclusive=True, exit_on_error=False)
         elif name == "eval_only":
             self._update_applicable()
+        elif FORM.get(name) is not None and FORM[name].warning and event.value:
+            self.notify(f"{FORM[name].label}: {FORM[name].warning}", severity="warning", timeout=8)
         self._schedule_check()
 
     @on(Select.Changed)
