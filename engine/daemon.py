@@ -220,6 +220,13 @@ def oom_reason(config: dict, result: dict, budget_gb: float | None, fallback: st
     return text
 
 
+def distributed_env(procs: int, strategy: str | None) -> dict[str, str]:
+    """What tells a worker to start several training processes (engine.distributed)."""
+    from engine.distributed import NPROC_ENV, STRATEGY_ENV
+
+    return {NPROC_ENV: str(max(1, int(procs))), STRATEGY_ENV: strategy or "ddp"}
+
+
 class Daemon:
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws.ensure()
@@ -417,9 +424,10 @@ class Daemon:
             if by_id[rid].get("status_reason") != reason:
                 self.store.update_run(rid, status_reason=reason)
         for rid, device in plan.start:
-            self.spawn(by_id[rid], device, multi_gpu=len(devices) > 1)
+            self.spawn(by_id[rid], device, multi_gpu=len(devices) > 1, procs=plan.procs.get(rid, 1),
+                       strategy=plan.strategy.get(rid))
 
-    def spawn(self, run: dict, device: str, multi_gpu: bool = False) -> None:
+    def spawn(self, run: dict, device: str, multi_gpu: bool = False, procs: int = 1, strategy: str | None = None) -> None:
         rid = run["id"]
         files = RunFiles(self.ws.run_dir(rid))
         if not files.config.exists():
@@ -429,13 +437,15 @@ class Daemon:
         # run comes back as interrupted (resumable) rather than queued and started twice.
         self.store.set_status(rid, "running", "resuming from last checkpoint" if run.get("resume") else None,
                               device=device, pid=None, pid_create_time=None, cancel_requested=False,
-                              exit_code=None, signal=None)
+                              exit_code=None, signal=None, procs=procs, strategy=strategy)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if multi_gpu and device != scheduler.CPU:
             env["CUDA_VISIBLE_DEVICES"] = device  # ROCm builds of torch honour it too
+        env.update(distributed_env(procs, strategy))
         with open(files.log, "ab") as log:
+            on = f"{device} ({procs} processes, {strategy})" if procs > 1 else device
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if run.get('resume') else 'start'} "
-                      f"on {device} ===\n".encode())
+                      f"on {on} ===\n".encode())
             log.flush()
             child = subprocess.Popen(
                 [sys.executable, "-m", "engine.worker", str(files.root)],

@@ -31,7 +31,7 @@ OPTION_FIELDS = (
     "model", "method", "dataset", "eval_only", "split", "max_steps", "epochs", "batch_size", "grad_accum",
     "lr", "warmup_steps", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "eval_every",
     "save_every", "seed", "precision", "optimizer", "gradient_checkpointing", "freeze_audio_encoder",
-    "trust_remote_code", "max_new_tokens", "language", "priority",
+    "trust_remote_code", "max_new_tokens", "language", "priority", "gpus",
 )
 
 
@@ -75,6 +75,7 @@ def defaults(entry: Any, method: str) -> dict:
         "language": None,
         "split": "validation",
         "eval_only": False,
+        "gpus": 1,
     }
 
 
@@ -123,6 +124,25 @@ def _choice(cfg: dict, name: str, choices: tuple) -> None:
         raise QueueError(f"{name}: {cfg.get(name)!r} is not one of {', '.join(choices)}", name)
 
 
+def parse_gpus(value: Any) -> int | str:
+    """The `gpus` option -- how many devices one run trains on (one process each, DDP or FSDP):
+    a whole number >= 1, or "all" (every GPU of the machine it runs on). The one definition
+    the CLI (--gpus), the form and config.json share. Raises QueueError naming `gpus`."""
+    if value is None or value == "":
+        return 1
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    if isinstance(value, bool):
+        raise QueueError(f"gpus: expected a number or 'all', got {value!r}", "gpus")
+    try:
+        num = float(str(value).strip())
+    except ValueError:
+        raise QueueError(f"gpus: expected a number or 'all', got {value!r}", "gpus") from None
+    if num != int(num) or num < 1:
+        raise QueueError(f"gpus: must be a whole number >= 1 or 'all', got {value!r}", "gpus")
+    return int(num)
+
+
 def _validate(cfg: dict, entry: Any) -> None:
     _choice(cfg, "method", METHODS)
     methods = tuple(getattr(entry, "methods", METHODS) or ())
@@ -159,6 +179,7 @@ def _validate(cfg: dict, entry: Any) -> None:
     targets = cfg.get("lora_targets")
     if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets)):
         raise QueueError(f"lora_targets: expected a list of module names, got {targets!r}", "lora_targets")
+    cfg["gpus"] = parse_gpus(cfg.get("gpus"))
     try:
         cfg["priority"] = int(cfg.get("priority") or 0)
     except (TypeError, ValueError):
@@ -180,6 +201,17 @@ def _estimate_gb(config: dict) -> float | None:
     try:
         return round(float(est), 2) if est is not None else None
     except (TypeError, ValueError):
+        return None
+
+
+def _estimate_devices(config: dict) -> dict | None:
+    """Per-device terms for a multi-device run (estimator.multi_device_terms); None if unknown."""
+    try:
+        from engine import estimator
+
+        est = estimator.estimate_for_run(config)
+        return estimator.multi_device_terms(est) if est is not None else None
+    except Exception:  # like _estimate_gb: never a reason to refuse a run
         return None
 
 
@@ -223,6 +255,7 @@ def resolve(ws: Workspace, store: Store, **options: Any) -> dict:
         versions=library_versions(),
     )
     cfg["estimate_gb"] = _estimate_gb(cfg)
+    cfg["estimate_devices"] = _estimate_devices(cfg) if cfg["gpus"] != 1 else None
     return cfg
 
 
@@ -241,6 +274,7 @@ def add(ws: Workspace, parent: str | None = None, **options: Any) -> str:
             "id": run_id, "priority": priority, "model": cfg["model"], "method": cfg["method"],
             "dataset": cfg["dataset"], "eval_only": bool(cfg.get("eval_only")), "status": "queued",
             "estimate_gb": cfg.get("estimate_gb"), "cancel_requested": False, "resume": False,
+            "gpus": cfg.get("gpus", 1), "estimate_devices": cfg.get("estimate_devices"),
             "pid": None, "pid_create_time": None,
         }
         if parent:

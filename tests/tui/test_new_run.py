@@ -150,6 +150,17 @@ async def test_estimate_for_the_chosen_gpu_and_a_clear_warning(ws):
         await wait_for(pilot, lambda: "✓ fits" in estimate(app), what="qlora fits an H100")
         assert "largest batch" in estimate(app)
 
+        # several cards: the estimate is per card, with the strategy; nonsense names the field
+        screen.query_one("#gpu", Select).value = rx
+        screen.query_one("#method", Select).value = "full"
+        await wait_for(pilot, lambda: "DOES NOT FIT" in estimate(app), what="full on one RX 7700 XT")
+        gpus = screen.query_one("#gpus", Input)
+        gpus.value = "8"
+        await wait_for(pilot, lambda: f"each of 8 × {RX7700} (fsdp)" in estimate(app), what="per-card estimate")
+        gpus.value = "zero"
+        await wait_for(pilot, lambda: "GPUs: expected a number or 'all'" in errors(app), what="gpus error")
+        assert gpus.has_class("-invalid")
+
 
 @pytest.mark.asyncio
 async def test_open_new_run_from_models_screen_prefills_the_model(ws):

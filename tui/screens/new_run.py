@@ -58,6 +58,7 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 OPTIMIZERS = ("adamw", "adamw8bit", "adafactor")
 LABELS = {f.name: f.label for f in NUMBER_FIELDS} | dict(CHECKS) | {
     "model": "Model", "method": "Method", "dataset": "Dataset", "precision": "Precision", "optimizer": "Optimizer",
+    "gpus": "GPUs",
 }
 
 
@@ -158,6 +159,14 @@ def fit_for(cfg: dict, gpu: Any) -> Fit | str | None:
     if est is None:
         return "the estimator has no parameter counts for this model"
     gpu_gb = float(gpu.total_gb)
+    devices = cfg.get("gpus") if isinstance(cfg.get("gpus"), int) else 1
+    if devices > 1:  # several cards: what each one holds (DDP, or FSDP when only sharding fits)
+        strategy, per = estimator.choose_strategy(estimator.multi_device_terms(est), devices, gpu_gb, est.total_gb)
+        fits = per is not None and per <= gpu_gb * (1 - estimator.DEFAULT_MARGIN)
+        verdict = ("tight" if per > 0.8 * gpu_gb else "fits") if fits else "no"
+        return Fit(total_gb=per, gpu=f"each of {devices} × {gpu.name} ({strategy})", gpu_gb=gpu_gb, verdict=verdict,
+                   max_batch=est.max_batch(gpu_gb), free_gb=getattr(gpu, "free_gb", None),
+                   recommendation=None if fits else "try a smaller batch, gradient checkpointing, or QLoRA")
     verdict = est.verdict(gpu_gb)
     recommendation = None
     if verdict == "no":
@@ -257,7 +266,8 @@ class NewRunScreen(Screen[str | None]):
         self._gpus: list[tuple[str, Any]] = []
         self._check_timer = None
         # widget values the form set itself (compose's initial values included), not user edits
-        self._set_by_form: dict[str, Any] = {"priority": "0", "method": "lora", "precision": "auto", "optimizer": "adamw"}
+        self._set_by_form: dict[str, Any] = {"priority": "0", "method": "lora", "precision": "auto", "optimizer": "adamw",
+                                             "gpus": "1"}
         self._generation = 0
 
     @property
@@ -281,6 +291,8 @@ class NewRunScreen(Screen[str | None]):
             with Horizontal(classes="form-row"):
                 yield Label("GPU", classes="form-label")
                 yield Select([], id="gpu", prompt="(none)", compact=True)
+                yield Label("GPUs", classes="form-label")
+                yield Input("1", id="gpus", compact=True, classes="num", placeholder="N or all")
             for row in FIELD_ROWS:
                 with Horizontal(classes="form-row"):
                     for f in row:
@@ -368,6 +380,7 @@ class NewRunScreen(Screen[str | None]):
     def raw_values(self) -> dict[str, Any]:
         raw: dict[str, Any] = {f.name: self.query_one(f"#{f.name}", Input).value for f in NUMBER_FIELDS}
         raw["model"] = self.query_one("#model", Input).value.strip()
+        raw["gpus"] = self.query_one("#gpus", Input).value.strip()
         for name in ("method", "dataset", "precision", "optimizer"):
             v = self.query_one(f"#{name}", Select).value
             raw[name] = None if v is Select.NULL else v
@@ -384,6 +397,12 @@ class NewRunScreen(Screen[str | None]):
             errors["model"] = "Model: required (a catalog name, hub id or local folder)"
         if not raw["dataset"]:
             errors["dataset"] = "Dataset: none chosen; import one first (3 opens Datasets)"
+        from engine.queue import QueueError, parse_gpus
+
+        try:
+            values["gpus"] = parse_gpus(raw["gpus"])
+        except QueueError as e:
+            errors["gpus"] = f"GPUs: {e}".replace("GPUs: gpus: ", "GPUs: ")
         options = dict(values, model=raw["model"], method=method, dataset=raw["dataset"],
                        precision=raw["precision"], optimizer=raw["optimizer"],
                        **{name: raw[name] for name, _ in CHECKS})
