@@ -350,20 +350,30 @@ def resume(ws: Workspace, run_id: str) -> bool:
         run = _require(store, run_id)
         if run["status"] not in ("interrupted", "cancelled", "failed"):
             raise QueueError(f"run {run_id} is {run['status']}; only interrupted, cancelled or failed runs can be resumed")
-        cfg = _config(ws, run_id)
-        cfg["resume_from_checkpoint"] = "last"
-        atomic_write_json(files.config, cfg)
-        if files.result.exists():  # keep the earlier attempt's result; the next attempt writes a new one
-            attempt = len(list(files.root.glob("result.attempt-*.json"))) + 1
-            os.replace(files.result, files.root / f"result.attempt-{attempt}.json")
-        try:
-            files.cancel_request.unlink()
-        except FileNotFoundError:
-            pass
-        has_ckpt = any(files.checkpoints.glob("checkpoint-*"))
+        _config(ws, run_id)  # refuses a run without config.json
+        has_ckpt = prepare_resume(files)
         store.update_run(run_id, resume=True, cancel_requested=False, pid=None, pid_create_time=None)
         store.set_status(run_id, "queued", "resume from last checkpoint" if has_ckpt else "resume: no checkpoint yet, starts at step 0")
     return has_ckpt
+
+
+def prepare_resume(files: RunFiles) -> bool:
+    """The run folder's side of a resume: config.json asks for the last checkpoint, an earlier
+    result.json is kept as result.attempt-N.json, a stale cancel.request goes. Also used by a
+    worker that Slurm restarted (requeue, preemption). Returns whether a checkpoint exists."""
+    cfg = read_json(files.config)
+    if not isinstance(cfg, dict):
+        raise QueueError(f"{files.config} is missing; the run cannot be resumed", file=files.config)
+    cfg["resume_from_checkpoint"] = "last"
+    atomic_write_json(files.config, cfg)
+    if files.result.exists():  # keep the earlier attempt's result; the next attempt writes a new one
+        attempt = len(list(files.root.glob("result.attempt-*.json"))) + 1
+        os.replace(files.result, files.root / f"result.attempt-{attempt}.json")
+    try:
+        files.cancel_request.unlink()
+    except FileNotFoundError:
+        pass
+    return any(files.checkpoints.glob("checkpoint-*"))
 
 
 def move(ws: Workspace, run_id: str, delta: int) -> int:

@@ -76,6 +76,13 @@ def main(argv: list[str]) -> int:
         return BUSY_EXIT
     print(f"[voxtune worker] pid {os.getpid()} starting {run_dir.name} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
     started = time.time()
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    if restarts > 0:  # Slurm requeued this job (preemption, node failure): continue, as `runs resume` would
+        from engine.queue import prepare_resume
+
+        found = prepare_resume(files)
+        print(f"[voxtune worker] Slurm restart {restarts}: resuming from the "
+              f"{'last checkpoint' if found else 'start (no checkpoint yet)'}", flush=True)
     from engine import distributed
 
     nproc = distributed.requested_procs()
