@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
-CLIENTS = ("sbatch", "squeue", "scontrol", "scancel")
+CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 
 
 def _which(name: str) -> str | None:
