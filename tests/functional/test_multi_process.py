@@ -54,3 +54,26 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(ws, tmp
     assert sorted(p.name for p in files[two].checkpoints.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert "2 processes (ddp)" in files[two].log.read_text()
     assert files[two].log.read_text().count("voxtune: step 4/4") == 1  # one voice in the log
+
+
+def test_cancel_stops_every_rank_at_the_same_step_with_a_checkpoint(ws, tmp_path, monkeypatch):
+    from tests.engine_helpers import current_step, wait_for
+    from tests.tiny_models import make_tiny_dataset, make_tiny_whisper
+
+    monkeypatch.delenv("VOXTUNE_WORKER_ENTRY", raising=False)
+    model = make_tiny_whisper(tmp_path / "tiny-whisper")
+    make_tiny_dataset(ws, "tiny", n=4)
+    rid = queue.add(ws, model=str(model), dataset="tiny", method="full", max_steps=500, save_every=250,
+                    eval_every=500, batch_size=1, lr=1e-3, warmup_steps=0, max_new_tokens=4, seed=0, gpus=2)
+    try:
+        daemon.start(ws)
+        wait_for(lambda: current_step(ws, rid) >= 2, 300, what="two steps on two processes")
+        queue.cancel(ws, rid)
+        run = wait_status(ws, rid, ("finished", "failed", "cancelled"), 120)
+    finally:
+        cleanup(ws)
+    assert run["status"] == "cancelled", run["status_reason"]
+    result = read_json(RunFiles(ws.run_dir(rid)).result)
+    steps = {r["step"] for r in result["ranks"]}
+    assert [r["status"] for r in result["ranks"]] == ["cancelled", "cancelled"] and len(steps) == 1
+    assert (RunFiles(ws.run_dir(rid)).checkpoints / f"checkpoint-{steps.pop()}").is_dir()

@@ -104,3 +104,25 @@ def test_a_job_killed_for_exceeding_its_memory_is_an_oom_failure_with_a_suggesti
     assert "exceeded its memory limit" in reason and "--slurm-mem" in reason
     result = read_json(RunFiles(sws.run_dir(rid)).result)
     assert result["oom"] is True and result["signal"] == "SIGKILL"
+
+
+def test_a_requeued_job_resumes_from_its_last_checkpoint(sws, cluster, tiny_whisper):
+    """Preemption with requeue, as Slurm does it: the job is stopped and started again under the
+    same id; the worker sees SLURM_RESTART_COUNT and takes the resume path."""
+    executors.configure(sws, "slurm", gres="", mem_gb=3, cpus_per_task=1, time="15:00")
+    rid = tiny_run(sws, tiny_whisper, max_steps=40, save_every=3, eval_every=40, batch_size=1)
+    daemon.start(sws)
+    files = RunFiles(sws.run_dir(rid))
+    wait_for(lambda: any(files.checkpoints.glob("checkpoint-3")) and current_step(sws, rid) >= 5, 300,
+             what="a checkpoint on the cluster")
+    job = Store(sws).require_run(rid)["slurm_job_id"]
+    assert cluster.run("scontrol", "requeue", job).returncode == 0
+    run = wait_status(sws, rid, FINAL, 400)
+    print(f"{rid}: {run['status']} (slurm job {job}) {run.get('status_reason') or ''}")
+    assert run["status"] == "finished", run["status_reason"]
+    assert run["slurm_job_id"] == job and read_json(files.result)["step"] == 40
+    log = files.log.read_text()
+    assert "Slurm restart 1: resuming from the last checkpoint" in log and "resuming from" in log
+    steps = [m["step"] for m in files.iter_metrics("train")]
+    back = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
+    assert steps[back] > 1  # continued after a checkpoint, not from step 0
