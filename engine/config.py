@@ -52,7 +52,7 @@ class ConfigError(VoxtuneError):
 
 
 # -- option metadata --------------------------------------------------------------------------
-KINDS = ("text", "int", "int0", "anyint", "float", "frac", "bool", "choice", "list")
+KINDS = ("text", "int", "int0", "anyint", "float", "frac", "bool", "choice", "list", "count_or_all")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ class Option:
     """How a user sets and checks one RunConfig field.
 
     kind: text | int (> 0) | int0 (>= 0) | anyint | float (finite, > 0) | frac ([0, 1)) | bool
-          | choice (one of `choices`) | list (comma-separated names).
+          | choice (one of `choices`) | list (comma-separated names) | count_or_all (an int >= 1
+          or the word "all").
     applies: always | train (ignored and hidden for eval-only runs) | adapter (LoRA methods only)
              | eval (eval-only runs only).
     flag: the CLI flag (None: not settable from the CLI); label: the form's label (None: not in
@@ -168,6 +169,9 @@ class RunConfig:
     # -- queue -----------------------------------------------------------------------------
     priority: int = _opt(0, help="higher runs first", kind="anyint", flag="--priority", label="Priority",
                          metavar="P")
+    gpus: int | str = _opt(1, help="devices one run trains on, one process each (DDP, or FSDP when only "
+                                   "sharded fits): a number or 'all'", kind="count_or_all", flag="--gpus",
+                           label="GPUs", metavar="N|all")
 
     # -- filled in by engine.queue.resolve ---------------------------------------------------
     run_id: str | None = _derived()
@@ -179,6 +183,7 @@ class RunConfig:
     workspace: str | None = _derived()
     resume_from_checkpoint: str | None = _derived()  # None | "last"
     estimate_gb: float | None = _derived()
+    estimate_devices: dict | None = _derived()  # per-device terms of a multi-device run
     versions: dict = field(default_factory=dict, metadata={"derived": True})
     extra: dict = field(default_factory=dict, metadata={"derived": True})
 
@@ -248,11 +253,13 @@ class RunConfig:
     def adapter(self) -> bool:
         return bool(self.method) and Method(self.method).adapter and not self.eval_only
 
-    def total_steps(self, train_examples: int) -> int:
-        """Optimizer steps of the schedule: max_steps, else ceil(epochs x steps per epoch)."""
+    def total_steps(self, train_examples: int, devices: int = 1) -> int:
+        """Optimizer steps of the schedule: max_steps, else ceil(epochs x steps per epoch); with
+        several devices each step takes batch_size examples on every device."""
         if self.max_steps:
             return int(self.max_steps)
-        per_epoch = math.ceil(math.ceil(max(1, train_examples) / int(self.batch_size or 1)) / int(self.grad_accum or 1))
+        per_step = int(self.batch_size or 1) * max(1, devices)
+        per_epoch = math.ceil(math.ceil(max(1, train_examples) / per_step) / int(self.grad_accum or 1))
         return max(1, math.ceil(float(self.epochs or 1) * per_epoch))
 
     # -- checking -----------------------------------------------------------------------------
@@ -346,6 +353,11 @@ def parse_text(text: str | None, kind: str, optional: bool = False) -> tuple[Any
         if low in ("0", "false", "no", "off"):
             return False, None
         return None, f"expected yes or no, got {raw!r}"
+    if kind == "count_or_all":
+        if raw.lower() == "all":
+            return "all", None
+        value, error = parse_text(raw, "int")
+        return value, error and error.replace("expected a whole number", "expected a number or 'all'")
     if kind not in NUMBER_KINDS:
         return raw, None
     raw = raw.replace("_", "")
@@ -402,6 +414,16 @@ def coerce(name: str, value: Any) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) and t.strip() for t in value):
             raise ConfigError(f"{name}: expected a list of module names, got {value!r}", field=name)
         return [t.strip() for t in value] or None
+    if kind == "count_or_all":
+        if isinstance(value, str) and value.strip().lower() == "all":
+            return "all"
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{name}: expected a number or 'all', got {value!r}", field=name)
+        try:
+            float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number or 'all', got {value!r}", field=name) from None
+        kind = "int"
     if isinstance(value, bool):
         raise ConfigError(f"{name}: expected a number, got {value!r}", field=name)
     integer = kind in ("int", "int0", "anyint")
@@ -462,6 +484,7 @@ def defaults(entry: Any, method: str | None, eval_only: bool = False) -> dict:
         "split": Split.VALIDATION.value if eval_only else None,
         "eval_only": eval_only,
         "priority": 0,
+        "gpus": 1,
     }
 
 

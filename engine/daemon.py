@@ -26,6 +26,7 @@ from typing import Any
 
 import psutil
 
+from engine import executors
 from engine import queue as runqueue
 from engine import scheduler
 from engine.config import ConfigError, RunConfig
@@ -121,7 +122,7 @@ def status(ws: Workspace) -> dict:
         active.append({
             "id": r["id"], "pid": r.get("pid"), "device": r.get("device"), "started_at": r.get("started_at"),
             "cancel_requested": bool(r.get("cancel_requested")), "step": prog["step"],
-            "max_steps": prog["max_steps"], "eta_s": prog["eta_s"],
+            "max_steps": prog["max_steps"], "eta_s": prog["eta_s"], "slurm_job_id": r.get("slurm_job_id"),
         })
     queued = scheduler.order(x for x in runs if x["status"] == RunStatus.QUEUED)
     return {
@@ -129,6 +130,8 @@ def status(ws: Workspace) -> dict:
         "pid": proc.pid if proc else None,
         "started_at": info.get("started_at") if proc else None,
         "workspace": str(ws.home),
+        "executor": executors.settings(ws)["kind"],
+        "engine_executor": info.get("executor") if proc else None,  # what the running daemon uses
         "log": str(log_path(ws)),
         "queue_paused": bool(store.get_meta("queue_paused", False)),
         "queue_paused_reason": store.get_meta("queue_paused_reason"),
@@ -231,6 +234,13 @@ def oom_reason(config: RunConfig, result: dict, budget_gb: float | None, fallbac
     return text
 
 
+def distributed_env(procs: int, strategy: str | None) -> dict[str, str]:
+    """What tells a worker to start several training processes (engine.distributed)."""
+    from engine.distributed import NPROC_ENV, STRATEGY_ENV
+
+    return {NPROC_ENV: str(max(1, int(procs))), STRATEGY_ENV: strategy or "ddp"}
+
+
 class Daemon:
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws.ensure()
@@ -245,6 +255,7 @@ class Daemon:
         self._gpus: list = []
         self._gpus_at = -1e9
         self._lock_fd: int | None = None
+        self.executor: executors.Executor | None = None  # None: this daemon's own worker processes
 
     # lifecycle
     def acquire(self) -> bool:
@@ -257,7 +268,8 @@ class Daemon:
         self._lock_fd = fd
         me = psutil.Process()
         atomic_write_json(_pid_path(self.ws), {"pid": me.pid, "create_time": me.create_time(), "started_at": time.time(),
-                                               "python": sys.executable})
+                                               "python": sys.executable,
+                                               "executor": executors.settings(self.ws)["kind"]})
         return True
 
     def release(self) -> None:
@@ -283,6 +295,9 @@ class Daemon:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a dropped SSH session must not stop the queue
         _log(f"engine started, pid {os.getpid()}, workspace {self.ws.home}")
         try:
+            self.executor = executors.load(self.ws)
+            if self.executor is not None:
+                _log(f"runs execute on {self.executor.kind}")
             self.recover()
             while not self.stopping:
                 try:
@@ -310,6 +325,8 @@ class Daemon:
         interrupted = []
         for run in self.store.list_runs():
             if run["status"] != RunStatus.RUNNING:
+                continue
+            if run.get("slurm_job_id"):  # followed through Slurm (the next poll settles it), never a local pid
                 continue
             rid = run["id"]
             run_dir = self.ws.run_dir(rid)
@@ -349,6 +366,8 @@ class Daemon:
 
     # the poll loop
     def tick(self) -> None:
+        if self.executor is not None:
+            return self.remote_tick()
         self.reap()
         runs = self.store.list_runs()
         self.handle_cancels([r for r in runs if r["status"] == RunStatus.RUNNING])
@@ -428,9 +447,10 @@ class Daemon:
             if by_id[rid].get("status_reason") != reason:
                 self.store.update_run(rid, status_reason=reason)
         for rid, device in plan.start:
-            self.spawn(by_id[rid], device, multi_gpu=len(devices) > 1)
+            self.spawn(by_id[rid], device, multi_gpu=len(devices) > 1, procs=plan.procs.get(rid, 1),
+                       strategy=plan.strategy.get(rid))
 
-    def spawn(self, run: dict, device: str, multi_gpu: bool = False) -> None:
+    def spawn(self, run: dict, device: str, multi_gpu: bool = False, procs: int = 1, strategy: str | None = None) -> None:
         rid = run["id"]
         files = RunFiles(self.ws.run_dir(rid))
         if not files.config.exists():
@@ -440,13 +460,15 @@ class Daemon:
         # run comes back as interrupted (resumable) rather than queued and started twice.
         self.store.set_status(rid, RunStatus.RUNNING, "resuming from last checkpoint" if run.get("resume") else None,
                               device=device, pid=None, pid_create_time=None, cancel_requested=False,
-                              exit_code=None, signal=None)
+                              exit_code=None, signal=None, procs=procs, strategy=strategy)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if multi_gpu and device != scheduler.CPU:
             env["CUDA_VISIBLE_DEVICES"] = device  # ROCm builds of torch honour it too
+        env.update(distributed_env(procs, strategy))
         with open(files.log, "ab") as log:
+            on = f"{device} ({procs} processes, {strategy})" if procs > 1 else device
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if run.get('resume') else 'start'} "
-                      f"on {device} ===\n".encode())
+                      f"on {on} ===\n".encode())
             log.flush()
             child = subprocess.Popen(
                 [sys.executable, "-m", "engine.worker", str(files.root)],
@@ -463,8 +485,59 @@ class Daemon:
         self._last_sample = 0.0  # first sample on the next poll
         _log(f"{rid}: started worker pid {child.pid} on {device}")
 
-    def finalize(self, rid: str, returncode: int | None) -> None:
-        """A worker ended: decide the run's status and record everything we know."""
+    # a remote executor (Slurm): it starts, follows and stops the jobs; the rest is as above
+    def remote_tick(self) -> None:
+        runs = self.store.list_runs()
+        running = [r for r in runs if r["status"] == "running" and r.get("slurm_job_id")]
+        ended, updates = self.executor.poll(running)
+        done = {e.run_id for e in ended}
+        for e in ended:
+            self.finalize(e.run_id, e.returncode, ended=e)
+        for rid, fields in updates.items():
+            self.store.update_run(rid, **fields)
+        now = time.time()
+        for run in running:
+            rid = run["id"]
+            if rid in done or not run.get("cancel_requested") or rid in self.forced:
+                continue
+            files = RunFiles(self.ws.run_dir(rid))
+            if not files.cancel_request.exists():
+                files.cancel_request.write_text(f"{now}\n")  # the worker checkpoints and stops
+            asked = run.get("cancel_requested_at") or now
+            if not run.get("slurm_started") or now - asked > CANCEL_TIMEOUT_S:
+                _log(f"{rid}: scancel slurm job {run['slurm_job_id']}")
+                self.executor.cancel(run, force=True)
+                self.forced.add(rid)
+        if self.stopping or not any(r["status"] == "queued" for r in runs):
+            return
+        if self.store.get_meta("queue_paused", False):
+            return
+        for run in scheduler.order(r for r in runs if r["status"] == "queued"):
+            self.submit(run)
+
+    def submit(self, run: dict) -> None:
+        rid = run["id"]
+        files = RunFiles(self.ws.run_dir(rid))
+        config = read_json(files.config, None)
+        if not isinstance(config, dict):
+            self.store.set_status(rid, "failed", f"{files.config} is missing; the run cannot start")
+            return
+        # running before the job exists, as in spawn(): a crash in between leaves it interrupted, not twice submitted
+        self.store.set_status(rid, "running", "submitting to Slurm", device=None, pid=None, pid_create_time=None,
+                              cancel_requested=False, exit_code=None, signal=None, slurm_job_id=None,
+                              slurm_started=False, slurm_state=None)
+        try:
+            fields = self.executor.submit(run, config)
+        except VoxtuneError as e:
+            self.store.set_status(rid, "failed", f"not submitted: {e}", oom=False)
+            _log(f"{rid}: not submitted: {e}")
+            return
+        self.store.update_run(rid, **fields)
+        _log(f"{rid}: {fields.get('status_reason')}")
+
+    def finalize(self, rid: str, returncode: int | None, ended: executors.Ended | None = None) -> None:
+        """A worker ended: decide the run's status and record everything we know. `ended`: what
+        a remote executor knows about how its job ended (used when result.json does not say)."""
         self.children.pop(rid, None)
         self.adopted.pop(rid, None)
         sampler = self.samplers.pop(rid, None)
@@ -499,6 +572,8 @@ class Daemon:
 
         if result.get("status") in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED):
             status, reason = result["status"], result.get("reason")
+        elif ended is not None and ended.status:
+            status, reason = ended.status, ended.reason
         elif forced:
             status, reason = RunStatus.CANCELLED, f"cancelled: the worker ignored the cancel request and was stopped ({sig or 'signal'})"
         elif sig:
@@ -509,7 +584,8 @@ class Daemon:
             status, reason = RunStatus.FAILED, f"worker exited with code {returncode}: {last_line[:200]}"
         else:
             status, reason = RunStatus.FAILED, "the worker exited without writing result.json"
-        oom = bool(result.get("oom")) or (status == RunStatus.FAILED and any(m in "\n".join(tail).lower() for m in OOM_MARKERS))
+        oom = bool(result.get("oom")) or bool(ended is not None and ended.oom) or (
+            status == RunStatus.FAILED and any(m in "\n".join(tail).lower() for m in OOM_MARKERS))
         peaks = sampler.peaks() if sampler else {}
         peak = dict(result.get("peak_memory") or {})
         peak.setdefault("device", run.get("device"))
@@ -522,6 +598,8 @@ class Daemon:
             result["oom"] = True
             budget = next((d.total_gb for d in gpu_devices(self.gpus()) if d.id == run.get("device")), None)
             reason = oom_reason(config, result, budget, fallback=reason if result.get("oom") else None)
+            if ended is not None and ended.detail:
+                reason += f" ({ended.detail})"
         result.update(status=status, reason=reason, exit_code=returncode, signal=sig, error_tail=tail)
         atomic_write_json(files.result, result)
         prog = read_progress(files)

@@ -477,3 +477,64 @@ def estimate_all(gpu_gb: float, cfg: FitConfig | None = None, entries: list[Mode
                           "supported": m in e.methods}
         rows.append({"entry": e, "methods": methods})
     return rows
+
+
+# -- one run on several devices (DDP / FSDP) ----------------------------------------------------
+STRATEGIES = ("ddp", "fsdp")
+
+
+def multi_device_terms(est: Estimate) -> dict:
+    """Per-device memory of `est`'s run spread over several cards, as terms that any device
+    count applies to (the batch stays per device, so activations and logits do not shrink):
+
+    ddp_gb           every card holds the whole model state and its own activations, plus
+                     DDP's gradient buckets: a second copy of the gradients (PyTorch DDP docs,
+                     `gradient_as_bucket_view=False`, the default the HF Trainer keeps).
+    fsdp_fixed_gb    FSDP FULL_SHARD (ZeRO-3): what each card keeps whole -- activations, logits,
+                     the runtime, and the weights of one FSDP unit (one transformer layer)
+                     gathered twice (the current unit and the prefetched next one).
+    fsdp_sharded_gb  weights + gradients + optimizer state, divided among the cards.
+
+    Per device with n cards: ddp_gb, or fsdp_fixed_gb + fsdp_sharded_gb / n (`per_device_gb`).
+    fsdp is None for QLoRA / 8-bit bases (quantised weights are not sharded here).
+    Same units as the estimate (decimal GB)."""
+    frag = 1 + FRAGMENTATION
+    runtime = RUNTIME_GB
+    subtotal = est.weights_gb + est.gradients_gb + est.optimizer_gb + est.activations_gb + est.logits_gb
+    out = {"ddp_gb": round((subtotal + est.gradients_gb) * frag + runtime, 3),
+           "fsdp_fixed_gb": None, "fsdp_sharded_gb": None}
+    if est.method in ("full", "lora"):
+        arch = est.entry.arch if est.entry is not None else {}
+        layers = max(1, sum(int(arch.get(part, {}).get("layers") or 0) for part in ("audio", "text")))
+        unit = 2 * est.weights_gb / layers
+        out["fsdp_fixed_gb"] = round((est.activations_gb + est.logits_gb + unit) * frag + runtime, 3)
+        out["fsdp_sharded_gb"] = round((est.weights_gb + est.gradients_gb + est.optimizer_gb) * frag, 3)
+    return out
+
+
+def per_device_gb(terms: dict | None, devices: int, strategy: str, single_gb: float | None = None) -> float | None:
+    """Peak GB on each card for `devices` cards under `strategy` (see multi_device_terms).
+    One device: `single_gb` (the plain estimate). None when the terms do not say."""
+    if devices <= 1:
+        return single_gb
+    if not terms:
+        return single_gb
+    if strategy == "fsdp":
+        if terms.get("fsdp_fixed_gb") is None:
+            return None
+        return terms["fsdp_fixed_gb"] + terms["fsdp_sharded_gb"] / devices
+    return terms.get("ddp_gb", single_gb)
+
+
+def choose_strategy(terms: dict | None, devices: int, device_gb: float | None, single_gb: float | None = None,
+                    margin: float = DEFAULT_MARGIN) -> tuple[str, float | None]:
+    """DDP when the run fits one card (it is simpler and faster); FSDP when it does not but fits
+    sharded over `devices` cards; DDP otherwise (the admission then says it cannot fit).
+    Returns (strategy, per-device GB)."""
+    ddp = per_device_gb(terms, devices, "ddp", single_gb)
+    if devices <= 1 or device_gb is None or ddp is None or ddp <= device_gb * (1 - margin):
+        return "ddp", ddp
+    fsdp = per_device_gb(terms, devices, "fsdp", single_gb)
+    if fsdp is not None and fsdp <= device_gb * (1 - margin):
+        return "fsdp", fsdp
+    return "ddp", ddp

@@ -185,7 +185,8 @@ def load_model(recipe: Any, source: ModelSource | str, *, method: str = "full", 
     qconfig = quantization_config(method, compute)
     device_map = None
     if quantized:
-        device_map = {"": 0} if device.startswith("cuda") else {"": "cpu"}
+        # one card per process: "cuda:1" under a multi-process launcher, "cuda" = card 0
+        device_map = {"": int(device.partition(":")[2] or 0)} if device.startswith("cuda") else {"": "cpu"}
     loaded = recipe.load(source.ref, dtype=weights, quantization_config=qconfig, device_map=device_map,
                          trust_remote_code=trust_remote_code, train_texts=list(train_texts))
     check_processor(loaded.model, loaded.processor, source.ref)

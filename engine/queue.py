@@ -89,7 +89,19 @@ def resolve(ws: Workspace, store: Store, **options: Any) -> RunConfig:
     cfg.resume_from_checkpoint = None
     cfg.versions = library_versions()
     cfg.estimate_gb = _estimate_gb(cfg)
+    cfg.estimate_devices = _estimate_devices(cfg) if cfg.gpus != 1 else None
     return cfg
+
+
+def _estimate_devices(config: RunConfig) -> dict | None:
+    """Per-device terms for a multi-device run (estimator.multi_device_terms); None if unknown."""
+    try:
+        from engine import estimator
+
+        est = estimator.estimate_for_run(config)
+        return estimator.multi_device_terms(est) if est is not None else None
+    except Exception:  # noqa: BLE001 - like _estimate_gb: never a reason to refuse a run
+        return None
 
 
 def add(ws: Workspace, parent: str | None = None, **options: Any) -> str:
@@ -106,7 +118,8 @@ def add(ws: Workspace, parent: str | None = None, **options: Any) -> str:
             record = {
                 "id": run_id, "priority": cfg.priority, "model": cfg.model, "method": cfg.method,
                 "dataset": cfg.dataset, "eval_only": cfg.eval_only, "split": cfg.split,
-                "status": RunStatus.QUEUED, "estimate_gb": cfg.estimate_gb, "cancel_requested": False,
+                "status": RunStatus.QUEUED, "estimate_gb": cfg.estimate_gb, "gpus": cfg.gpus,
+                "estimate_devices": cfg.estimate_devices, "cancel_requested": False,
                 "resume": False, "pid": None, "pid_create_time": None,
             }
             if parent:
@@ -182,20 +195,27 @@ def resume(ws: Workspace, run_id: str) -> bool:
         run = _require(store, run_id)
         if run["status"] not in RETRYABLE:
             raise QueueError(f"run {run_id} is {run['status']}; only interrupted, cancelled or failed runs can be resumed")
-        cfg = _config(ws, run_id)
-        cfg.resume_from_checkpoint = "last"
-        atomic_write_json(files.config, cfg.to_dict())
-        if files.result.exists():  # keep the earlier attempt's result; the next attempt writes a new one
-            attempt = len(list(files.root.glob("result.attempt-*.json"))) + 1
-            os.replace(files.result, files.root / f"result.attempt-{attempt}.json")
-        try:
-            files.cancel_request.unlink()
-        except FileNotFoundError:
-            pass
-        has_ckpt = any(files.checkpoints.glob("checkpoint-*"))
+        has_ckpt = prepare_resume(files)
         store.update_run(run_id, resume=True, cancel_requested=False, pid=None, pid_create_time=None)
         store.set_status(run_id, RunStatus.QUEUED, "resume from last checkpoint" if has_ckpt else "resume: no checkpoint yet, starts at step 0")
     return has_ckpt
+
+
+def prepare_resume(files: RunFiles) -> bool:
+    """The run folder's side of a resume: config.json asks for the last checkpoint, an earlier
+    result.json is kept as result.attempt-N.json, a stale cancel.request goes. Also used by a
+    worker that Slurm restarted (requeue, preemption). Returns whether a checkpoint exists."""
+    cfg = RunConfig.load(files.config)
+    cfg.resume_from_checkpoint = "last"
+    atomic_write_json(files.config, cfg.to_dict())
+    if files.result.exists():  # keep the earlier attempt's result; the next attempt writes a new one
+        attempt = len(list(files.root.glob("result.attempt-*.json"))) + 1
+        os.replace(files.result, files.root / f"result.attempt-{attempt}.json")
+    try:
+        files.cancel_request.unlink()
+    except FileNotFoundError:
+        pass
+    return any(files.checkpoints.glob("checkpoint-*"))
 
 
 def move(ws: Workspace, run_id: str, delta: int) -> int:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from engine import distributed
 from engine import metrics as metrics_mod
 from engine.config import (DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, SEQ2SEQ_MAX_NEW_TOKENS, ConfigError, RunConfig,
                            as_config)
@@ -37,6 +38,12 @@ from engine.runfiles import RunFiles, append_jsonl, atomic_write_json
 
 GIB = 1024**3
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw8bit": "adamw_bnb_8bit", "adafactor": "adafactor"}
+
+
+def say(text: str) -> None:
+    """A progress line in log.txt; in a multi-process run only rank 0 prints (one log, one voice)."""
+    if distributed.is_main():
+        print(text, flush=True)
 
 
 # -- pure decisions (unit-tested without torch) -----------------------------------------------
@@ -167,8 +174,11 @@ def run(run_dir: str | Path) -> int:
     result["peak_memory"] = peak_memory(tracker.device)
     result["duration_s"] = round(time.time() - started, 3)
     result["step"] = tracker.step
-    atomic_write_json(files.result, result)
-    print(f"voxtune: run {result['status']}" + (f": {result['reason']}" if result.get("reason") else ""), flush=True)
+    if distributed.is_main():
+        atomic_write_json(files.result, result)
+    else:  # one result.json per run: the worker folds this rank's ending into it
+        distributed.write_rank_result(files, result)
+    say(f"voxtune: run {result['status']}" + (f": {result['reason']}" if result.get("reason") else ""))
     return 0 if result["status"] in (RunStatus.FINISHED, RunStatus.CANCELLED) else (3 if result["oom"] else 1)
 
 
@@ -183,6 +193,9 @@ def _run(cfg: RunConfig, files: RunFiles, tracker: Tracker) -> dict:
     if method not in Method.values():
         raise ConfigError(f"config.json: method {method!r} is not one of {', '.join(Method.values())}", field="method")
     device = os.environ.get("VOXTUNE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and distributed.world_size() > 1:  # one card per process (torchrun's LOCAL_RANK)
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK') or 0)}"
+        torch.cuda.set_device(device)
     tracker.device = device
     precision = pick_precision(device, cfg.precision,
                                device != "cpu" and torch.cuda.is_bf16_supported())
@@ -196,7 +209,7 @@ def _run(cfg: RunConfig, files: RunFiles, tracker: Tracker) -> dict:
         recipe.configure(cfg)
     model_ref = cfg.model_ref or cfg.model
     source = loading.resolve(model_ref)
-    print(f"voxtune: {method} {model_ref} on {device} ({precision}), recipe {recipe.key}", flush=True)
+    say(f"voxtune: {method} {model_ref} on {device} ({precision}), recipe {recipe.key}")
 
     split = cfg.split or "validation"
     if cfg.eval_only:
@@ -226,7 +239,7 @@ def _run(cfg: RunConfig, files: RunFiles, tracker: Tracker) -> dict:
         base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
         for p in recipe.audio_encoder(base).parameters():
             p.requires_grad_(False)
-    print(f"voxtune: model {describe_model(loaded.model)}", flush=True)
+    say(f"voxtune: model {describe_model(loaded.model)}")
     evaluator = Evaluator(recipe, loaded, eval_rows, files, cfg, device, precision)
     if cfg.eval_only:
         if device != "cpu" and not getattr(loaded.model, "hf_device_map", None):
@@ -326,14 +339,15 @@ class Evaluator:
                "eval_loss": round(loss_sum / loss_n, 6) if loss_n else None,
                **{k: round(v, 6) for k, v in metrics_mod.score(refs, hyps).items()},
                "clips": len(self.rows), "eval_s": round(now - t0, 3), "time": now}
-        append_jsonl(self.files.metrics, rec)
-        by_id = {r["id"]: (r, h) for r, h in zip(self.rows, hyps)}
-        for cid in self.pinned:
-            row, hyp = by_id[cid]
-            append_jsonl(self.files.samples, {"step": step, "sample_id": cid, "prediction": hyp,
-                                              "reference": row.get("text", ""), "time": now})
-        print(f"voxtune: eval step {step}: wer {rec['wer']:.4f} cer {rec['cer']:.4f} "
-              f"eval_loss {rec['eval_loss']} ({rec['eval_s']:.1f} s)", flush=True)
+        if distributed.is_main():  # FSDP: every rank scores (in lockstep); one writes
+            append_jsonl(self.files.metrics, rec)
+            by_id = {r["id"]: (r, h) for r, h in zip(self.rows, hyps)}
+            for cid in self.pinned:
+                row, hyp = by_id[cid]
+                append_jsonl(self.files.samples, {"step": step, "sample_id": cid, "prediction": hyp,
+                                                  "reference": row.get("text", ""), "time": now})
+        say(f"voxtune: eval step {step}: wer {rec['wer']:.4f} cer {rec['cer']:.4f} "
+            f"eval_loss {rec['eval_loss']} ({rec['eval_s']:.1f} s)")
         return rec
 
 
@@ -369,18 +383,33 @@ def _make_callback(files: RunFiles, tracker: Tracker, evaluator: Evaluator, eval
             tracker.step = state.global_step + 1
 
         def on_step_end(self, args, state, control, model=None, **kw):
+            # Several processes: rank 0 decides (cancel, best checkpoint) and every rank follows
+            # at the same step -- DDP/FSDP hang if one rank saves or stops while others go on.
             step = tracker.step = state.global_step
-            if files.cancel_request.exists():
+            multi = distributed.world_size() > 1
+            cancel = files.cancel_request.exists() if distributed.is_main() else False
+            if multi:
+                cancel = bool(distributed.broadcast_from_main([cancel])[0])
+            if cancel:
                 tracker.cancelled = True
                 control.should_save = True
                 control.should_training_stop = True
-                print(f"voxtune: cancel requested: checkpointing at step {step} and stopping", flush=True)
+                say(f"voxtune: cancel requested: checkpointing at step {step} and stopping")
                 return control
             if evaluator.rows and eval_due(step, eval_every, state.max_steps):
-                rec = evaluator(model, step, state.max_steps)
-                tracker.last_eval = _metrics_of(rec)
-                if rec and (state.best_metric is None or rec["wer"] < state.best_metric):
-                    state.best_metric, state.best_global_step = rec["wer"], step
+                rec = None
+                # DDP: rank 0 scores the plain model while the others wait; FSDP: parameters are
+                # sharded, so every rank generates in lockstep (transformers syncs FSDP generate)
+                if distributed.is_main() or distributed.strategy() == "fsdp":
+                    rec = evaluator(model, step, state.max_steps)
+                    tracker.last_eval = _metrics_of(rec)
+                improved = bool(rec and (state.best_metric is None or rec["wer"] < state.best_metric))
+                wer = rec["wer"] if improved else -1.0
+                if multi:
+                    improved_f, wer = distributed.broadcast_from_main([float(improved), wer])
+                    improved = bool(improved_f)
+                if improved:
+                    state.best_metric, state.best_global_step = wer, step
                     control.should_save = True
             if step >= state.max_steps:
                 control.should_save = True  # the final model is always on disk
@@ -388,7 +417,7 @@ def _make_callback(files: RunFiles, tracker: Tracker, evaluator: Evaluator, eval
 
         def on_save(self, args, state, control, **kw):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.is_dir():
+            if ckpt.is_dir() and distributed.is_main():
                 evaluator.recipe.save(evaluator.loaded, str(ckpt))  # processor/vocab with the weights
             if state.best_global_step:
                 best_dir = Path(args.output_dir) / f"checkpoint-{state.best_global_step}"
@@ -404,13 +433,29 @@ def _make_callback(files: RunFiles, tracker: Tracker, evaluator: Evaluator, eval
             rate = (step - s_prev) * samples_per_step / (now - t_prev) if now > t_prev and step > s_prev else None
             self.last_log = (now, step)
             tracker.final_loss = float(logs["loss"])
+            if not distributed.is_main():
+                return
             rec = {"kind": "train", "step": step, "max_steps": state.max_steps, "epoch": logs.get("epoch", state.epoch),
                    "loss": logs["loss"], "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
                    "time": now, "samples_per_s": round(rate, 4) if rate else None}
             append_jsonl(files.metrics, rec)
-            print(f"voxtune: step {step}/{state.max_steps} loss {logs['loss']:.4f}", flush=True)
+            say(f"voxtune: step {step}/{state.max_steps} loss {logs['loss']:.4f}")
 
     return VoxtuneCallback()
+
+
+def loss_counts_items(model) -> bool:
+    """Does the model's forward normalise its loss by `num_items_in_batch` (transformers' shared
+    loss functions do; a hand-written CrossEntropyLoss().mean() does not)? True when unsure
+    (the Trainer's own assumption)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        source = inspect.getsource(type(base).forward)
+    except (OSError, TypeError):
+        return True
+    return "num_items_in_batch" in source or "self.loss_function" in source
 
 
 def _rel(files: RunFiles, path: str | Path | None) -> str | None:
@@ -439,7 +484,8 @@ def training_arguments(cfg: RunConfig | dict, output_dir: Path, device: str, pre
     epochs = float(cfg.epochs or 0)
     if max_steps <= 0 and not (epochs > 0 and math.isfinite(epochs)):
         raise ConfigError("config.json: give max_steps or epochs (a positive number)", field="max_steps")
-    total = cfg.total_steps(n_train)
+    world = distributed.world_size()  # processes share each epoch: batch is per device
+    total = cfg.total_steps(n_train, devices=world)
     save_every = int(cfg.save_every or 0)
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -470,6 +516,12 @@ def training_arguments(cfg: RunConfig | dict, output_dir: Path, device: str, pre
         disable_tqdm=True,
         save_safetensors=True,
     )
+    if world > 1:
+        kwargs.update(ddp_timeout=int(os.environ.get("VOXTUNE_DDP_TIMEOUT", "3600")))  # rank 0 evaluates meanwhile
+        if distributed.strategy() == "fsdp":
+            # FSDP2 full sharding (ZeRO-3: weights, gradients, optimizer state), one unit per
+            # transformer layer (the model's _no_split_modules: transformers' default wrap policy)
+            kwargs.update(fsdp=True, fsdp_config={"reshard_after_forward": True})
     import inspect
 
     accepted = inspect.signature(TrainingArguments.__init__).parameters
@@ -484,19 +536,27 @@ def _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, p
 
     examples = recipe.examples(train_rows, loaded, for_training=True)
     args, total = training_arguments(cfg, files.checkpoints, device, precision, len(examples))
-    samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * distributed.world_size()
     callback = _make_callback(files, tracker, evaluator, int(cfg.eval_every or 0), samples_per_step)
     trainer = Trainer(model=loaded.model, args=args, train_dataset=examples,
                       data_collator=lambda batch: recipe.collate(batch, loaded), callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # our callback prints one line per log instead
+    if not loss_counts_items(loaded.model):
+        # The Trainer takes any forward(**kwargs) to normalise its loss by the token count it
+        # passes (num_items_in_batch) and then neither divides by grad-accum nor undoes its
+        # x world-size scaling; Whisper, SeamlessM4T and CTC compute a plain mean and ignore it.
+        trainer.model_accepts_loss_kwargs = False
     resume = None
     if cfg.resume_from_checkpoint:
         resume = _resumable_checkpoint(files)
         if resume is None:
-            print("voxtune: no checkpoint to resume from; starting at step 0", flush=True)
+            say("voxtune: no checkpoint to resume from; starting at step 0")
         else:
-            print(f"voxtune: resuming from {resume}", flush=True)
-    print(f"voxtune: training on {len(examples)} examples, {total} steps", flush=True)
+            say(f"voxtune: resuming from {resume}")
+    say(f"voxtune: training on {len(examples)} examples, {total} steps")
+    effective = ("fsdp" if getattr(trainer, "is_fsdp_enabled", False) else "ddp") if distributed.world_size() > 1 else None
+    if effective and effective != distributed.strategy():
+        say(f"voxtune: {distributed.strategy()} is not available on {device}; training with {effective}")
     out = trainer.train(resume_from_checkpoint=resume)
     tracker.step = trainer.state.global_step
     status = RunStatus.CANCELLED if tracker.cancelled else RunStatus.FINISHED
@@ -504,7 +564,7 @@ def _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, p
         if tracker.cancelled else None
     return {"status": status, "reason": reason, "metrics": tracker.last_eval or None, "best": tracker.best,
             "final_loss": tracker.final_loss, "train_samples_per_s": out.metrics.get("train_samples_per_second"),
-            "last_checkpoint": _rel(files, _last_checkpoint(files))}
+            "last_checkpoint": _rel(files, _last_checkpoint(files)), "strategy": effective}
 
 
 def _checkpoints(files: RunFiles) -> list[Path]:
@@ -527,7 +587,7 @@ def _resumable_checkpoint(files: RunFiles) -> str | None:
         try:
             json.loads((ckpt / "trainer_state.json").read_text())
         except (OSError, ValueError):
-            print(f"voxtune: skipping incomplete checkpoint {ckpt.name}", flush=True)
+            say(f"voxtune: skipping incomplete checkpoint {ckpt.name}")
             continue
         return str(ckpt)
     return None

@@ -77,6 +77,18 @@ def main(argv: list[str]) -> int:
         return BUSY_EXIT
     print(f"[voxtune worker] pid {os.getpid()} starting {run_dir.name} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
     started = time.time()
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    if restarts > 0:  # Slurm requeued this job (preemption, node failure): continue, as `runs resume` would
+        from engine.queue import prepare_resume
+
+        found = prepare_resume(files)
+        print(f"[voxtune worker] Slurm restart {restarts}: resuming from the "
+              f"{'last checkpoint' if found else 'start (no checkpoint yet)'}", flush=True)
+    from engine import distributed
+
+    nproc = distributed.requested_procs()
+    if nproc > 1:
+        return _launch(files, nproc, started)
     try:
         code = int(_entry()(run_dir) or 0)
     except (KeyboardInterrupt, SystemExit):
@@ -94,6 +106,28 @@ def main(argv: list[str]) -> int:
         return 1
     print(f"[voxtune worker] finished with exit code {code}", flush=True)
     return code
+
+
+def _launch(files: RunFiles, nproc: int, started: float) -> int:
+    """Several training processes (engine.distributed): torchrun starts them, this worker
+    waits, then folds every rank's ending into result.json."""
+    from engine import distributed
+
+    print(f"[voxtune worker] {nproc} processes ({distributed.strategy()}) through torchrun", flush=True)
+    code = distributed.launch(files.root, nproc)
+    merged = distributed.merge_rank_results(files, nproc, code)
+    if merged is None:  # rank 0 ended without writing its result (killed, or torchrun failed first)
+        from engine.runfiles import tail_lines
+
+        tail = "\n".join(tail_lines(files.log, 40)[0]).lower() if files.log.exists() else ""
+        atomic_write_json(files.result, {
+            "status": "failed", "oom": any(m in tail for m in OOM_MARKERS),
+            "reason": f"the training processes ended with code {code} before rank 0 wrote a result; see log.txt",
+            "duration_s": round(time.time() - started, 1), "world_size": nproc, "launcher_exit_code": code,
+        })
+        return code if code > 0 else 1
+    print(f"[voxtune worker] finished with exit code {code}", flush=True)
+    return 0 if merged.get("status") in ("finished", "cancelled") else (code or 1)
 
 
 if __name__ == "__main__":

@@ -342,3 +342,15 @@ async def test_wide_terminal_shows_curves_and_memory_beside_the_log(ws):
 
 def test_dashboard_wide_snapshot(ws, snap_compare):
     assert snap_compare(_snap_app(ws), terminal_size=(160, 45), run_before=_snap_before([]))
+
+
+@pytest.mark.asyncio
+async def test_header_names_the_slurm_job(ws):
+    store = Store(ws)
+    rid = store.add_run({"model": "whisper-tiny", "method": "lora", "dataset": "d"})
+    store.update_run(rid, status="cancelled", slurm_job_id="4711", status_reason="cancelled at step 3")
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_dashboard(app, pilot, rid)
+        summary = text_of(screen.query_one("#dash-summary"))
+        assert "slurm job 4711" in summary and "whisper-tiny lora on d" in summary

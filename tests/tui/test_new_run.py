@@ -33,7 +33,7 @@ def test_parse_number_names_what_is_wrong():
 def test_parse_form_ignores_lora_fields_for_full_fine_tunes():
     raw = {"max_steps": "10", "batch_size": "x", "grad_accum": "1", "lr": "1e-4", "warmup_steps": "0",
            "eval_every": "5", "save_every": "5", "seed": "1", "lora_rank": "", "lora_alpha": "", "lora_dropout": "",
-           "priority": "0", "epochs": "", "max_new_tokens": "440", "lora_targets": "", "language": ""}
+           "priority": "0", "epochs": "", "max_new_tokens": "440", "lora_targets": "", "language": "", "gpus": "1"}
     values, errors = parse_form(raw, "full")
     assert errors == {"batch_size": "Batch: expected a whole number, got 'x'"}
     assert "lora_rank" not in values and values["lr"] == 1e-4
@@ -149,6 +149,17 @@ async def test_estimate_for_the_chosen_gpu_and_a_clear_warning(ws):
         screen.query_one("#method", Select).value = "qlora"
         await wait_for(pilot, lambda: "✓ fits" in estimate(app), what="qlora fits an H100")
         assert "largest batch" in estimate(app)
+
+        # several cards: the estimate is per card, with the strategy; nonsense names the field
+        screen.query_one("#gpu", Select).value = rx
+        screen.query_one("#method", Select).value = "full"
+        await wait_for(pilot, lambda: "DOES NOT FIT" in estimate(app), what="full on one RX 7700 XT")
+        gpus = screen.query_one("#gpus", Input)
+        gpus.value = "8"
+        await wait_for(pilot, lambda: f"each of 8 × {RX7700} (fsdp)" in estimate(app), what="per-card estimate")
+        gpus.value = "zero"
+        await wait_for(pilot, lambda: "GPUs: expected a number or 'all'" in errors(app), what="gpus error")
+        assert gpus.has_class("-invalid")
 
 
 @pytest.mark.asyncio

@@ -66,7 +66,8 @@ def test_old_config_json_loads_and_round_trips():
     assert cfg.get("attention") == "math" and cfg.get("eval_batch_size") == 8  # unknown keys survive
     out = cfg.to_dict()
     assert out["schema_version"] == config.SCHEMA_VERSION
-    assert {k: v for k, v in out.items() if k != "schema_version"} == CONFIG_V1 | {"priority": 0}
+    assert {k: out[k] for k in CONFIG_V1} == CONFIG_V1  # every old value written back unchanged
+    assert set(out) - set(CONFIG_V1) <= {"schema_version"} | set(config.FIELD_NAMES)  # plus the new fields
     assert RunConfig.from_dict(json.loads(json.dumps(out))) == cfg
 
 

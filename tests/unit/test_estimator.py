@@ -172,3 +172,30 @@ def test_estimate_for_run_reads_a_run_config(tmp_path):
     ev = estimate_for_run(dict(config, eval_only=True))
     assert ev.total_gb < e.total_gb and ev.trainable_params == 0
     assert estimate_for_run({"model": "no-such-model", "method": "lora"}) is None
+
+
+# -- several devices ---------------------------------------------------------------------------
+def test_ddp_per_device_adds_the_gradient_buckets_and_fsdp_divides_the_model_state():
+    from engine.estimator import choose_strategy, multi_device_terms, per_device_gb
+
+    e = est("whisper-large-v3", method="full", batch=4, audio_seconds=30)
+    terms = multi_device_terms(e)
+    ddp = per_device_gb(terms, 2, "ddp", e.total_gb)
+    assert ddp == pytest.approx(e.total_gb + e.gradients_gb * 1.1, abs=0.01)  # a second copy of the gradients
+    two, four = per_device_gb(terms, 2, "fsdp"), per_device_gb(terms, 4, "fsdp")
+    state = e.weights_gb + e.gradients_gb + e.optimizer_gb
+    assert two < ddp and four < two
+    assert two - four == pytest.approx(state * 1.1 / 4, rel=0.01)  # only the model state shrinks with more cards
+    assert four > (e.activations_gb + e.logits_gb)  # activations stay per device
+    assert per_device_gb(terms, 1, "fsdp", e.total_gb) == e.total_gb
+    # does not fit one 24 GB card, fits sharded over 4 of them: FSDP; a 141 GB card: DDP
+    assert e.total_gb > 24 and choose_strategy(terms, 4, 24.0, e.total_gb)[0] == "fsdp"
+    assert choose_strategy(terms, 4, 141.0, e.total_gb) == ("ddp", ddp)
+
+
+def test_quantised_bases_are_not_sharded():
+    from engine.estimator import choose_strategy, multi_device_terms
+
+    e = est("whisper-large-v3", method="qlora", batch=4)
+    terms = multi_device_terms(e)
+    assert terms["fsdp_fixed_gb"] is None and choose_strategy(terms, 2, 1.0, e.total_gb)[0] == "ddp"

@@ -186,3 +186,36 @@ def test_demo_dataset_is_available_in_a_fresh_workspace(ws):
     run_id = queue.add(ws, model="whisper-small", dataset="demo", method="lora", max_steps=2)
     assert Store(ws).get_dataset("demo")["clips_usable"] >= 10
     assert Store(ws).get_run(run_id)["dataset"] == "demo"
+
+
+@pytest.mark.parametrize("value, expected", [(None, 1), ("2", 2), (4, 4), ("all", "all"), ("ALL", "all"), (2.0, 2)])
+def test_gpus_option(value, expected):
+    if value is None:
+        assert config.defaults(None, "lora")["gpus"] == expected
+    else:
+        assert config.coerce("gpus", value) == expected
+        assert config.parse("gpus", str(value)) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "two", True])
+def test_gpus_option_refuses_nonsense_naming_the_field(qws, value):
+    with pytest.raises(VoxtuneError) as e:
+        queue.add(qws, **BASE, gpus=value)
+    assert e.value.field == "gpus" and "gpus:" in str(e.value)
+    assert Store(qws).list_runs() == []
+
+
+def test_gpus_reach_the_config_the_record_and_a_clone(qws, capsys):
+    assert main(["--home", str(qws.home), "queue", "add", "--model", "whisper-small", "--dataset", "tiny",
+                 "--method", "full", "--gpus", "2", "--json", "--no-start"]) == 0
+    rid = json.loads(capsys.readouterr().out)["id"]
+    run = Store(qws).require_run(rid)
+    cfg = read_json(RunFiles(qws.run_dir(rid)).config)
+    assert cfg["gpus"] == 2 == run["gpus"]
+    assert run["estimate_devices"]["ddp_gb"] > run["estimate_gb"]  # per-device terms for admission
+    assert run["estimate_devices"]["fsdp_sharded_gb"] > 0
+    clone = queue.clone(qws, rid, batch_size=2)
+    assert Store(qws).require_run(clone)["gpus"] == 2
+    assert main(["--home", str(qws.home), "queue", "add", "--model", "whisper-small", "--dataset", "tiny",
+                 "--method", "lora", "--gpus", "zero", "--no-start"]) == 2
+    assert "gpus: expected a number or 'all'" in capsys.readouterr().err

@@ -60,3 +60,44 @@ def test_paused_queue_starts_nothing_and_says_why():
 def test_unknown_estimate_or_free_memory_admits_on_an_idle_device():
     assert plan([run("a", 1, est=None)], [], [Device("0", "X", 1.0, 12.0)]).start == [("a", "0")]
     assert plan([run("a", 1, est=30.0)], [], [Device("0", "X", None, None)]).start == [("a", "0")]
+
+
+# -- several devices per run ---------------------------------------------------------------------
+def mrun(rid, seq, gpus, est=None, terms=None, priority=0):
+    return dict(run(rid, seq, priority, est), gpus=gpus, estimate_devices=terms)
+
+
+def test_a_multi_gpu_run_reserves_all_its_devices():
+    gpus = [Device("0", "A", 20.0, 24.0), Device("1", "B", 20.0, 24.0), Device("2", "C", 20.0, 24.0)]
+    p = plan([mrun("two", 1, 2, est=5.0, terms={"ddp_gb": 6.0}), run("one", 2, est=5.0)], [], gpus)
+    assert p.start == [("two", "0,1"), ("one", "2")]
+    assert p.procs == {"two": 2, "one": 1} and p.strategy["two"] == "ddp"
+    # both of its devices count as busy for the next poll
+    p = plan([run("next", 3, est=5.0)], [{"id": "two", "device": "0,1"}, {"id": "one", "device": "2"}], gpus)
+    assert p.start == [] and "busy with two" in p.waiting["next"]
+
+
+def test_all_means_every_gpu_and_waits_for_them_to_be_idle():
+    gpus = [Device("0", "A", 20.0, 24.0), Device("1", "B", 20.0, 24.0)]
+    p = plan([mrun("all", 1, "all", est=5.0), run("small", 2, est=1.0)], [{"id": "x", "device": "1"}], gpus)
+    assert p.start == [] and p.waiting["all"].startswith("waiting: needs 2 idle GPUs")
+    assert "B busy with x" in p.waiting["all"] and p.waiting["small"] == "waiting: behind all"
+    p = plan([mrun("all", 1, "all", est=5.0)], [], gpus)
+    assert p.start == [("all", "0,1")] and p.procs["all"] == 2
+
+
+def test_fsdp_is_chosen_when_only_sharding_fits_and_more_gpus_than_exist_never_start():
+    gpus = [Device("0", "A", 11.0, 12.0), Device("1", "B", 11.0, 12.0)]
+    terms = {"ddp_gb": 20.0, "fsdp_fixed_gb": 3.0, "fsdp_sharded_gb": 12.0}  # 3 + 12/2 = 9 GB each
+    p = plan([mrun("big", 1, 2, est=18.0, terms=terms)], [], gpus)
+    assert p.start == [("big", "0,1")] and p.strategy["big"] == "fsdp"
+    terms_huge = {"ddp_gb": 40.0, "fsdp_fixed_gb": 10.0, "fsdp_sharded_gb": 30.0}
+    p = plan([mrun("huge", 1, 2, est=38.0, terms=terms_huge), run("ok", 2, est=2.0)], [], gpus)
+    assert "it cannot fit" in p.waiting["huge"] and p.start == [("ok", "0")]
+    p = plan([mrun("four", 1, 4, est=2.0), run("ok", 2, est=2.0)], [], gpus)
+    assert "needs 4 GPUs, this machine has 2" in p.waiting["four"] and p.start == [("ok", "0")]
+
+
+def test_cpu_host_runs_a_multi_process_run_as_gloo_processes():
+    p = plan([mrun("ddp", 1, 2)], [], [])
+    assert p.start == [("ddp", CPU)] and p.procs["ddp"] == 2 and p.strategy["ddp"] == "ddp"

@@ -3,15 +3,49 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
-from tui.cli import emit, workspace
+from tui.cli import CliError, emit, workspace
+
+
+SLURM_FLAGS = {"partition": "partition", "account": "account", "qos": "qos", "slurm_time": "time",
+               "slurm_mem": "mem_gb", "slurm_cpus": "cpus_per_task", "slurm_gres": "gres", "slurm_gpu_gb": "gpu_gb",
+               "sbatch_arg": "extra"}
+
+
+def _set_executor(ws, args: argparse.Namespace) -> None:
+    """--executor (and the Slurm options) become the workspace's setting, kept for later starts."""
+    from engine import daemon, executors
+
+    options = {key: getattr(args, flag) for flag, key in SLURM_FLAGS.items() if getattr(args, flag, None) is not None}
+    if args.executor is None:
+        if options:
+            raise CliError("the Slurm options need --executor slurm", field="executor")
+        return
+    if options and args.executor != "slurm":
+        raise CliError(f"--{next(iter(options))} is a Slurm option; it needs --executor slurm", field="executor")
+    st = daemon.status(ws)
+    if st["running"] and st.get("engine_executor") not in (None, args.executor):
+        raise CliError(f"the engine runs with the {st['engine_executor']} executor; `voxtune engine stop` first, "
+                       f"then start it with --executor {args.executor}", field="executor")
+    conf = executors.configure(ws, args.executor, **options)
+    if args.executor == "slurm":
+        import shutil
+
+        if shutil.which("sbatch") is None:
+            print("warning: sbatch is not on PATH here; runs will fail to submit until it is", file=sys.stderr)
+        print("executor: slurm (" + ", ".join(f"{k} {v}" for k, v in conf.items() if k != "kind") + ")"
+              if len(conf) > 1 else "executor: slurm")
+    else:
+        print("executor: local")
 
 
 def cmd_start(args: argparse.Namespace) -> int:
     from engine import daemon
 
     ws = workspace(args)
+    _set_executor(ws, args)
     if args.foreground:  # for systemd (Type=simple) and debugging
         return daemon.serve(ws)
     pid = daemon.start(ws)
@@ -47,12 +81,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     st = daemon.status(workspace(args))
     lines = [f"engine: running, pid {st['pid']}, up {_ago(st['started_at'])}" if st["running"] else "engine: not running"]
+    lines.append(f"executor: {st['executor']}")
     lines.append(f"queue: {'paused (' + (st['queue_paused_reason'] or '') + ')' if st['queue_paused'] else 'active'}, "
                  f"{len(st['queued'])} queued")
     for a in st["active_runs"]:
         step = f"step {a['step']}/{a['max_steps']}" if a["step"] is not None else "starting"
         eta = f", eta {int(a['eta_s'] // 60)}m{int(a['eta_s'] % 60):02d}s" if a.get("eta_s") is not None else ""
-        lines.append(f"  running {a['id']} (pid {a['pid']}, {a['device']}): {step}{eta}")
+        where = f"slurm job {a['slurm_job_id']}" if a.get("slurm_job_id") else f"pid {a['pid']}, {a['device']}"
+        lines.append(f"  running {a['id']} ({where}): {step}{eta}")
     lines.append(f"log: {st['log']}")
     emit(st, args.json, "\n".join(lines))
     return 0
@@ -63,6 +99,18 @@ def register(sub) -> None:
     es = p.add_subparsers(dest="engine_command", metavar="SUBCOMMAND")
     s = es.add_parser("start", help="start the engine detached (no-op if running)")
     s.add_argument("--foreground", action="store_true", help="run in this process (for systemd)")
+    s.add_argument("--executor", choices=("local", "slurm"),
+                   help="where runs execute: this machine (default) or one sbatch job per run; kept for this workspace")
+    g = s.add_argument_group("Slurm (with --executor slurm; kept for this workspace)")
+    g.add_argument("--partition")
+    g.add_argument("--account")
+    g.add_argument("--qos")
+    g.add_argument("--slurm-time", metavar="TIME", help="--time of each job (default 1-00:00:00)")
+    g.add_argument("--slurm-mem", metavar="GB", type=float, help="host memory per job (default: from the fit)")
+    g.add_argument("--slurm-cpus", metavar="N", type=int, help="--cpus-per-task (default 4 per GPU)")
+    g.add_argument("--slurm-gres", metavar="NAME", help="GRES name for GPUs (default gpu; '' for CPU-only clusters)")
+    g.add_argument("--slurm-gpu-gb", metavar="GB", type=float, help="memory of the cluster's GPUs (chooses DDP or FSDP)")
+    g.add_argument("--sbatch-arg", metavar="ARG", action="append", help="extra sbatch argument (repeatable)")
     s.set_defaults(func=cmd_start)
     es.add_parser("stop", help="stop the engine; running runs keep going").set_defaults(func=cmd_stop)
     st = es.add_parser("status", help="is it running, what is it doing")

@@ -25,7 +25,8 @@ def _row(ws, r: dict) -> dict:
     return {"id": r["id"], "status": r["status"], "reason": r.get("status_reason"), "model": r.get("model"),
             "method": r.get("method"), "dataset": r.get("dataset"), "priority": r.get("priority", 0),
             "created_at": r.get("created_at"), "step": prog["step"], "max_steps": prog["max_steps"],
-            "loss": prog["loss"], "wer": prog["wer"], "best_wer": prog["best_wer"], "eta_s": prog["eta_s"]}
+            "loss": prog["loss"], "wer": prog["wer"], "best_wer": prog["best_wer"], "eta_s": prog["eta_s"],
+            "slurm_job_id": r.get("slurm_job_id")}
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -75,6 +76,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     lines.append(f"  model {config.get('model')} ({config.get('method')}), dataset {config.get('dataset')}, "
                  f"batch {config.get('batch_size')} x {config.get('grad_accum')}, lr {config.get('lr')}, "
                  f"estimate {_fmt_num(config.get('estimate_gb'), '.1f')} GB")
+    if run.get("slurm_job_id"):
+        lines.append(f"  slurm job {run['slurm_job_id']}" + (f" ({run['slurm_state'].lower()})" if run.get("slurm_state") else ""))
     if prog["step"] is not None:
         eta = f", eta {int(prog['eta_s'])} s" if prog["eta_s"] is not None and run["status"] == RunStatus.RUNNING else ""
         lines.append(f"  progress: step {prog['step']}/{prog['max_steps']}{eta}, loss {_fmt_num(prog['loss'])}")

@@ -262,7 +262,10 @@ class DashboardScreen(Screen):
         t.append(f"{status}", style=f"bold {colour}")
         if rec.get("status_reason"):
             t.append(f" ({rec['status_reason']})", style="dim")
-        t.append(f"  {rec.get('model', '')} {rec.get('method', '')} on {rec.get('dataset', '')}\n")
+        t.append(f"  {rec.get('model', '')} {rec.get('method', '')} on {rec.get('dataset', '')}")
+        if rec.get("slurm_job_id"):
+            t.append(f" · slurm job {rec['slurm_job_id']}", style="bold")
+        t.append("\n")
         if max_steps:
             frac, bar = min(1.0, step / max_steps), 20
             t.append("█" * round(frac * bar) + "░" * (bar - round(frac * bar)), style="green")

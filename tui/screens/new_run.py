@@ -46,7 +46,7 @@ def widget_kind(name: str) -> str:
     kind = FORM[name].kind
     if kind == "choice" or name in SELECTS:
         return "select"
-    if kind in NUMBER_KINDS:
+    if kind in NUMBER_KINDS or kind == "count_or_all":
         return "num"
     return "check" if kind == "bool" else "text"
 
@@ -171,6 +171,14 @@ def fit_for(cfg: dict, gpu: Any) -> Fit | str | None:
     if est is None:
         return "the estimator has no parameter counts for this model"
     gpu_gb = float(gpu.total_gb)
+    devices = cfg.get("gpus") if isinstance(cfg.get("gpus"), int) else 1
+    if devices > 1:  # several cards: what each one holds (DDP, or FSDP when only sharding fits)
+        strategy, per = estimator.choose_strategy(estimator.multi_device_terms(est), devices, gpu_gb, est.total_gb)
+        fits = per is not None and per <= gpu_gb * (1 - estimator.DEFAULT_MARGIN)
+        verdict = ("tight" if per > 0.8 * gpu_gb else "fits") if fits else "no"
+        return Fit(total_gb=per, gpu=f"each of {devices} × {gpu.name} ({strategy})", gpu_gb=gpu_gb, verdict=verdict,
+                   max_batch=est.max_batch(gpu_gb), free_gb=getattr(gpu, "free_gb", None),
+                   recommendation=None if fits else "try a smaller batch, gradient checkpointing, or QLoRA")
     verdict = est.verdict(gpu_gb)
     recommendation = None
     if verdict == "no":
@@ -271,7 +279,8 @@ class NewRunScreen(Screen[str | None]):
         self._gpus: list[tuple[str, Any]] = []
         self._check_timer = None
         # widget values the form set itself (compose's initial values included), not user edits
-        self._set_by_form: dict[str, Any] = {"priority": "0", "method": "lora", "precision": "auto", "optimizer": "adamw"}
+        self._set_by_form: dict[str, Any] = {"priority": "0", "method": "lora", "precision": "auto", "optimizer": "adamw",
+                                             "gpus": "1"}
         self._generation = 0
 
     @property

@@ -102,6 +102,9 @@ def status_text(status: str, position: int | None = None) -> Text:
 def note_for(run: dict, queue_paused: bool = False) -> str:
     """The one line that explains the state: why a queued run waits, why one failed."""
     reason = run.get("status_reason") or ""
+    job = run.get("slurm_job_id")
+    if job and f"slurm job {job}" not in reason.lower():  # where to look on the cluster
+        reason = f"slurm job {job}" + (f" · {reason}" if reason else "")
     if run.get("status") == RunStatus.QUEUED:
         if queue_paused:
             return "queue paused" + (f"; {reason}" if reason else "")
