@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine import reporting
 from engine.errors import VoxtuneError
 from engine.runfiles import RunFiles, atomic_write_json, read_json
 from engine.store import Store, StoreError
@@ -31,7 +32,7 @@ OPTION_FIELDS = (
     "model", "method", "dataset", "eval_only", "split", "max_steps", "epochs", "batch_size", "grad_accum",
     "lr", "warmup_steps", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "eval_every",
     "save_every", "seed", "precision", "optimizer", "gradient_checkpointing", "freeze_audio_encoder",
-    "trust_remote_code", "max_new_tokens", "language", "priority",
+    "trust_remote_code", "max_new_tokens", "language", "priority", "report_to",
 )
 
 
@@ -75,6 +76,7 @@ def defaults(entry: Any, method: str) -> dict:
         "language": None,
         "split": "validation",
         "eval_only": False,
+        "report_to": [],  # metric sinks besides metrics.jsonl: tensorboard, trackio (engine.reporting)
     }
 
 
@@ -159,6 +161,11 @@ def _validate(cfg: dict, entry: Any) -> None:
     targets = cfg.get("lora_targets")
     if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets)):
         raise QueueError(f"lora_targets: expected a list of module names, got {targets!r}", "lora_targets")
+    try:  # the one place `report_to` is checked: known names, packages installed
+        cfg["report_to"] = reporting.parse(cfg.get("report_to"))
+        reporting.require_installed(cfg["report_to"])
+    except reporting.ReportingError as e:
+        raise QueueError(str(e), "report_to") from e
     try:
         cfg["priority"] = int(cfg.get("priority") or 0)
     except (TypeError, ValueError):

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from engine import metrics as metrics_mod
+from engine.reporting import Reporter
 from engine.runfiles import RunFiles, append_jsonl, atomic_write_json, read_json
 from engine.errors import VoxtuneError
 
@@ -199,6 +200,16 @@ def _run(cfg: dict, files: RunFiles, tracker: Tracker) -> dict:
     model_ref = cfg.get("model_ref") or cfg.get("model")
     source = loading.resolve(model_ref)
     print(f"voxtune: {method} {model_ref} on {device} ({precision}), recipe {recipe.key}", flush=True)
+    reporter = Reporter.from_config(cfg, files.root).start(cfg)
+    try:
+        return _run_model(cfg, files, tracker, recipe, source, method, device, precision, seed, reporter)
+    finally:
+        reporter.close()
+
+
+def _run_model(cfg: dict, files: RunFiles, tracker: Tracker, recipe, source, method: str, device: str,
+               precision: str, seed: int, reporter: Reporter) -> dict:
+    from engine import loading
 
     split = cfg.get("split") or "validation"
     if cfg.get("eval_only"):
@@ -229,14 +240,14 @@ def _run(cfg: dict, files: RunFiles, tracker: Tracker) -> dict:
         for p in recipe.audio_encoder(base).parameters():
             p.requires_grad_(False)
     print(f"voxtune: model {describe_model(loaded.model)}", flush=True)
-    evaluator = Evaluator(recipe, loaded, eval_rows, files, cfg, device, precision)
+    evaluator = Evaluator(recipe, loaded, eval_rows, files, cfg, device, precision, reporter)
     if cfg.get("eval_only"):
         if device != "cpu" and not getattr(loaded.model, "hf_device_map", None):
             loaded.model.to(device)
         rec = evaluator(loaded.model, step=0, max_steps=0)
         tracker.last_eval = _metrics_of(rec)
         return {"status": "finished", "reason": None, "metrics": tracker.last_eval}
-    return _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, precision, seed)
+    return _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, precision, seed, reporter)
 
 
 def describe_model(model) -> str:
@@ -267,8 +278,10 @@ def _metrics_of(rec: dict | None) -> dict:
 class Evaluator:
     """Scores a model on the evaluation rows: generation -> joined clip transcripts -> metrics."""
 
-    def __init__(self, recipe, loaded, rows: list[dict], files: RunFiles, cfg: dict, device: str, precision: str):
+    def __init__(self, recipe, loaded, rows: list[dict], files: RunFiles, cfg: dict, device: str, precision: str,
+                 reporter: Reporter | None = None):
         self.recipe, self.loaded, self.rows, self.files = recipe, loaded, rows, files
+        self.reporter = reporter or Reporter([], files.root, files.root.name)
         self.batch = max(1, int(cfg.get("eval_batch_size") or cfg.get("batch_size") or 1))
         self.max_new_tokens = int(cfg.get("max_new_tokens") or 225)
         self.device, self.precision = device, precision
@@ -329,10 +342,13 @@ class Evaluator:
                "clips": len(self.rows), "eval_s": round(now - t0, 3), "time": now}
         append_jsonl(self.files.metrics, rec)
         by_id = {r["id"]: (r, h) for r, h in zip(self.rows, hyps)}
+        samples = []
         for cid in self.pinned:
             row, hyp = by_id[cid]
-            append_jsonl(self.files.samples, {"step": step, "sample_id": cid, "prediction": hyp,
-                                              "reference": row.get("text", ""), "time": now})
+            sample = {"step": step, "sample_id": cid, "prediction": hyp, "reference": row.get("text", ""), "time": now}
+            append_jsonl(self.files.samples, sample)
+            samples.append(sample)
+        self.reporter.log_eval(rec, samples)
         print(f"voxtune: eval step {step}: wer {rec['wer']:.4f} cer {rec['cer']:.4f} "
               f"eval_loss {rec['eval_loss']} ({rec['eval_s']:.1f} s)", flush=True)
         return rec
@@ -350,7 +366,7 @@ def _pinned(cfg: dict) -> list[str]:
 
 
 def _make_callback(files: RunFiles, tracker: Tracker, evaluator: Evaluator, eval_every: int | None,
-                   samples_per_step: int):
+                   samples_per_step: int, reporter: Reporter | None = None):
     from transformers import TrainerCallback
 
     class VoxtuneCallback(TrainerCallback):
@@ -409,6 +425,8 @@ def _make_callback(files: RunFiles, tracker: Tracker, evaluator: Evaluator, eval
                    "loss": logs["loss"], "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
                    "time": now, "samples_per_s": round(rate, 4) if rate else None}
             append_jsonl(files.metrics, rec)
+            if reporter is not None:
+                reporter.log_train(rec)
             print(f"voxtune: step {step}/{state.max_steps} loss {logs['loss']:.4f}", flush=True)
 
     return VoxtuneCallback()
@@ -478,15 +496,16 @@ def training_arguments(cfg: dict, output_dir: Path, device: str, precision: str,
     return TrainingArguments(**{k: v for k, v in kwargs.items() if k in accepted}), total
 
 
-def _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, precision, seed) -> dict:
+def _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, precision, seed, reporter) -> dict:
     from transformers import PrinterCallback, Trainer
 
     examples = recipe.examples(train_rows, loaded, for_training=True)
     args, total = training_arguments(cfg, files.checkpoints, device, precision, len(examples))
     samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
-    callback = _make_callback(files, tracker, evaluator, int(cfg.get("eval_every") or 0), samples_per_step)
+    callback = _make_callback(files, tracker, evaluator, int(cfg.get("eval_every") or 0), samples_per_step, reporter)
     trainer = Trainer(model=loaded.model, args=args, train_dataset=examples,
-                      data_collator=lambda batch: recipe.collate(batch, loaded), callbacks=[callback])
+                      data_collator=lambda batch: recipe.collate(batch, loaded),
+                      callbacks=[*reporter.trainer_callbacks(), callback])
     trainer.remove_callback(PrinterCallback)  # our callback prints one line per log instead
     resume = None
     if cfg.get("resume_from_checkpoint"):

@@ -34,12 +34,15 @@ def add_run_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--freeze-audio-encoder", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--language", help="language code for the decoder prompt (default: the model's)")
     p.add_argument("--max-new-tokens", type=int, metavar="N")
+    p.add_argument("--report-to", metavar="LIST",
+                   help="also write metrics for tensorboard and/or trackio (comma-separated, or none); "
+                        "local files in the run folder, nothing is sent anywhere")
 
 
 RUN_OPTION_DESTS = ("model", "dataset", "method", "eval_only", "split", "max_steps", "epochs", "batch_size",
                     "grad_accum", "lr", "warmup_steps", "lora_rank", "lora_alpha", "eval_every", "save_every",
                     "seed", "priority", "precision", "optimizer", "gradient_checkpointing",
-                    "freeze_audio_encoder", "language", "max_new_tokens")
+                    "freeze_audio_encoder", "language", "max_new_tokens", "report_to")
 
 
 def run_options(args: argparse.Namespace) -> dict:
