@@ -166,6 +166,11 @@ class RunConfig:
     language: str | None = _opt(help="transcript language for multilingual models (default: the model's)",
                                 kind="text", flag="--language", label="Language", metavar="LANG", optional=True,
                                 placeholder="model default")
+    report_to: list[str] | None = _opt(help="also write metrics for TensorBoard and/or trackio (comma-separated, or "
+                                            "none); local files in the run folder, nothing is sent anywhere",
+                                       kind="list", choices=("tensorboard", "trackio"), flag="--report-to",
+                                       label="Report to", metavar="a,b", applies="train", optional=True,
+                                       placeholder="none")
     # -- queue -----------------------------------------------------------------------------
     priority: int = _opt(0, help="higher runs first", kind="anyint", flag="--priority", label="Priority",
                          metavar="P")
@@ -412,8 +417,16 @@ def coerce(name: str, value: Any) -> Any:
         if isinstance(value, str):
             value = [t.strip() for t in value.split(",") if t.strip()]
         if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) and t.strip() for t in value):
-            raise ConfigError(f"{name}: expected a list of module names, got {value!r}", field=name)
-        return [t.strip() for t in value] or None
+            raise ConfigError(f"{name}: expected a list of names, got {value!r}", field=name)
+        items = [t.strip() for t in value]
+        if opt.choices:  # a vocabulary (report_to): known names only, "none" means the empty list
+            items = sorted({t.lower() for t in items} - {"none"})
+            unknown = [t for t in items if t not in opt.choices]
+            if unknown:
+                raise ConfigError(f"{name}: {unknown[0]!r} is not one of {', '.join(opt.choices)} (or none)",
+                                  field=name)
+            return items
+        return items or None
     if kind == "count_or_all":
         if isinstance(value, str) and value.strip().lower() == "all":
             return "all"
@@ -485,6 +498,7 @@ def defaults(entry: Any, method: str | None, eval_only: bool = False) -> dict:
         "eval_only": eval_only,
         "priority": 0,
         "gpus": 1,
+        "report_to": [],  # metric sinks besides metrics.jsonl (engine.reporting)
     }
 
 

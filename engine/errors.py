@@ -36,12 +36,8 @@ class VoxtuneError(Exception):
         return f"{self.message}; {self.hint}" if self.hint else self.message
 
     def one_line(self) -> str:
-        """The message on one line (a multi-line cause is folded), starting with the field's
-        name when one is at fault; without the hint."""
-        text = " ".join(part.strip() for part in self.message.splitlines() if part.strip())
-        if self.field and not text.startswith(f"{self.field}:"):
-            text = f"{self.field}: {text}"
-        return text
+        """The message on one line (a multi-line cause is folded), without the hint."""
+        return " ".join(part.strip() for part in self.message.splitlines() if part.strip())
 
 
 # errno values a user's environment causes (a full disk, a read-only or foreign folder, a path

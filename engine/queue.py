@@ -63,11 +63,18 @@ def resolve(ws: Workspace, store: Store, **options: Any) -> RunConfig:
     model = options.get("model")
     if not model:
         raise ConfigError("model: required", field="model", hint="give --model (a catalog name, hub id or folder)")
-    entry = catalog.get_model(str(model))
+    try:
+        entry = catalog.get_model(str(model))
+    except catalog.UnknownModel as e:
+        raise ConfigError(f"model: {e.message}", field="model", hint=e.hint) from None
     cfg = with_defaults(options, entry)
     if not cfg.dataset:
         raise ConfigError("dataset: required", field="dataset", hint="give --dataset (`voxtune data ls`)")
     cfg.check(entry)
+    if cfg.report_to:
+        from engine import reporting
+
+        reporting.require_installed(cfg.report_to)  # one line naming the extra to install
     dataset = store.get_dataset(cfg.dataset)
     if dataset is None and cfg.dataset == "demo":  # the shipped demo is in every workspace
         from engine.datasets import ensure_demo

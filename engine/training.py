@@ -32,6 +32,7 @@ from engine import distributed
 from engine import metrics as metrics_mod
 from engine.config import (DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, SEQ2SEQ_MAX_NEW_TOKENS, ConfigError, RunConfig,
                            as_config)
+from engine.reporting import Reporter
 from engine.errors import VoxtuneError
 from engine.enums import Method, RunStatus
 from engine.runfiles import RunFiles, append_jsonl, atomic_write_json
@@ -210,6 +211,16 @@ def _run(cfg: RunConfig, files: RunFiles, tracker: Tracker) -> dict:
     model_ref = cfg.model_ref or cfg.model
     source = loading.resolve(model_ref)
     say(f"voxtune: {method} {model_ref} on {device} ({precision}), recipe {recipe.key}")
+    reporter = Reporter.from_config(cfg, files.root).start(cfg.to_dict())
+    try:
+        return _run_model(cfg, files, tracker, recipe, source, method, device, precision, seed, reporter)
+    finally:
+        reporter.close()
+
+
+def _run_model(cfg: RunConfig, files: RunFiles, tracker: Tracker, recipe, source, method: str, device: str,
+               precision: str, seed: int, reporter: Reporter) -> dict:
+    from engine import loading
 
     split = cfg.split or "validation"
     if cfg.eval_only:
@@ -240,14 +251,14 @@ def _run(cfg: RunConfig, files: RunFiles, tracker: Tracker) -> dict:
         for p in recipe.audio_encoder(base).parameters():
             p.requires_grad_(False)
     say(f"voxtune: model {describe_model(loaded.model)}")
-    evaluator = Evaluator(recipe, loaded, eval_rows, files, cfg, device, precision)
+    evaluator = Evaluator(recipe, loaded, eval_rows, files, cfg, device, precision, reporter)
     if cfg.eval_only:
         if device != "cpu" and not getattr(loaded.model, "hf_device_map", None):
             loaded.model.to(device)
         rec = evaluator(loaded.model, step=0, max_steps=0)
         tracker.last_eval = _metrics_of(rec)
         return {"status": RunStatus.FINISHED, "reason": None, "metrics": tracker.last_eval}
-    return _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, precision, seed)
+    return _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, precision, seed, reporter)
 
 
 def describe_model(model) -> str:
@@ -279,8 +290,9 @@ class Evaluator:
     """Scores a model on the evaluation rows: generation -> joined clip transcripts -> metrics."""
 
     def __init__(self, recipe, loaded, rows: list[dict], files: RunFiles, cfg: RunConfig, device: str,
-                 precision: str):
+                 precision: str, reporter: Reporter | None = None):
         self.recipe, self.loaded, self.rows, self.files = recipe, loaded, rows, files
+        self.reporter = reporter or Reporter([], files.root, files.root.name)
         self.batch = max(1, int(cfg.get("eval_batch_size") or cfg.batch_size or 1))
         self.max_new_tokens = int(cfg.max_new_tokens or SEQ2SEQ_MAX_NEW_TOKENS)
         self.device, self.precision = device, precision
@@ -342,10 +354,14 @@ class Evaluator:
         if distributed.is_main():  # FSDP: every rank scores (in lockstep); one writes
             append_jsonl(self.files.metrics, rec)
             by_id = {r["id"]: (r, h) for r, h in zip(self.rows, hyps)}
+            samples = []
             for cid in self.pinned:
                 row, hyp = by_id[cid]
-                append_jsonl(self.files.samples, {"step": step, "sample_id": cid, "prediction": hyp,
-                                                  "reference": row.get("text", ""), "time": now})
+                sample = {"step": step, "sample_id": cid, "prediction": hyp, "reference": row.get("text", ""),
+                          "time": now}
+                append_jsonl(self.files.samples, sample)
+                samples.append(sample)
+            self.reporter.log_eval(rec, samples)
         say(f"voxtune: eval step {step}: wer {rec['wer']:.4f} cer {rec['cer']:.4f} "
             f"eval_loss {rec['eval_loss']} ({rec['eval_s']:.1f} s)")
         return rec
@@ -363,7 +379,7 @@ def _pinned(cfg: RunConfig) -> list[str]:
 
 
 def _make_callback(files: RunFiles, tracker: Tracker, evaluator: Evaluator, eval_every: int | None,
-                   samples_per_step: int):
+                   samples_per_step: int, reporter: Reporter | None = None):
     from transformers import TrainerCallback
 
     class VoxtuneCallback(TrainerCallback):
@@ -439,6 +455,8 @@ def _make_callback(files: RunFiles, tracker: Tracker, evaluator: Evaluator, eval
                    "loss": logs["loss"], "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
                    "time": now, "samples_per_s": round(rate, 4) if rate else None}
             append_jsonl(files.metrics, rec)
+            if reporter is not None:
+                reporter.log_train(rec)
             say(f"voxtune: step {step}/{state.max_steps} loss {logs['loss']:.4f}")
 
     return VoxtuneCallback()
@@ -531,15 +549,16 @@ def training_arguments(cfg: RunConfig | dict, output_dir: Path, device: str, pre
     return TrainingArguments(**{k: v for k, v in kwargs.items() if k in accepted}), total
 
 
-def _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, precision, seed) -> dict:
+def _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, precision, seed, reporter) -> dict:
     from transformers import PrinterCallback, Trainer
 
     examples = recipe.examples(train_rows, loaded, for_training=True)
     args, total = training_arguments(cfg, files.checkpoints, device, precision, len(examples))
     samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * distributed.world_size()
-    callback = _make_callback(files, tracker, evaluator, int(cfg.eval_every or 0), samples_per_step)
+    callback = _make_callback(files, tracker, evaluator, int(cfg.eval_every or 0), samples_per_step, reporter)
     trainer = Trainer(model=loaded.model, args=args, train_dataset=examples,
-                      data_collator=lambda batch: recipe.collate(batch, loaded), callbacks=[callback])
+                      data_collator=lambda batch: recipe.collate(batch, loaded),
+                      callbacks=[*reporter.trainer_callbacks(), callback])
     trainer.remove_callback(PrinterCallback)  # our callback prints one line per log instead
     if not loss_counts_items(loaded.model):
         # The Trainer takes any forward(**kwargs) to normalise its loss by the token count it

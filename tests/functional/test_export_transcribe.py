@@ -14,6 +14,7 @@ import pytest
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
+from decode_helpers import fw_greedy, fw_max_new_tokens, hf_greedy  # noqa: E402
 from tiny_models import make_tiny_dataset, make_tiny_whisper, synth_clip  # noqa: E402
 
 from engine.runfiles import RunFiles, read_json  # noqa: E402
@@ -29,7 +30,9 @@ def env() -> dict:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny Whisper, a workspace with a dataset, and a finished 3-step LoRA run."""
+    """A tiny Whisper, a workspace with a dataset, and a finished 12-step LoRA run (enough, at
+    this learning rate, for the random model to emit a text token, so that transcripts compared
+    across runtimes are not empty)."""
     import torch
 
     from engine import queue, training
@@ -42,8 +45,8 @@ def trained(tmp_path_factory):
     make_tiny_dataset(ws, n=4, splits={"train": [0, 1, 2, 3], "validation": [0, 1], "test": [2, 3]}, pinned=2)
     os.environ["VOXTUNE_DEVICE"] = "cpu"
     try:
-        run_id = queue.add(ws, model=str(model), dataset="tiny", method="lora", max_steps=3, batch_size=2,
-                           eval_every=3, save_every=3, lr=5e-3, warmup_steps=0, lora_rank=4, lora_alpha=8,
+        run_id = queue.add(ws, model=str(model), dataset="tiny", method="lora", max_steps=12, batch_size=2,
+                           eval_every=12, save_every=12, lr=2e-2, warmup_steps=0, lora_rank=4, lora_alpha=8,
                            lora_dropout=0.0, max_new_tokens=6, precision="fp32", seed=0)
         assert training.run(ws.run_dir(run_id)) == 0
     finally:
@@ -157,3 +160,123 @@ def test_export_refuses_runs_without_checkpoints(trained):
     run_id = queue.add(ws, model=str(model_dir), dataset="tiny", method="lora", max_steps=2)
     with pytest.raises(ExportError, match="no checkpoint"):
         export_run(ws, run_id)
+
+
+# -- CTranslate2 / faster-whisper and the model card ------------------------------------------
+def _card(folder: Path):
+    from huggingface_hub import ModelCard
+
+    return ModelCard.load(folder / "README.md")
+
+
+def _assert_card_has_no_transcripts(ws, run_id: str, text: str) -> None:
+    from engine import datasets
+    from engine.runfiles import read_jsonl
+
+    for row in datasets.load_rows(ws, "tiny", "all"):
+        assert row["text"] not in text, row["id"]
+    for s in read_jsonl(RunFiles(ws.run_dir(run_id)).samples):
+        if len(s["prediction"].strip()) > 3:
+            assert s["prediction"].strip() not in text
+
+
+def test_ct2_export_runs_in_faster_whisper_and_matches_transformers(trained, tmp_path):
+    """`voxtune runs export ID --format ct2` on a LoRA run: merged, converted by CTranslate2,
+    loaded by faster-whisper on the CPU; its greedy tokens and text are the merged
+    Transformers model's own, and its encoder is the fine-tuned one, not the base model's."""
+    import numpy as np
+    import torch
+    from faster_whisper import WhisperModel
+    from faster_whisper.audio import pad_or_trim
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    from engine.export import export_run
+
+    ws, model_dir, run_id = trained
+    ct2 = tmp_path / "ct2"
+    proc = subprocess.run([sys.executable, "-m", "tui", "--home", str(ws.home), "runs", "export", run_id,
+                           "--format", "ct2", "--quantization", "float32", "--out", str(ct2)],
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert str(ct2) in proc.stdout
+    assert {"model.bin", "config.json", "vocabulary.json", "tokenizer.json", "preprocessor_config.json",
+            "README.md"} <= {p.name for p in ct2.iterdir()}
+    assert not [p for p in ws.run_dir(run_id).iterdir() if p.name.startswith(".ct2-merge-")]  # staging removed
+    merged = export_run(ws, run_id, merge=True, out=tmp_path / "merged")
+
+    audio = synth_clip(1, 2.0)
+    n = 8
+    hf_tokens = hf_greedy(merged, audio, n)
+    fw_tokens, fw_text = fw_greedy(ct2, audio, fw_max_new_tokens(n))
+    assert len(hf_tokens) == n, hf_tokens  # the random model never ends early: n tokens to compare
+    assert fw_tokens == hf_tokens
+    tok = WhisperProcessor.from_pretrained(merged).tokenizer
+    assert fw_text.strip() and fw_text.strip() == tok.decode(hf_tokens, skip_special_tokens=True).strip()
+
+    # the converted encoder is the merged (fine-tuned) one: LoRA also adapts the encoder's q/v
+    fw = WhisperModel(str(ct2), device="cpu", compute_type="float32", cpu_threads=1)
+    feats = pad_or_trim(fw.feature_extractor(audio))[None].astype(np.float32)
+    ct2_enc = np.array(fw.encode(feats)).astype(np.float32)
+    with torch.no_grad():
+        def encode(folder):
+            m = WhisperForConditionalGeneration.from_pretrained(folder).eval()
+            return m.get_encoder()(torch.from_numpy(feats)).last_hidden_state.numpy()
+        tuned, base = encode(merged), encode(model_dir)
+    assert np.abs(ct2_enc - tuned).max() < 1e-3
+    assert np.abs(ct2_enc - base).max() > 1e-2
+
+    card = _card(ct2)
+    assert card.data.library_name == "ctranslate2"
+    assert card.data.pipeline_tag == "automatic-speech-recognition"
+    assert {"voxtune", "ctranslate2", "faster-whisper", "lora"} <= set(card.data.tags)
+    assert "from faster_whisper import WhisperModel" in card.text and "float32" in card.text
+    _assert_card_has_no_transcripts(ws, run_id, card.content)
+
+
+def test_ct2_int8_export_is_smaller_and_loads(trained, tmp_path):
+    from engine.export import export_run
+
+    ws, _, run_id = trained
+    full = export_run(ws, run_id, format="ct2", quantization="float32", out=tmp_path / "f32")
+    small = export_run(ws, run_id, format="ct2", quantization="int8")
+    assert small == ws.run_dir(run_id) / "export-ct2-int8"
+    ratio = (small / "model.bin").stat().st_size / (full / "model.bin").stat().st_size
+    assert ratio < 0.5, ratio  # int8 linear weights; embeddings and norms stay wider
+    tokens, _ = fw_greedy(small, synth_clip(2, 1.5), fw_max_new_tokens(4), compute_type="int8")
+    assert tokens
+    assert "int8" in _card(small).text
+
+
+def test_every_export_format_writes_a_model_card(trained, tmp_path):
+    from engine.export import export_run
+    from engine.runfiles import read_json
+
+    ws, model_dir, run_id = trained
+    files = RunFiles(ws.run_dir(run_id))
+    result = read_json(files.result)
+    final = list(files.iter_metrics("eval"))[-1]
+    folders = {"adapter": export_run(ws, run_id, out=tmp_path / "adapter"),
+               "merged": export_run(ws, run_id, merge=True, out=tmp_path / "merged"),
+               "ct2": export_run(ws, run_id, format="ct2", out=tmp_path / "ct2")}
+    libraries = {"adapter": "peft", "merged": "transformers", "ct2": "ctranslate2"}
+    for kind, folder in folders.items():
+        card = _card(folder)
+        assert card.data.library_name == libraries[kind], kind
+        assert card.data.pipeline_tag == "automatic-speech-recognition"
+        assert "voxtune" in card.data.tags and "whisper" in card.data.tags
+        assert card.data.base_model is None  # a local base folder is no Hub id; the text names it
+        text = card.text
+        assert f"local checkpoint (`{model_dir.name}`)" in text
+        # method and hyper-parameters
+        assert "| method | lora |" in text and "| LoRA rank | 4 |" in text and "| learning rate | 0.02 |" in text
+        # dataset statistics: clips per split (4 train, 2 validation, 2 test), minutes
+        assert "| train | 4 |" in text and "| validation | 2 |" in text and "| test | 2 |" in text
+        # final and best metrics with their split
+        assert result["best"]["step"] == final["step"] == 12  # one evaluation: final, best and exported
+        assert (f"| final, best (by WER), exported (checkpoint-12) | 12 | validation (2) | {final['wer']:.4f} | "
+                f"{final['cer']:.4f} |") in text
+        # versions, loading instructions
+        assert "| transformers |" in text and "| voxtune |" in text
+        assert {"adapter": "PeftModel.from_pretrained", "merged": 'pipeline("automatic-speech-recognition"',
+                "ct2": "WhisperModel("}[kind] in text
+        _assert_card_has_no_transcripts(ws, run_id, card.content)

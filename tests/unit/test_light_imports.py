@@ -4,12 +4,14 @@ so nothing another test imported can hide a regression)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "torchaudio")
+HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "torchaudio", "ctranslate2", "faster_whisper",
+         "tensorboard", "trackio")
 
 PROBE = """
 import json, sys
@@ -23,7 +25,8 @@ for name in ("runs", "new_run", "help"):
 mods = VoxtuneApp.get_modes(app)
 # what the screens import lazily, at run time, inside the TUI process
 import importlib, importlib.util
-for name in ("daemon", "queue", "progress", "catalog", "estimator", "gpus", "datasets", "scheduler"):
+for name in ("daemon", "queue", "progress", "catalog", "estimator", "gpus", "datasets", "scheduler", "reporting",
+             "export", "modelcard"):
     if importlib.util.find_spec(f"engine.{name}") is not None:
         importlib.import_module(f"engine.{name}")
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in %r)))
@@ -55,3 +58,18 @@ def test_voxtune_console_script_help():
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "usage: voxtune" in out.stdout
+
+
+def test_runs_export_help_lists_the_formats_and_imports_no_ml_package():
+    code = (
+        "import sys, json\n"
+        "from tui.cli import main\n"
+        "try:\n    main(['runs', 'export', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"
+    )
+    env = dict(os.environ, COLUMNS="200")  # no line wrap inside the words checked below
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "--format {hf,ct2}" in out.stdout and "--quantization" in out.stdout and "int8_float16" in out.stdout
+    assert "faster-whisper" in out.stdout and "ggml" in out.stdout
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -180,8 +180,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     ws = workspace(args)
     _require(ws, args.id)
-    out = export.export_run(ws, args.id, merge=args.merge, out=args.out)
-    print(f"exported to {out}")
+    out = export.export_run(ws, args.id, merge=args.merge, out=args.out, format=args.format,
+                            quantization=args.quantization)
+    print(f"exported to {out} (model card: {out / 'README.md'})")
     return 0
 
 
@@ -222,8 +223,20 @@ def register(sub) -> None:
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
     lg.add_argument("-n", "--lines", type=int, default=200)
     lg.set_defaults(func=cmd_logs)
-    ex = rs.add_parser("export", help="save the fine-tuned model (adapter, or merged with --merge)")
+    from engine.export import CT2_DEFAULT_QUANTIZATION, CT2_QUANTIZATIONS, FORMATS
+
+    ex = rs.add_parser(
+        "export", help="save the fine-tuned model with a model card (hf adapter/merged, or ct2 for faster-whisper)",
+        description="Write the run's best (else last) checkpoint as a folder other tools load, with a model "
+                    "card (README.md) ready for `huggingface-cli upload`. Formats: hf = Hugging Face "
+                    "Transformers/PEFT folder (a LoRA adapter, or a standalone model with --merge); ct2 = "
+                    "CTranslate2 model for faster-whisper (Whisper family; LoRA runs are merged first; needs "
+                    "pip install 'voxtune[ct2]'). whisper.cpp (ggml) is not offered: see the README.")
     ex.add_argument("id")
-    ex.add_argument("--merge", action="store_true", help="merge LoRA weights into the base model")
-    ex.add_argument("--out", metavar="DIR")
+    ex.add_argument("--format", choices=FORMATS, default="hf",
+                    help="hf (default): Transformers/PEFT folder; ct2: CTranslate2 folder for faster-whisper")
+    ex.add_argument("--quantization", choices=CT2_QUANTIZATIONS, metavar="TYPE",
+                    help=f"ct2 weight type: {', '.join(CT2_QUANTIZATIONS)} (default {CT2_DEFAULT_QUANTIZATION})")
+    ex.add_argument("--merge", action="store_true", help="hf: merge LoRA weights into the base model")
+    ex.add_argument("--out", metavar="DIR", help="target folder (default: runs/ID/export[-merged|-ct2-TYPE])")
     ex.set_defaults(func=cmd_export)
