@@ -268,3 +268,134 @@ FAMILIES = {
 
 def build(recipe_key: str, folder: str | Path) -> Path:
     return FAMILIES[recipe_key](folder)
+
+
+# ==== 2026 families: the generic chat-template, seq2seq and CTC recipes ===========================
+
+QWEN_CHAT_TEMPLATE = (
+    "{%- for m in messages -%}"
+    "{%- if loop.first and m.role != 'system' -%}<|im_start|>system\n<|im_end|>\n{%- endif -%}"
+    "<|im_start|>{{ m.role }}\n"
+    "{%- if m.content is string -%}{{ m.content }}{%- else -%}{%- for c in m.content -%}"
+    "{%- if c.type == 'audio' -%}{{ audio_markup }}{%- elif c.type == 'text' -%}{{ c.text }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}<|im_end|>\n"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+)
+
+
+def qwen_chat_template(audio_markup: str) -> str:
+    """Qwen's ChatML layout with one audio placeholder per audio item (as the released
+    Qwen3-ASR / GLM-ASR / Audio Flamingo 3 templates render it)."""
+    return QWEN_CHAT_TEMPLATE.replace("{{ audio_markup }}", audio_markup)
+
+
+def _qwen_tok(specials: list[str], extra: dict | None = None, eos: str = "<|im_end|>"):
+    from transformers import Qwen2Tokenizer
+
+    vocab, merges = _train_bpe(500, byte_level=True, special=specials)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token=eos, pad_token="<|endoftext|>",
+                         extra_special_tokens=extra or {})
+    tok.add_special_tokens({"additional_special_tokens": [t for t in specials if t not in (eos, "<|endoftext|>")]})
+    return tok
+
+
+def _tiny_qwen3_text(vocab_size: int, eos: int, pad: int, **kw) -> dict:
+    return dict({"model_type": "qwen3", "vocab_size": vocab_size, "hidden_size": 64, "intermediate_size": 128,
+                 "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
+                 "max_position_embeddings": 4096, "eos_token_id": eos, "pad_token_id": pad,
+                 "tie_word_embeddings": True}, **kw)
+
+
+def _finish_lm(model, tok, folder: Path, processor) -> Path:
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+# ---- Qwen3-ASR --------------------------------------------------------------------------------
+
+def build_qwen3_asr(folder: str | Path) -> Path:
+    from transformers import Qwen3ASRConfig, Qwen3ASRFeatureExtractor, Qwen3ASRForConditionalGeneration, Qwen3ASRProcessor
+
+    _seed()
+    folder = Path(folder)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_start|>", "<|audio_pad|>", "<|audio_end|>",
+                "<asr_text>"]
+    tok = _qwen_tok(specials, {"audio_token": "<|audio_pad|>", "audio_bos_token": "<|audio_start|>",
+                               "audio_eos_token": "<|audio_end|>"})
+    fe = Qwen3ASRFeatureExtractor(feature_size=128)
+    processor = Qwen3ASRProcessor(feature_extractor=fe, tokenizer=tok,
+                                  chat_template=qwen_chat_template("<|audio_start|><|audio_pad|><|audio_end|>"))
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    cfg = Qwen3ASRConfig(
+        audio_config={"model_type": "qwen3_asr_encoder", "d_model": 64, "encoder_layers": 2,
+                      "encoder_attention_heads": 2, "encoder_ffn_dim": 128, "num_mel_bins": 128, "output_dim": 64,
+                      "downsample_hidden_size": 16, "n_window": 50, "n_window_infer": 400},
+        text_config=_tiny_qwen3_text(len(tok), ids["<|im_end|>"], ids["<|endoftext|>"]),
+        audio_token_id=ids["<|audio_pad|>"], pad_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|endoftext|>"], ids["<|im_end|>"]])
+    return _finish_lm(Qwen3ASRForConditionalGeneration(cfg), tok, folder, processor)
+
+
+# ---- Granite Speech (with the speech LoRA adapter its checkpoints ship) -------------------------
+
+GRANITE_TEMPLATE = (
+    "{%- for m in messages -%}<|start_of_role|>{{ m.role }}<|end_of_role|>"
+    "{%- if m.content is string -%}{{ m.content }}{%- else -%}{%- for c in m.content -%}"
+    "{%- if c.type == 'audio' -%}<|audio|>{%- elif c.type == 'text' -%}{{ c.text }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}<|end_of_text|>\n{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|start_of_role|>assistant<|end_of_role|>{%- endif -%}"
+)
+
+
+def build_granite(folder: str | Path, *, shipped_adapter: bool = True) -> Path:
+    """Like ibm-granite/granite-speech-3.3: conformer encoder + Q-Former projector + Granite LM,
+    and (`shipped_adapter`) a LoRA adapter on the LM's q/v projections saved next to the weights
+    (adapter_config.json + adapter_model.safetensors), which transformers loads with the model."""
+    import torch
+    from transformers import (GPT2TokenizerFast, GraniteSpeechConfig, GraniteSpeechFeatureExtractor,
+                              GraniteSpeechForConditionalGeneration, GraniteSpeechProcessor)
+
+    _seed()
+    folder = Path(folder)
+    specials = ["<|end_of_text|>", "<|start_of_role|>", "<|end_of_role|>", "<|audio|>", "<|pad|>"]
+    vocab, merges = _train_bpe(500, byte_level=True, special=specials)
+    tok = GPT2TokenizerFast(vocab=vocab, merges=merges, unk_token=None, bos_token="<|end_of_text|>",
+                            eos_token="<|end_of_text|>", pad_token="<|pad|>", add_prefix_space=False)
+    tok.add_special_tokens({"additional_special_tokens": ["<|start_of_role|>", "<|end_of_role|>", "<|audio|>"]})
+    fe = GraniteSpeechFeatureExtractor()
+    processor = GraniteSpeechProcessor(audio_processor=fe, tokenizer=tok, chat_template=GRANITE_TEMPLATE)
+    eos = tok.convert_tokens_to_ids("<|end_of_text|>")
+    cfg = GraniteSpeechConfig(
+        encoder_config={"input_dim": 160, "num_layers": 2, "hidden_dim": 64, "feedforward_mult": 2, "num_heads": 2,
+                        "dim_head": 32, "output_dim": 16, "context_size": 50, "dropout": 0.0, "conv_kernel_size": 5},
+        projector_config={"model_type": "blip_2_qformer", "hidden_size": 64, "num_hidden_layers": 1,
+                          "num_attention_heads": 2, "intermediate_size": 128, "encoder_hidden_size": 64,
+                          "cross_attention_frequency": 1},
+        text_config={"model_type": "granite", "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                     "max_position_embeddings": 4096, "eos_token_id": eos, "bos_token_id": eos,
+                     "pad_token_id": tok.pad_token_id, "tie_word_embeddings": True},
+        audio_token_index=tok.convert_tokens_to_ids("<|audio|>"), has_lora_adapter=shipped_adapter,
+        downsample_rate=5, window_size=15)
+    model = GraniteSpeechForConditionalGeneration(cfg)
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    if shipped_adapter:
+        from peft import LoraConfig, get_peft_model
+
+        lm = GraniteSpeechForConditionalGeneration.from_pretrained(folder)
+        peft = get_peft_model(lm, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                             init_lora_weights=False))
+        torch.manual_seed(1)
+        peft.save_pretrained(folder)  # adapter_config.json + adapter_model.safetensors beside the model
+        adapter_cfg = json.loads((folder / "adapter_config.json").read_text())
+        adapter_cfg["base_model_name_or_path"] = str(folder)
+        (folder / "adapter_config.json").write_text(json.dumps(adapter_cfg))
+    return folder
