@@ -399,3 +399,124 @@ def build_granite(folder: str | Path, *, shipped_adapter: bool = True) -> Path:
         adapter_cfg["base_model_name_or_path"] = str(folder)
         (folder / "adapter_config.json").write_text(json.dumps(adapter_cfg))
     return folder
+
+
+# ---- GLM-ASR and Audio Flamingo 3: Whisper-style encoder + projector + LM, chunked by the processor -
+
+def build_glmasr(folder: str | Path) -> Path:
+    from transformers import GlmAsrConfig, GlmAsrForConditionalGeneration, GlmAsrProcessor, WhisperFeatureExtractor
+
+    _seed()
+    folder = Path(folder)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_audio|>", "<|pad|>", "<|end_of_audio|>"]
+    tok = _qwen_tok(specials)
+    fe = WhisperFeatureExtractor(feature_size=128, chunk_length=TINY_WINDOW_S)
+    processor = GlmAsrProcessor(feature_extractor=fe, tokenizer=tok, audio_token="<|pad|>", max_audio_len=12,
+                                chat_template=qwen_chat_template("<|begin_of_audio|><|pad|><|end_of_audio|>"))
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    cfg = GlmAsrConfig(
+        audio_config={"model_type": "glmasr_encoder", "hidden_size": 64, "intermediate_size": 256,
+                      "num_hidden_layers": 2, "num_attention_heads": 2, "num_mel_bins": 128,
+                      "max_position_embeddings": fe.nb_max_frames},
+        text_config={"model_type": "llama", "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
+                     "max_position_embeddings": 4096, "eos_token_id": ids["<|im_end|>"],
+                     "pad_token_id": ids["<|endoftext|>"], "bos_token_id": ids["<|im_start|>"],
+                     "tie_word_embeddings": True},
+        audio_token_id=ids["<|pad|>"])
+    return _finish_lm(GlmAsrForConditionalGeneration(cfg), tok, folder, processor)
+
+
+def build_audioflamingo3(folder: str | Path) -> Path:
+    from transformers import (AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration, AudioFlamingo3Processor,
+                              WhisperFeatureExtractor)
+
+    _seed()
+    folder = Path(folder)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"]
+    tok = _qwen_tok(specials)
+    fe = WhisperFeatureExtractor(feature_size=128, chunk_length=TINY_WINDOW_S)
+    processor = AudioFlamingo3Processor(feature_extractor=fe, tokenizer=tok, audio_token="<sound>", max_audio_len=12,
+                                        chat_template=qwen_chat_template("<sound>"))
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    cfg = AudioFlamingo3Config(
+        audio_config={"model_type": "audioflamingo3_encoder", "hidden_size": 64, "intermediate_size": 128,
+                      "num_hidden_layers": 2, "num_attention_heads": 2, "num_mel_bins": 128,
+                      "max_source_positions": fe.nb_max_frames // 2},
+        text_config={"model_type": "qwen2", "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                     "max_position_embeddings": 4096, "eos_token_id": ids["<|im_end|>"],
+                     "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": False},
+        audio_token_id=ids["<sound>"])
+    return _finish_lm(AudioFlamingo3ForConditionalGeneration(cfg), tok, folder, processor)
+
+
+def _fast_bpe(specials: list[str], **tokens):
+    """A PreTrainedTokenizerFast over a tiny byte-level BPE whose first ids are `specials`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab, merges = _train_bpe(400, byte_level=True, special=specials)
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, **tokens)
+    tok.add_special_tokens({"additional_special_tokens": [t for t in specials if t not in tokens.values()]})
+    return tok
+
+
+# ---- Moonshine (encoder-decoder on raw audio) -------------------------------------------------
+
+def build_moonshine(folder: str | Path) -> Path:
+    from transformers import (MoonshineConfig, MoonshineForConditionalGeneration, Wav2Vec2FeatureExtractor,
+                              Wav2Vec2Processor)
+
+    _seed()
+    folder = Path(folder)
+    tok = _fast_bpe(["<unk>", "<s>", "</s>"], unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=False,
+                                  return_attention_mask=True)
+    processor = Wav2Vec2Processor(feature_extractor=fe, tokenizer=tok)
+    cfg = MoonshineConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, encoder_num_hidden_layers=2,
+                          decoder_num_hidden_layers=2, encoder_num_attention_heads=2, decoder_num_attention_heads=2,
+                          max_position_embeddings=256, decoder_start_token_id=1, bos_token_id=1, eos_token_id=2,
+                          pad_token_id=2)
+    model = MoonshineForConditionalGeneration(cfg)
+    model.generation_config.decoder_start_token_id = 1
+    model.generation_config.eos_token_id = 2
+    model.generation_config.pad_token_id = 2
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+# ---- Parakeet CTC (FastConformer encoder + CTC head, lower-case sentencepiece-style vocabulary) -----
+
+def build_parakeet_ctc(folder: str | Path) -> Path:
+    """Like nvidia/parakeet-ctc-0.6b: its own lower-case vocabulary (no capitals, no punctuation)
+    and head; the blank is the last id. Clean targets with capitals cannot be written with it, so
+    the recipe puts a character head from the training texts in its place."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import (ParakeetCTCConfig, ParakeetFeatureExtractor, ParakeetForCTC, ParakeetProcessor,
+                              PreTrainedTokenizerFast)
+
+    _seed()
+    folder = Path(folder)
+    chars = sorted(set("".join(CORPUS).lower()) - {" "} - set(".,?!;:'\"0123456789"))
+    vocab = {"<unk>": 0, "▁": 1, **{c: i + 2 for i, c in enumerate(chars)}}
+    vocab["<blank>"] = len(vocab)
+    wl = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    wl.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    wl.decoder = decoders.Replace("▁", " ")
+    tok = PreTrainedTokenizerFast(tokenizer_object=wl, unk_token="<unk>", pad_token="<blank>")
+    fe = ParakeetFeatureExtractor(feature_size=80)
+    processor = ParakeetProcessor(feature_extractor=fe, tokenizer=tok, blank_token="<blank>", decoder_type="ctc")
+    cfg = ParakeetCTCConfig(
+        encoder_config={"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
+                        "conv_kernel_size": 3, "subsampling_conv_channels": 16, "num_mel_bins": 80, "dropout": 0.0,
+                        "layerdrop": 0.0, "activation_dropout": 0.0, "attention_dropout": 0.0},
+        vocab_size=len(vocab), pad_token_id=vocab["<blank>"])
+    model = ParakeetForCTC(cfg)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

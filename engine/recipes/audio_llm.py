@@ -524,11 +524,12 @@ class ChatTemplateRecipe:
         sr = loaded.extra["sampling_rate"]
         audio = [_resample(np.asarray(a, dtype=np.float32), sr)
                  for ex in batch for a in (ex.audio if isinstance(ex.audio, (list, tuple)) else [ex.audio])]
-        kwargs: dict[str, Any] = {"padding": True, "padding_side": side, "return_tensors": "pt",
-                                  "sampling_rate": sr}
+        text_kwargs: dict[str, Any] = {"padding": True, "padding_side": side}
         bos = getattr(p.tokenizer, "bos_token", None)
         if bos and texts[0].startswith(bos):
-            kwargs["add_special_tokens"] = False  # the template wrote it (apply_chat_template does the same)
+            text_kwargs["add_special_tokens"] = False  # the template wrote it (apply_chat_template does the same)
+        # audio keeps the processor's own padding rule (e.g. Whisper-style 30 s windows)
+        kwargs: dict[str, Any] = {"text_kwargs": text_kwargs, "return_tensors": "pt", "sampling_rate": sr}
         out = dict(p(text=texts, audio=audio, **kwargs))
         for name in list(getattr(p, "unused_input_names", None) or []):
             out.pop(name, None)
@@ -571,6 +572,9 @@ class ChatTemplateRecipe:
         new = ids[:, inputs["input_ids"].shape[1]:].cpu()
         tok = loaded.processor.tokenizer
         return [tok.decode(row, skip_special_tokens=True).strip() for row in new]
+
+    def _decode(self, ids: list[int], loaded: Loaded) -> str:
+        return loaded.processor.tokenizer.decode(ids, skip_special_tokens=True)
 
     def audio_encoder(self, model: Any) -> Any:
         m = unwrap(model)
