@@ -273,14 +273,14 @@ def build(recipe_key: str, folder: str | Path) -> Path:
 # ==== 2026 families: the generic chat-template, seq2seq and CTC recipes ===========================
 
 QWEN_CHAT_TEMPLATE = (
-    "{%- for m in messages -%}"
-    "{%- if loop.first and m.role != 'system' -%}<|im_start|>system\n<|im_end|>\n{%- endif -%}"
+    "{% for m in messages %}"
+    "{% if loop.first and m.role != 'system' %}<|im_start|>system\n<|im_end|>\n{% endif %}"
     "<|im_start|>{{ m.role }}\n"
-    "{%- if m.content is string -%}{{ m.content }}{%- else -%}{%- for c in m.content -%}"
-    "{%- if c.type == 'audio' -%}{{ audio_markup }}{%- elif c.type == 'text' -%}{{ c.text }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}<|im_end|>\n"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'audio' %}{{ audio_markup }}{% elif c.type == 'text' %}{{ c.text }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
 
@@ -344,11 +344,11 @@ def build_qwen3_asr(folder: str | Path) -> Path:
 # ---- Granite Speech (with the speech LoRA adapter its checkpoints ship) -------------------------
 
 GRANITE_TEMPLATE = (
-    "{%- for m in messages -%}<|start_of_role|>{{ m.role }}<|end_of_role|>"
-    "{%- if m.content is string -%}{{ m.content }}{%- else -%}{%- for c in m.content -%}"
-    "{%- if c.type == 'audio' -%}<|audio|>{%- elif c.type == 'text' -%}{{ c.text }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}<|end_of_text|>\n{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|start_of_role|>assistant<|end_of_role|>{%- endif -%}"
+    "{% for m in messages %}<|start_of_role|>{{ m.role }}<|end_of_role|>"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'audio' %}<|audio|>{% elif c.type == 'text' %}{{ c.text }}{% endif %}"
+    "{% endfor %}{% endif %}<|end_of_text|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|start_of_role|>assistant<|end_of_role|>{% endif %}"
 )
 
 
@@ -496,7 +496,7 @@ def build_parakeet_ctc(folder: str | Path) -> Path:
     """Like nvidia/parakeet-ctc-0.6b: its own lower-case vocabulary (no capitals, no punctuation)
     and head; the blank is the last id. Clean targets with capitals cannot be written with it, so
     the recipe puts a character head from the training texts in its place."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import (ParakeetCTCConfig, ParakeetFeatureExtractor, ParakeetForCTC, ParakeetProcessor,
                               PreTrainedTokenizerFast)
 
@@ -506,6 +506,7 @@ def build_parakeet_ctc(folder: str | Path) -> Path:
     vocab = {"<unk>": 0, "▁": 1, **{c: i + 2 for i, c in enumerate(chars)}}
     vocab["<blank>"] = len(vocab)
     wl = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    wl.normalizer = normalizers.Replace(" ", "▁")
     wl.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     wl.decoder = decoders.Replace("▁", " ")
     tok = PreTrainedTokenizerFast(tokenizer_object=wl, unk_token="<unk>", pad_token="<blank>")

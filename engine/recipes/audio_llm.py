@@ -544,17 +544,21 @@ class ChatTemplateRecipe:
         labels = torch.full_like(ids, -100)
         tok = loaded.processor.tokenizer
         for i, (prompt, answer) in enumerate(pairs):
-            n_real = int(mask[i].sum())
-            want = tok(answer, add_special_tokens=False)["input_ids"]
-            if want and ids[i, n_real - len(want):n_real].tolist() == want:
-                labels[i, n_real - len(want):n_real] = ids[i, n_real - len(want):n_real]
-                continue
-            # the answer tokenises differently inside the conversation: find where the prompt ends
-            head = self._encode([prompt], [batch[i]], loaded, "right")["input_ids"][0]
-            if ids[i, :len(head)].tolist() != head.tolist():
-                raise ValueError(f"{self.key}: clip {batch[i].clip_id}: the prompt's tokens are not a prefix of "
-                                 "the conversation's; cannot tell the answer apart (nothing trained)")
-            labels[i, len(head):n_real] = ids[i, len(head):n_real]
+            # the answer and its end-of-turn token carry the loss; whitespace the template puts
+            # after the turn (a newline) does not: generation stops at the end-of-turn token
+            core = answer.rstrip()
+            trailing = tok(answer[len(core):], add_special_tokens=False)["input_ids"] if core != answer else []
+            stop = int(mask[i].sum()) - len(trailing)
+            want = tok(core, add_special_tokens=False)["input_ids"]
+            if want and ids[i, stop - len(want):stop].tolist() == want:
+                start = stop - len(want)
+            else:  # the answer tokenises differently inside the conversation: find where the prompt ends
+                head = self._encode([prompt], [batch[i]], loaded, "right")["input_ids"][0]
+                if ids[i, :len(head)].tolist() != head.tolist():
+                    raise ValueError(f"{self.key}: clip {batch[i].clip_id}: the prompt's tokens are not a prefix of "
+                                     "the conversation's; cannot tell the answer apart (nothing trained)")
+                start = len(head)
+            labels[i, start:stop] = ids[i, start:stop]
         inputs["labels"] = labels
         return inputs
 
