@@ -91,6 +91,22 @@ class ModelEntry:
         return asdict(self)
 
 
+OUTPUTS = ("rewrite", "delete")
+WHOLE_5_MIN_S = 300.0  # "takes 5-minute audio whole": the target task's recordings are 2-5 minutes
+
+
+def matches(entry: ModelEntry, takes_whole: float | None = None, output: str | None = None) -> bool:
+    """The catalog filters (`voxtune models --takes-whole S --output rewrite|delete`, and the
+    Models screen's w / o keys): takes a clip of `takes_whole` seconds whole, uncut; output
+    `rewrite` (encoder-decoder, audio LLM: can fix false starts) or `delete` (CTC: monotonic,
+    can only keep or drop what it hears)."""
+    if takes_whole is not None and not entry.takes_whole(takes_whole):
+        return False
+    if output is not None and (output == "rewrite") != entry.can_rewrite:
+        return False
+    return True
+
+
 # -- catalog ---------------------------------------------------------------------------------
 @lru_cache(maxsize=4)
 def _load(path: str) -> tuple[ModelEntry, ...]:
@@ -111,6 +127,12 @@ def _load(path: str) -> tuple[ModelEntry, ...]:
             raise ValueError(f"{path}: model #{i} ({m.get('name')}): missing {sorted(missing)} / unknown {sorted(extra)}")
         entry = ModelEntry(**m)
         entry.params = counts.get(entry.name)
+        if entry.params is None and (entry.published or {}).get("total"):
+            # a new entry before `python -m engine.params --write` ran: its published figures
+            from engine.params import published_record
+
+            entry.params = published_record(m, note="not computed yet: run `python -m engine.params --write "
+                                                     "data/param_counts.json`")
         out.append(entry)
     return tuple(out)
 

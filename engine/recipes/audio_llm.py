@@ -1,34 +1,38 @@
-"""Audio LLMs: a chat model that hears audio. One recipe, one family difference each:
-how the prompt with audio placeholders is built, and how the audio becomes features.
+"""Audio LLMs: a chat model that hears audio. One generic recipe driven by each model's own
+processor (`ChatTemplateRecipe`), plus two named exceptions.
 
-Every example is one conversation: the user turn holds the audio and the instruction
-`PROMPT`; the assistant turn is the clean transcript. Loss is on the answer tokens (and
-the end-of-turn token) only: prompt, audio placeholders and padding are -100. Evaluation
-generates greedily from the prompt (left-padded) and decodes only the new tokens.
+Every example is one conversation: the user turn holds the audio item(s) and the instruction
+`PROMPT`; the assistant turn is the clean transcript. The processor's chat template renders it
+(`apply_chat_template(..., tokenize=False)`: the generation prompt, and the whole conversation,
+whose text after the prompt is the answer), and the processor itself tokenises the text and
+expands the audio placeholders by the model's own audio-length rule, so the placeholder count
+always equals the encoder's output. Loss is on the answer tokens and the end-of-turn token
+only: system/user turns, audio placeholders, an answer prefix the prompt supplies, trailing
+template whitespace and padding are -100. Evaluation generates greedily from the prompt
+(left-padded) and decodes only the new tokens.
 
-The number of audio placeholder tokens in input_ids must equal the encoder's output length
-(the model raises otherwise); it is computed by each model's own processor code:
-- Qwen2-Audio (`qwen2_audio`): Qwen2AudioProcessor expands one `<|AUDIO|>` per audio item
-  from the item's mel length (25 tokens/s). Long audio: `multi_item` -- the clip becomes
-  several <= 30 s items (the feature extractor's `chunk_length`), cut at pauses, all in one
-  prompt, with the whole clean transcript as the answer.
-- Voxtral Mini/Small (`voxtral`): mistral-common's Tekken tokenizer encodes the chat request
-  and counts `[AUDIO]` tokens (12.5/s, whole 30 s chunks); the mel features are the same
-  chunks stacked. Long audio: `native` -- the whole clip as one item (Voxtral takes up to
-  ~30 min; longer clips are refused by name).
-- Qwen-Audio v1 (`qwen_audio`): not in transformers; needs the model's own code, so it runs
-  only with `trust_remote_code: true` in the run config, else a clear refusal.
-- Qwen2.5-Omni thinker (`omni`): the thinker alone (no talker/vocoder), Qwen chat layout with
-  `<|audio_bos|><|AUDIO|>...<|audio_eos|>`, 25 tokens/s. Long audio: `native` up to the feature
-  extractor's window (300 s for the real model); longer clips are segmented, never truncated.
-- Granite Speech (`granite`): the installed transformers has the class, but the checkpoint
-  carries its own speech LoRA adapter, which clashes with voxtune's adapter handling; it is
-  refused with a message (see `UNSUPPORTED`) rather than trained wrongly.
+Per family (`AudioRule`, registered below; the exceptions are small and named):
+- Qwen2-Audio (`qwen2_audio`): `multi_item` -- a clip becomes several <= 30 s items (the feature
+  extractor's window), cut at pauses, all in one prompt, the whole clean transcript as answer.
+- Qwen3-ASR (`qwen3_asr`): whole clips up to 20 min; audio-only user turn (as trained); the
+  forced language `language English<asr_text>` is an unscored prefix of the answer.
+- Granite Speech (`granite`): its checkpoint ships a speech LoRA adapter that transformers loads
+  with the model and switches on whenever audio is present; every voxtune example has audio, so
+  it is merged into the weights at load (`merge_shipped_adapter`) and a run's own LoRA goes on a
+  plain model. Exports are plain models (`has_lora_adapter: false`).
+- GLM-ASR (`glmasr`), Audio Flamingo 3 (`audioflamingo3`): whole clips up to the processor's
+  `max_audio_len` (655 s / 600 s), past which it would truncate; longer clips are segmented.
+- Voxtral (`voxtral`, exception): mistral-common's Tekken tokenizer encodes the chat request
+  and counts `[AUDIO]` tokens (12.5/s, whole 30 s chunks). Whole clips up to 30 min.
+- Qwen2.5-Omni thinker (`omni`, exception): the full processor needs torchvision (video), so the
+  prompt is built here from the feature extractor + tokenizer with the processor's own length
+  formula; whole clips up to 300 s, longer ones segmented.
+- Qwen-Audio v1 (`qwen_audio`): not in transformers; runs only with `trust_remote_code: true`,
+  else a clear refusal. SALMONN (`salmonn`): estimates only.
 
-Default LoRA targets (as in data/catalog.json, which the estimator uses): `q_proj`, `k_proj`,
-`v_proj`, `o_proj` -- attention in the language model and, by the same names, in the
-Whisper-style audio encoder (freeze it with `freeze_audio_encoder`); override with
-`lora_targets`.
+Default LoRA targets: the catalog's for the run's model (`q_proj`, `k_proj`, `v_proj`, `o_proj`
+for these models: attention in the language model and, by the same names, in Whisper-style
+audio encoders; freeze those with `freeze_audio_encoder`); override with `lora_targets`.
 """
 
 from __future__ import annotations

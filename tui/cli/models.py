@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from engine.catalog import OUTPUTS, matches
 from engine.enums import METHODS
 from tui.cli import CliError, emit
 
-OUTPUTS = ("rewrite", "delete")
 DEFAULT_PRESET = "rx-7700-xt"  # the card voxtune was built for; used when none is detected
 
 
@@ -147,16 +147,6 @@ MARK = {"fits": "✓", "tight": "~", "no": "✗"}
 def _finite(x: float) -> float | None:
     """JSON has no infinity: None means no limit."""
     return None if x == float("inf") else x
-
-
-def matches(entry, takes_whole: float | None = None, output: str | None = None) -> bool:
-    """The `voxtune models` filters (the Models screen uses the same): takes a clip of
-    `takes_whole` seconds whole; output kind rewrite (seq2seq, audio LLM) or delete (CTC)."""
-    if takes_whole is not None and not entry.takes_whole(takes_whole):
-        return False
-    if output is not None and (output == "rewrite") != entry.can_rewrite:
-        return False
-    return True
 
 
 def cmd_models(args) -> int:
