@@ -521,3 +521,82 @@ def build_parakeet_ctc(folder: str | Path) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+# ---- Gemma 3n (text + audio + vision towers; the vision tower is a timm model) ------------------
+
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}\n"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'audio' %}<audio_soft_token>{% elif c.type == 'text' %}{{ c.text }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+GEMMA_TEXT_VOCAB = 512  # ids >= this are multimodal soft tokens, as 262144 is in the real model
+
+
+def build_gemma3n(folder: str | Path) -> Path:
+    """Like google/gemma-3n-E2B-it with every width cut down: the audio conformer, a tiny timm
+    vision model in the MobileNetV5's place (the speech path never runs it; needs timm), and a
+    Gemma-style tokenizer whose image/audio soft tokens sit above the text vocabulary."""
+    from transformers import (Gemma3nAudioFeatureExtractor, Gemma3nConfig, Gemma3nForConditionalGeneration,
+                              Gemma3nProcessor)
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    _seed()
+    folder = Path(folder)
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_audio>",
+                "<end_of_audio>", "<start_of_image>", "<end_of_image>"]
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab, merges = _train_bpe(400, byte_level=True, special=specials)
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.add_special_tokens([AddedToken(t, special=True) for t in specials])
+
+    def fill(upto: int) -> None:
+        bpe.add_special_tokens([AddedToken(f"<unused{i}>", special=True) for i in range(bpe.get_vocab_size(), upto)])
+
+    fill(GEMMA_TEXT_VOCAB)
+    bpe.add_special_tokens([AddedToken("<image_soft_token>", special=True)])  # id 512: the vision offset
+    fill(GEMMA_TEXT_VOCAB + 128)
+    bpe.add_special_tokens([AddedToken("<audio_soft_token>", special=True)])  # id 640: the audio offset
+    fill(GEMMA_TEXT_VOCAB + 256)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
+                              "eoi_token": "<end_of_image>", "audio_token": "<audio_soft_token>",
+                              "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>"})
+    fe = Gemma3nAudioFeatureExtractor()
+    ip = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+    processor = Gemma3nProcessor(feature_extractor=fe, image_processor=ip, tokenizer=tok, chat_template=GEMMA_TEMPLATE,
+                                 audio_seq_length=188, image_seq_length=4)
+    eot = tok.convert_tokens_to_ids("<end_of_turn>")
+    cfg = Gemma3nConfig(
+        text_config={"model_type": "gemma3n_text", "vocab_size": len(tok), "vocab_size_per_layer_input": GEMMA_TEXT_VOCAB,
+                     "hidden_size": 64, "hidden_size_per_layer_input": 8, "intermediate_size": 128,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
+                     "num_kv_shared_layers": 0, "laurel_rank": 4, "altup_num_inputs": 2,
+                     "layer_types": ["sliding_attention", "full_attention"], "sliding_window": 64,
+                     "activation_sparsity_pattern": [0.0, 0.0], "max_position_embeddings": 4096,
+                     "pad_token_id": tok.pad_token_id, "eos_token_id": [tok.eos_token_id, eot],
+                     "bos_token_id": tok.bos_token_id},
+        audio_config={"model_type": "gemma3n_audio", "vocab_size": 128, "vocab_offset": GEMMA_TEXT_VOCAB + 128,
+                      "input_feat_size": 128, "hidden_size": 64, "conf_num_attention_heads": 2,
+                      "conf_num_hidden_layers": 2, "sscp_conv_channel_size": [16, 8], "conf_attention_chunk_size": 12,
+                      "conf_attention_context_left": 13},
+        vision_config={"model_type": "gemma3n_vision", "architecture": "test_vit", "hidden_size": 64,
+                       "vocab_size": 128, "vocab_offset": GEMMA_TEXT_VOCAB, "label_names": ["x"]},
+        audio_soft_tokens_per_image=188, vision_soft_tokens_per_image=4,
+        audio_token_id=tok.convert_tokens_to_ids("<audio_soft_token>"),
+        image_token_id=tok.convert_tokens_to_ids("<image_soft_token>"),
+        boa_token_id=tok.convert_tokens_to_ids("<start_of_audio>"), eoa_token_id=tok.convert_tokens_to_ids("<end_of_audio>"),
+        boi_token_id=tok.convert_tokens_to_ids("<start_of_image>"), eoi_token_id=tok.convert_tokens_to_ids("<end_of_image>"))
+    model = Gemma3nForConditionalGeneration(cfg)
+    model.generation_config.eos_token_id = [tok.eos_token_id, eot]
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

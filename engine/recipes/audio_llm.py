@@ -369,6 +369,7 @@ class AudioRule:
     instruction: bool = True
     answer_prefix: str = ""
     merge_shipped_adapter: bool = False
+    needs: tuple[str, ...] = ()  # Python packages the model class needs beyond voxtune's own
 
 
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian",
@@ -441,6 +442,12 @@ class ChatTemplateRecipe:
 
         from engine.loading import from_pretrained
 
+        import importlib.util
+
+        missing = [p for p in self.rule.needs if importlib.util.find_spec(p) is None]
+        if missing:
+            raise ModuleNotFoundError(f"{self.key}: {self.rule.model_class} needs the Python package(s) "
+                                      f"{', '.join(missing)}: pip install 'voxtune[{self.key}]' (or {' '.join(missing)})")
         config = from_pretrained(AutoConfig, model_ref, trust_remote_code=trust_remote_code)
         cls = getattr(transformers, self.rule.model_class)
         kwargs: dict[str, Any] = {}
@@ -519,7 +526,9 @@ class ChatTemplateRecipe:
             raise ValueError(f"{self.key}: the chat template renders the answer turn differently from the "
                              f"generation prompt, so the answer cannot be told apart from the prompt "
                              f"(prompt ends {prompt[-40:]!r}, conversation has {full[:len(prompt)][-40:]!r})")
-        return prompt, full[len(prompt):]
+        # the conversation ends at the end-of-turn token: whitespace a template writes after it
+        # (a newline) is not part of the answer, and generation stops before it anyway
+        return prompt, full[len(prompt):].rstrip()
 
     def _encode(self, texts: list[str], batch: Sequence[Example], loaded: Loaded, side: str) -> dict:
         """The processor on rendered texts + the batch's audio: placeholders expanded by the
@@ -548,12 +557,8 @@ class ChatTemplateRecipe:
         labels = torch.full_like(ids, -100)
         tok = loaded.processor.tokenizer
         for i, (prompt, answer) in enumerate(pairs):
-            # the answer and its end-of-turn token carry the loss; whitespace the template puts
-            # after the turn (a newline) does not: generation stops at the end-of-turn token
-            core = answer.rstrip()
-            trailing = tok(answer[len(core):], add_special_tokens=False)["input_ids"] if core != answer else []
-            stop = int(mask[i].sum()) - len(trailing)
-            want = tok(core, add_special_tokens=False)["input_ids"]
+            stop = int(mask[i].sum())
+            want = tok(answer, add_special_tokens=False)["input_ids"]
             if want and ids[i, stop - len(want):stop].tolist() == want:
                 start = stop - len(want)
             else:  # the answer tokenises differently inside the conversation: find where the prompt ends
@@ -633,6 +638,10 @@ _family("glmasr", ("glmasr",), AudioRule("GlmAsrForConditionalGeneration", "nati
                                         max_s_attr="max_audio_len"))
 _family("audioflamingo3", ("audioflamingo3",), AudioRule("AudioFlamingo3ForConditionalGeneration", "native", 600.0,
                                                         max_s_attr="max_audio_len"))
+# Gemma 3n: its processor gives every audio item a fixed 188 soft tokens and its extractor cuts
+# items at 30 s (max_length 480,000 samples): several <= 30 s items per prompt. The model builds
+# its (unused here) vision tower with timm.
+_family("gemma3n", ("gemma3n",), AudioRule("Gemma3nForConditionalGeneration", "multi_item", 30.0, needs=("timm",)))
 # Voxtral and the Qwen2.5-Omni thinker: the named exceptions above (mistral-common's tokenizer;
 # Omni's processor needs torchvision for video).
 _family("voxtral", ("voxtral",))
