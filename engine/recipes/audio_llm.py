@@ -646,6 +646,9 @@ _family("gemma3n", ("gemma3n",), AudioRule("Gemma3nForConditionalGeneration", "m
 # Omni's processor needs torchvision for video).
 _family("voxtral", ("voxtral",))
 _family("omni", ("qwen2_5_omni", "qwen2_5_omni_thinker"))
+_family("phi4_multimodal", ("phi4_multimodal",), trainable=False,
+        reason="its checkpoint ships separate speech and vision LoRA adapters that transformers switches per input "
+               "modality; merging the speech one like Granite's is not built or tested yet; estimates only")
 _family("qwen_audio", ("qwen",), trainable=False,
         reason="not in transformers: needs Qwen's own code; opt in with --trust-remote-code (runs code from the hub)")
 _family("salmonn", (), trainable=False,

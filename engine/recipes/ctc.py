@@ -51,6 +51,9 @@ MONOTONIC = "CTC output is monotonic: it can drop fillers but cannot rewrite fal
 register(Family(key="ctc", kind="ctc", module=__name__, model_types=("wav2vec2-bert", "wav2vec2_bert", "wav2vec2")))
 register(Family(key="parakeet_ctc", kind="ctc", module=__name__, model_types=("parakeet_ctc",)))
 register(Family(key="omniasr_ctc", kind="ctc", module=__name__, model_types=("omniasr_ctc",)))
+register(Family(key="parakeet_tdt", kind="ctc", module=__name__, model_types=("parakeet_tdt",), trainable=False,
+                reason="TDT (token-and-duration transducer) training is not wired: its loss needs the prediction "
+                       "network's inputs and duration targets, which the CTC recipe does not build; estimates only"))
 
 WINDOW_S = 30.0
 SAMPLE_RATE = 16000
@@ -387,4 +390,6 @@ def make_recipe(key: str) -> CTCRecipe:
     fam = family(key)
     if fam.module != __name__:
         raise ValueError(f"engine.recipes.ctc has no recipe {key!r}")
+    if not fam.trainable:
+        raise ValueError(f"{fam.key}: {fam.reason}")
     return CTCRecipe(key=fam.key)

@@ -39,8 +39,10 @@ class Seq2SeqRule:
 RULES: dict[str, Seq2SeqRule] = {}
 
 
-def _family(key: str, model_types: tuple[str, ...], rule: Seq2SeqRule) -> None:
-    register(Family(key=key, kind="seq2seq", module=__name__, model_types=model_types))
+def _family(key: str, model_types: tuple[str, ...], rule: Seq2SeqRule, *, trainable: bool = True,
+            reason: str | None = None) -> None:
+    register(Family(key=key, kind="seq2seq", module=__name__, model_types=model_types, trainable=trainable,
+                    reason=reason))
     RULES[key] = rule
 
 
@@ -48,7 +50,10 @@ def _family(key: str, model_types: tuple[str, ...], rule: Seq2SeqRule) -> None:
 _family("moonshine", ("moonshine",), Seq2SeqRule(window_s=30.0))
 # Canary (FastConformer + Transformer decoder): 40 s training segments (model card); the decoder
 # prompt names source/target language and punctuation.
-_family("canary", ("canary",), Seq2SeqRule(window_s=40.0, decoder_prompt=True))
+_family("canary", ("canary",), Seq2SeqRule(window_s=40.0, decoder_prompt=True), trainable=False,
+        reason="its decoder-prompt path (language, task and punctuation tokens from the processor's chat "
+               "template) is written but not verified: no tiny Canary tokenizer can be built offline here yet; "
+               "estimates only")
 
 
 @dataclass
@@ -183,4 +188,6 @@ def make_recipe(key: str) -> Seq2SeqRecipe:
     fam = family(key)
     if fam.key not in RULES:
         raise ValueError(f"engine.recipes.seq2seq has no recipe {key!r}")
+    if not fam.trainable:
+        raise ValueError(f"{fam.key}: {fam.reason}")
     return Seq2SeqRecipe(key=fam.key, rule=RULES[fam.key])
