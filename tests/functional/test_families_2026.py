@@ -87,6 +87,20 @@ def test_new_family_trains_loss_falls_and_evaluates(ws, tiny_dirs, family, metho
         assert isinstance(value, (int, float)) and math.isfinite(value) and value >= 0, f"{family}: {name}={value!r}"
     if method == "lora":
         assert "LoRA" in log and "4-bit" not in log
+        export_and_transcribe(ws, run_dir, family)
+
+
+def export_and_transcribe(ws, run_dir: Path, family: str) -> None:
+    """The run leaves voxtune as a standalone folder (adapter merged, processor beside it) that
+    transcribes new audio exactly as the run does."""
+    from engine import export, transcribe
+
+    merged = export.export_run(ws, run_dir.name, merge=True)
+    assert (merged / "config.json").is_file() and not (merged / "adapter_config.json").exists(), family
+    clip = Path(ws.home) / "sources" / "tiny" / "clip02.wav"
+    texts = transcribe.transcribe([clip], transcribe.target_for_run(ws, run_dir.name), device="cpu", max_new_tokens=5)
+    again = transcribe.transcribe([clip], transcribe.target_for_model(str(merged)), device="cpu", max_new_tokens=5)
+    assert len(texts) == 1 and isinstance(texts[0], str) and again == texts, f"{family}: {texts!r} vs {again!r}"
 
 
 @pytest.mark.parametrize("method", ["qlora", "lora8"])
