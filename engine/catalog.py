@@ -37,8 +37,9 @@ class ModelEntry:
     whisper, seamless, ctc, parakeet_ctc, moonshine, qwen2_audio, qwen3_asr, granite.
 
     Optional fields added with the 2026 models (older catalogs without them still load):
-    model_type (config.json's; the architecture), max_audio_s (multi_item: the longest clip
-    one example may hold, when the model has a limit)."""
+    model_type (config.json's; the architecture), model_types (other model_types the same
+    recipe loads, e.g. a thinker-only export of an Omni checkpoint), max_audio_s (multi_item:
+    the longest clip one example may hold, when the model has a limit)."""
 
     name: str
     hub_id: str
@@ -62,6 +63,7 @@ class ModelEntry:
     notes: str | None = None
     local_path: str | None = None
     model_type: str | None = None
+    model_types: list[str] = field(default_factory=list)  # more config.json model_types its recipe loads
     max_audio_s: float | None = None
     params: dict | None = None  # count record (engine.params), None when unknown
 
@@ -177,13 +179,17 @@ def get_model(ref: str) -> ModelEntry:
 
 # -- local checkpoint folders ---------------------------------------------------------------
 class _ModelTypes(Mapping):
-    """config.json model_type -> (kind, recipe key), as the recipe modules declare them
-    (engine.recipes.registry). Read lazily: declaring them imports the recipe modules."""
+    """config.json model_type -> (kind, recipe key), from the catalog entries' `model_type` and
+    `model_types` (the recipe modules declare the same in engine.recipes.registry, which the
+    worker uses; a test keeps the two in agreement). A pure core: no recipe module is imported."""
 
     def _data(self) -> dict[str, tuple[str, str]]:
-        from engine.recipes.registry import model_types
-
-        return model_types()
+        out: dict[str, tuple[str, str]] = {}
+        for e in load_catalog():
+            for t in (e.model_type, *e.model_types):
+                if t:
+                    out.setdefault(t, (e.family, e.recipe))
+        return out
 
     def __getitem__(self, key: str) -> tuple[str, str]:
         return self._data()[key]
@@ -212,7 +218,7 @@ def template_for(recipe: str, model_type: str | None = None) -> ModelEntry | Non
     long-audio rule, methods, LoRA targets): the first trainable entry of the same
     model_type, else of the same recipe."""
     entries = [e for e in load_catalog() if e.recipe == recipe]
-    same = [e for e in entries if model_type and e.model_type == model_type]
+    same = [e for e in entries if model_type and model_type in (e.model_type, *e.model_types)]
     for group in (same, entries):
         for e in sorted(group, key=lambda e: not e.trainable):
             return e
