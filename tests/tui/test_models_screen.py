@@ -163,7 +163,7 @@ async def test_w_and_o_filter_five_minute_audio_and_rewrite_or_delete(ws):
         await pilot.press("w", "o")  # 5-minute filter off; output: can rewrite
         assert _names(screen) == {e.name for e in entries if e.family != "ctc"}
         await pilot.press("o")  # can only delete
-        assert _names(screen) == {"w2v-bert-2.0", "parakeet-ctc-0.6b", "parakeet-ctc-1.1b"}
+        assert _names(screen) == {e.name for e in entries if e.family == "ctc"} >= {"w2v-bert-2.0", "parakeet-ctc-0.6b"}
         assert "can only delete" in screen.sub_title and "monotonic" in detail(screen)
         await pilot.press("w")  # no CTC model takes 5 minutes whole
         assert not _names(screen) and "no model matches" in detail(screen)
