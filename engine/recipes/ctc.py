@@ -1,6 +1,8 @@
 """CTC models through `AutoModelForCTC`: w2v-BERT 2.0 (`Wav2Vec2BertForCTC`), Parakeet CTC
-(`ParakeetForCTC`), omniASR CTC (`OmniASRForCTC`) and any other `model_type` a family below
-declares. A pretrained speech encoder plus a classifier over frames.
+(`ParakeetForCTC`) and any other `model_type` a family below declares (the input names --
+`input_features` / `input_values`, `attention_mask` / `padding_mask` -- and the head's name
+are read from the model, so e.g. `OmniASRForCTC` needs only a declaration, a catalog entry and
+a tiny test). A pretrained speech encoder plus a classifier over frames.
 
 Output is monotonic: CTC emits, per audio frame, one symbol or nothing, in the order heard. It
 can drop fillers and stutters but cannot reorder or rewrite (a false start it cannot fix).
@@ -50,7 +52,6 @@ from engine.recipes.windowed import WindowedFeatureRecipe
 MONOTONIC = "CTC output is monotonic: it can drop fillers but cannot rewrite false starts."
 register(Family(key="ctc", kind="ctc", module=__name__, model_types=("wav2vec2-bert", "wav2vec2_bert", "wav2vec2")))
 register(Family(key="parakeet_ctc", kind="ctc", module=__name__, model_types=("parakeet_ctc",)))
-register(Family(key="omniasr_ctc", kind="ctc", module=__name__, model_types=("omniasr_ctc",)))
 register(Family(key="parakeet_tdt", kind="ctc", module=__name__, model_types=("parakeet_tdt",), trainable=False,
                 reason="TDT (token-and-duration transducer) training is not wired: its loss needs the prediction "
                        "network's inputs and duration targets, which the CTC recipe does not build; estimates only"))
