@@ -176,9 +176,12 @@ def build_meta(entry: dict) -> tuple[Any, Any]:
             raise NotBuildable(f"{entry['name']}: installed transformers {T.__version__} lacks it ({e})") from e
         scope_name = (entry.get("published") or {}).get("scope")
         scope_cls = getattr(T, scope_name, None) if scope_name else None
-        with torch.device("meta"):
-            model = cls(cfg)
-            scope = scope_cls(cfg) if scope_cls is not None and scope_cls is not cls else None
+        try:
+            with torch.device("meta"):
+                model = cls(cfg)
+                scope = scope_cls(cfg) if scope_cls is not None and scope_cls is not cls else None
+        except ImportError as e:  # e.g. Gemma 3n's vision tower needs timm (the gemma3n extra)
+            raise NotBuildable(f"{entry['name']}: {e}") from e
         return model, scope
     builder = _LEGACY_BUILDERS.get(entry.get("recipe"))
     if builder is None:
