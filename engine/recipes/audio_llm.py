@@ -403,6 +403,10 @@ def merge_shipped_adapter(model: Any) -> int:
         model._hf_peft_config_loaded = False
         if hasattr(model, "peft_config"):
             del model.peft_config
+    if merged:
+        # loading the adapter replaced the key renamings save_pretrained reverses with PEFT's
+        # (adapter-prefixed) ones; without this, a saved checkpoint's keys come out mangled
+        model._weight_conversions = None
     if hasattr(model.config, "has_lora_adapter"):
         model.config.has_lora_adapter = False  # the export is a plain model: nothing to switch on
     if merged:  # loading the adapter froze the base weights; the driver decides what trains

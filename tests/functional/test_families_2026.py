@@ -169,6 +169,12 @@ def test_granite_shipped_adapter_is_merged_and_its_lora_trains_on_top(tiny_dirs)
     got = dict(model.named_parameters())[name]
     assert torch.allclose(got, expected, atol=1e-5) and not torch.allclose(got, stored)
 
+    saved = Path(str(folder) + "-merged")  # a full fine-tune's checkpoint: loads back as the same plain model
+    model.save_pretrained(saved)
+    reloaded = GraniteSpeechForConditionalGeneration.from_pretrained(saved)
+    assert torch.equal(dict(reloaded.named_parameters())[name], got.detach())
+    assert not (saved / "adapter_config.json").exists() and reloaded.config.has_lora_adapter is False
+
     lora = loading.load_model(get_recipe("granite"), str(folder), method="lora", train_texts=["x"],
                               lora={"r": 2, "alpha": 4, "targets": ["q_proj", "v_proj"]})
     trainable = [n for n, p in lora.model.named_parameters() if p.requires_grad]
