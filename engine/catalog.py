@@ -13,6 +13,7 @@ import struct
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 from engine.errors import VoxtuneError
 
@@ -31,10 +32,19 @@ class UnknownModel(VoxtuneError, LookupError):
 
 @dataclass
 class ModelEntry:
+    """One catalog model. `family` is the kind of model (what the estimator and the filters
+    need); `recipe` is the family key a recipe module declares (engine.recipes.registry), e.g.
+    whisper, seamless, ctc, parakeet_ctc, moonshine, qwen2_audio, qwen3_asr, granite.
+
+    Optional fields added with the 2026 models (older catalogs without them still load):
+    model_type (config.json's; the architecture), model_types (other model_types the same
+    recipe loads, e.g. a thinker-only export of an Omni checkpoint), max_audio_s (multi_item:
+    the longest clip one example may hold, when the model has a limit)."""
+
     name: str
     hub_id: str
     family: str  # seq2seq | ctc | audio-llm | speech-to-text
-    recipe: str  # whisper | ctc | qwen2_audio | voxtral | seamless | omni | granite | qwen_audio | salmonn
+    recipe: str
     model_class: str
     arch: dict
     window_s: float
@@ -52,14 +62,51 @@ class ModelEntry:
     requires_remote_code: bool = False
     notes: str | None = None
     local_path: str | None = None
+    model_type: str | None = None
+    model_types: list[str] = field(default_factory=list)  # more config.json model_types its recipe loads
+    max_audio_s: float | None = None
     params: dict | None = None  # count record (engine.params), None when unknown
 
     @property
     def params_total(self) -> int | None:
         return int(self.params["total"]) if self.params else None
 
+    @property
+    def can_rewrite(self) -> bool:
+        """Sequence-to-sequence and LLM output can rewrite text (fix false starts, reorder);
+        CTC/TDT output is monotonic: it can only keep or drop what it hears."""
+        return self.family != "ctc"
+
+    @property
+    def whole_audio_s(self) -> float:
+        """The longest clip (seconds) that reaches the model whole, as one example: `native`
+        up to its window, `multi_item` as several items in one prompt (up to max_audio_s, no
+        limit when unset), `segment` only up to its window (longer clips are cut)."""
+        if self.long_audio == "multi_item":
+            return float(self.max_audio_s) if self.max_audio_s else float("inf")
+        return float(self.window_s)
+
+    def takes_whole(self, seconds: float) -> bool:
+        return self.whole_audio_s >= seconds
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+OUTPUTS = ("rewrite", "delete")
+WHOLE_5_MIN_S = 300.0  # "takes 5-minute audio whole": the target task's recordings are 2-5 minutes
+
+
+def matches(entry: ModelEntry, takes_whole: float | None = None, output: str | None = None) -> bool:
+    """The catalog filters (`voxtune models --takes-whole S --output rewrite|delete`, and the
+    Models screen's w / o keys): takes a clip of `takes_whole` seconds whole, uncut; output
+    `rewrite` (encoder-decoder, audio LLM: can fix false starts) or `delete` (CTC: monotonic,
+    can only keep or drop what it hears)."""
+    if takes_whole is not None and not entry.takes_whole(takes_whole):
+        return False
+    if output is not None and (output == "rewrite") != entry.can_rewrite:
+        return False
+    return True
 
 
 # -- catalog ---------------------------------------------------------------------------------
@@ -82,6 +129,12 @@ def _load(path: str) -> tuple[ModelEntry, ...]:
             raise ValueError(f"{path}: model #{i} ({m.get('name')}): missing {sorted(missing)} / unknown {sorted(extra)}")
         entry = ModelEntry(**m)
         entry.params = counts.get(entry.name)
+        if entry.params is None and (entry.published or {}).get("total"):
+            # a new entry before `python -m engine.params --write` ran: its published figures
+            from engine.params import published_record
+
+            entry.params = published_record(m, note="not computed yet: run `python -m engine.params --write "
+                                                     "data/param_counts.json`")
         out.append(entry)
     return tuple(out)
 
@@ -125,34 +178,51 @@ def get_model(ref: str) -> ModelEntry:
 
 
 # -- local checkpoint folders ---------------------------------------------------------------
-# model_type in config.json -> (family, recipe). Sub-configs of the multimodal models are
-# listed too, since an exported thinker or encoder may carry them.
-MODEL_TYPES: dict[str, tuple[str, str]] = {
-    "whisper": ("seq2seq", "whisper"),
-    "qwen2_audio": ("audio-llm", "qwen2_audio"),
-    "voxtral": ("audio-llm", "voxtral"),
-    "seamless_m4t_v2": ("speech-to-text", "seamless"),
-    "seamless_m4t": ("speech-to-text", "seamless"),
-    "wav2vec2-bert": ("ctc", "ctc"),
-    "wav2vec2_bert": ("ctc", "ctc"),
-    "wav2vec2": ("ctc", "ctc"),
-    "qwen2_5_omni": ("audio-llm", "omni"),
-    "qwen2_5_omni_thinker": ("audio-llm", "omni"),
-    "granite_speech": ("audio-llm", "granite"),
-    "qwen": ("audio-llm", "qwen_audio"),
-}
-_TEMPLATE = {"whisper": "whisper-small", "qwen2_audio": "qwen2-audio-7b-instruct", "voxtral": "voxtral-mini-3b",
-             "seamless": "seamless-m4t-v2-large", "ctc": "w2v-bert-2.0", "omni": "qwen2.5-omni-7b",
-             "granite": "granite-speech-3.3-2b", "qwen_audio": "qwen-audio"}
+class _ModelTypes(Mapping):
+    """config.json model_type -> (kind, recipe key), from the catalog entries' `model_type` and
+    `model_types` (the recipe modules declare the same in engine.recipes.registry, which the
+    worker uses; a test keeps the two in agreement). A pure core: no recipe module is imported."""
+
+    def _data(self) -> dict[str, tuple[str, str]]:
+        out: dict[str, tuple[str, str]] = {}
+        for e in load_catalog():
+            for t in (e.model_type, *e.model_types):
+                if t:
+                    out.setdefault(t, (e.family, e.recipe))
+        return out
+
+    def __getitem__(self, key: str) -> tuple[str, str]:
+        return self._data()[key]
+
+    def __iter__(self):
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+
+MODEL_TYPES: Mapping[str, tuple[str, str]] = _ModelTypes()
 
 
 def family_for_model_type(model_type: str) -> tuple[str, str]:
-    """(family, recipe) for a config.json model_type; KeyError names the supported ones."""
+    """(kind, recipe key) for a config.json model_type; KeyError names the supported ones."""
     try:
         return MODEL_TYPES[model_type]
     except KeyError:
         raise KeyError(f"model_type {model_type!r} is not an audio-to-text family voxtune trains "
                        f"(supported: {', '.join(sorted(MODEL_TYPES))})") from None
+
+
+def template_for(recipe: str, model_type: str | None = None) -> ModelEntry | None:
+    """The catalog model a local folder of this recipe borrows its defaults from (window,
+    long-audio rule, methods, LoRA targets): the first trainable entry of the same
+    model_type, else of the same recipe."""
+    entries = [e for e in load_catalog() if e.recipe == recipe]
+    same = [e for e in entries if model_type and model_type in (e.model_type, *e.model_types)]
+    for group in (same, entries):
+        for e in sorted(group, key=lambda e: not e.trainable):
+            return e
+    return None
 
 
 def _first(d: dict, *keys: str, default: Any = None) -> Any:
@@ -162,9 +232,17 @@ def _first(d: dict, *keys: str, default: Any = None) -> Any:
     return default
 
 
-def arch_from_config(cfg: dict, recipe: str) -> dict:
-    """Catalog-style architecture numbers from a checkpoint's config.json."""
-    if recipe == "whisper":
+def _is_encoder_decoder_whisper_style(cfg: dict) -> bool:
+    return "d_model" in cfg and "encoder_layers" in cfg and "decoder_layers" in cfg
+
+
+def arch_from_config(cfg: dict, recipe: str | None = None) -> dict:
+    """Catalog-style architecture numbers from a checkpoint's config.json, by the config's
+    shape (not by family): Whisper-style encoder-decoders, SeamlessM4T's speech encoder + text
+    decoder, a bare speech encoder (CTC), or a language model with an audio encoder (nested
+    audio_config/encoder_config + text_config; Omni checkpoints nest it in thinker_config).
+    `recipe` is accepted for callers of the older signature and not used."""
+    if _is_encoder_decoder_whisper_style(cfg):
         return {
             "audio": {"hidden": cfg["d_model"], "layers": cfg["encoder_layers"], "heads": cfg["encoder_attention_heads"],
                       "ffn": cfg["encoder_ffn_dim"], "mel_bins": cfg.get("num_mel_bins", 80),
@@ -173,25 +251,28 @@ def arch_from_config(cfg: dict, recipe: str) -> dict:
                      "ffn": cfg["decoder_ffn_dim"], "vocab": cfg["vocab_size"],
                      "max_target_tokens": cfg.get("max_target_positions", 448)},
         }
-    if recipe in ("ctc",):
-        return {"audio": {"hidden": cfg["hidden_size"], "layers": cfg["num_hidden_layers"],
-                          "heads": cfg["num_attention_heads"], "ffn": cfg["intermediate_size"], "frames_per_30s": 1500},
-                "text": {"vocab": cfg.get("vocab_size") or 64}}
-    if recipe == "seamless":
+    if "speech_encoder_layers" in cfg:  # SeamlessM4T
         return {"audio": {"hidden": cfg["hidden_size"], "layers": cfg["speech_encoder_layers"],
                           "heads": cfg["speech_encoder_attention_heads"], "ffn": cfg["speech_encoder_intermediate_size"],
                           "frames_per_30s": 1500},
                 "text": {"hidden": cfg["hidden_size"], "layers": cfg["decoder_layers"], "heads": cfg["decoder_attention_heads"],
                          "ffn": cfg["decoder_ffn_dim"], "vocab": cfg["vocab_size"], "max_target_tokens": 256}}
     root = cfg.get("thinker_config", cfg)  # a full Omni checkpoint nests the thinker
-    au = _first(root, "audio_config", "encoder_config", default={}) or {}
-    tx = root.get("text_config", {}) or {}
+    au = _first(root, "audio_config", "encoder_config", default=None)
+    tx = root.get("text_config")
+    if au is None and tx is None and "hidden_size" in cfg and "num_hidden_layers" in cfg:  # a bare speech encoder
+        return {"audio": {"hidden": cfg["hidden_size"], "layers": cfg["num_hidden_layers"],
+                          "heads": cfg["num_attention_heads"], "ffn": cfg["intermediate_size"], "frames_per_30s": 1500},
+                "text": {"vocab": cfg.get("vocab_size") or 64}}
+    au, tx = au or {}, tx or {}
     audio = {"hidden": _first(au, "d_model", "hidden_size", "hidden_dim", default=1280),
              "layers": _first(au, "encoder_layers", "num_hidden_layers", "num_layers", default=32),
              "heads": _first(au, "encoder_attention_heads", "num_attention_heads", "num_heads", default=20),
              "frames_per_30s": 1500}
     audio["ffn"] = _first(au, "encoder_ffn_dim", "intermediate_size",
                           default=audio["hidden"] * au.get("feedforward_mult", 4))
+    if not tx:  # encoder + CTC head (nested encoder_config/audio_config, no language model)
+        return {"audio": audio, "text": {"vocab": _first(root, "vocab_size", default=64)}}
     heads = _first(tx, "num_attention_heads", default=32)
     text = {"hidden": _first(tx, "hidden_size", default=4096), "layers": _first(tx, "num_hidden_layers", default=32),
             "heads": heads, "kv_heads": _first(tx, "num_key_value_heads", default=heads),
@@ -258,7 +339,10 @@ def entry_from_folder(folder: Path) -> ModelEntry:
         arch = arch_from_config(cfg, recipe)
     except KeyError as e:
         raise UnknownModel(str(folder), [], detail=f"{cfg_path}: field {e.args[0]!r} missing for a {model_type} config") from None
-    t = next(e for e in load_catalog() if e.name == _TEMPLATE[recipe])
+    t = template_for(recipe, model_type)
+    if t is None:
+        raise UnknownModel(str(folder), [], detail=f"{cfg_path}: no catalog model of recipe {recipe!r} to take "
+                                                   "defaults from; add one to data/catalog.json")
     archs = cfg.get("architectures") or [t.model_class]
     return ModelEntry(
         name=str(folder), hub_id=str(folder), family=family, recipe=recipe, model_class=archs[0], arch=arch,
@@ -266,6 +350,7 @@ def entry_from_folder(folder: Path) -> ModelEntry:
         languages=t.languages, licence="see the checkpoint's model card", methods=list(t.methods),
         trainable=t.trainable, reason=t.reason, lora_targets=list(t.lora_targets),
         config_class=t.config_class, requires_remote_code=t.requires_remote_code, local_path=str(folder),
+        model_type=model_type, notes=t.notes,
         params=safetensors_counts(folder) or _counts_of_same_architecture(recipe, arch),
     )
 

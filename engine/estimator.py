@@ -175,7 +175,8 @@ def lora_params(entry: ModelEntry, cfg: FitConfig) -> int:
     for suffix in cfg.lora_targets or entry.lora_targets:
         d = _lora_dims(entry, suffix)
         total += d.get("text", 0) + d.get("other", 0) + (0 if cfg.freeze_audio_encoder else d.get("audio", 0))
-    extra = int(_counts(entry)["decoder"]) if entry.recipe == "ctc" else 0  # new CTC head: trained in full
+    # CTC: the head (whatever a family names it: everything outside the encoder) is trained in full
+    extra = int(_counts(entry)["decoder"]) + int(_counts(entry)["other"] or 0) if entry.family == "ctc" else 0
     return rank_of(entry, cfg) * total + extra
 
 

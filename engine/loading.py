@@ -71,7 +71,9 @@ def resolve(ref: str) -> ModelSource:
         if not path.is_dir():
             raise ModelNotAvailable(f"model folder {path} does not exist; give an existing checkpoint folder or a hub id")
         adapter_cfg = path / "adapter_config.json"
-        if adapter_cfg.exists():
+        # config.json beside it: a whole model that ships its own adapter (Granite Speech); the
+        # recipe deals with that adapter. Without config.json: a run's LoRA adapter on a base.
+        if adapter_cfg.exists() and not (path / "config.json").exists():
             try:
                 base = json.loads(adapter_cfg.read_text())["base_model_name_or_path"]
             except (KeyError, json.JSONDecodeError) as e:

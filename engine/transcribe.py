@@ -49,7 +49,7 @@ def target_for_model(model: str) -> Target:
     from engine import catalog
 
     path = Path(model).expanduser()
-    if path.is_dir() and (path / "adapter_config.json").exists():
+    if path.is_dir() and (path / "adapter_config.json").exists() and not (path / "config.json").exists():
         base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
         inner = target_for_model(base)
         return Target(str(path.resolve()), inner.recipe, inner.config)

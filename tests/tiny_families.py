@@ -268,3 +268,335 @@ FAMILIES = {
 
 def build(recipe_key: str, folder: str | Path) -> Path:
     return FAMILIES[recipe_key](folder)
+
+
+# ==== 2026 families: the generic chat-template, seq2seq and CTC recipes ===========================
+
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if loop.first and m.role != 'system' %}<|im_start|>system\n<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ m.role }}\n"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'audio' %}{{ audio_markup }}{% elif c.type == 'text' %}{{ c.text }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def qwen_chat_template(audio_markup: str) -> str:
+    """Qwen's ChatML layout with one audio placeholder per audio item (as the released
+    Qwen3-ASR / GLM-ASR / Audio Flamingo 3 templates render it)."""
+    return QWEN_CHAT_TEMPLATE.replace("{{ audio_markup }}", audio_markup)
+
+
+def _qwen_tok(specials: list[str], extra: dict | None = None, eos: str = "<|im_end|>"):
+    from transformers import Qwen2Tokenizer
+
+    vocab, merges = _train_bpe(500, byte_level=True, special=specials)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token=eos, pad_token="<|endoftext|>",
+                         extra_special_tokens=extra or {})
+    tok.add_special_tokens({"additional_special_tokens": [t for t in specials if t not in (eos, "<|endoftext|>")]})
+    return tok
+
+
+def _tiny_qwen3_text(vocab_size: int, eos: int, pad: int, **kw) -> dict:
+    return dict({"model_type": "qwen3", "vocab_size": vocab_size, "hidden_size": 64, "intermediate_size": 128,
+                 "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
+                 "max_position_embeddings": 4096, "eos_token_id": eos, "pad_token_id": pad,
+                 "tie_word_embeddings": True}, **kw)
+
+
+def _finish_lm(model, tok, folder: Path, processor) -> Path:
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+# ---- Qwen3-ASR --------------------------------------------------------------------------------
+
+def build_qwen3_asr(folder: str | Path) -> Path:
+    from transformers import Qwen3ASRConfig, Qwen3ASRFeatureExtractor, Qwen3ASRForConditionalGeneration, Qwen3ASRProcessor
+
+    _seed()
+    folder = Path(folder)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_start|>", "<|audio_pad|>", "<|audio_end|>",
+                "<asr_text>"]
+    tok = _qwen_tok(specials, {"audio_token": "<|audio_pad|>", "audio_bos_token": "<|audio_start|>",
+                               "audio_eos_token": "<|audio_end|>"})
+    fe = Qwen3ASRFeatureExtractor(feature_size=128)
+    processor = Qwen3ASRProcessor(feature_extractor=fe, tokenizer=tok,
+                                  chat_template=qwen_chat_template("<|audio_start|><|audio_pad|><|audio_end|>"))
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    cfg = Qwen3ASRConfig(
+        audio_config={"model_type": "qwen3_asr_encoder", "d_model": 64, "encoder_layers": 2,
+                      "encoder_attention_heads": 2, "encoder_ffn_dim": 128, "num_mel_bins": 128, "output_dim": 64,
+                      "downsample_hidden_size": 16, "n_window": 50, "n_window_infer": 400},
+        text_config=_tiny_qwen3_text(len(tok), ids["<|im_end|>"], ids["<|endoftext|>"]),
+        audio_token_id=ids["<|audio_pad|>"], pad_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|endoftext|>"], ids["<|im_end|>"]])
+    return _finish_lm(Qwen3ASRForConditionalGeneration(cfg), tok, folder, processor)
+
+
+# ---- Granite Speech (with the speech LoRA adapter its checkpoints ship) -------------------------
+
+GRANITE_TEMPLATE = (
+    "{% for m in messages %}<|start_of_role|>{{ m.role }}<|end_of_role|>"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'audio' %}<|audio|>{% elif c.type == 'text' %}{{ c.text }}{% endif %}"
+    "{% endfor %}{% endif %}<|end_of_text|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|start_of_role|>assistant<|end_of_role|>{% endif %}"
+)
+
+
+def build_granite(folder: str | Path, *, shipped_adapter: bool = True) -> Path:
+    """Like ibm-granite/granite-speech-3.3: conformer encoder + Q-Former projector + Granite LM,
+    and (`shipped_adapter`) a LoRA adapter on the LM's q/v projections saved next to the weights
+    (adapter_config.json + adapter_model.safetensors), which transformers loads with the model."""
+    import torch
+    from transformers import (GPT2TokenizerFast, GraniteSpeechConfig, GraniteSpeechFeatureExtractor,
+                              GraniteSpeechForConditionalGeneration, GraniteSpeechProcessor)
+
+    _seed()
+    folder = Path(folder)
+    specials = ["<|end_of_text|>", "<|start_of_role|>", "<|end_of_role|>", "<|audio|>", "<|pad|>"]
+    vocab, merges = _train_bpe(500, byte_level=True, special=specials)
+    tok = GPT2TokenizerFast(vocab=vocab, merges=merges, unk_token=None, bos_token="<|end_of_text|>",
+                            eos_token="<|end_of_text|>", pad_token="<|pad|>", add_prefix_space=False)
+    tok.add_special_tokens({"additional_special_tokens": ["<|start_of_role|>", "<|end_of_role|>", "<|audio|>"]})
+    fe = GraniteSpeechFeatureExtractor()
+    processor = GraniteSpeechProcessor(audio_processor=fe, tokenizer=tok, chat_template=GRANITE_TEMPLATE)
+    eos = tok.convert_tokens_to_ids("<|end_of_text|>")
+    cfg = GraniteSpeechConfig(
+        encoder_config={"input_dim": 160, "num_layers": 2, "hidden_dim": 64, "feedforward_mult": 2, "num_heads": 2,
+                        "dim_head": 32, "output_dim": 16, "context_size": 50, "dropout": 0.0, "conv_kernel_size": 5},
+        projector_config={"model_type": "blip_2_qformer", "hidden_size": 64, "num_hidden_layers": 1,
+                          "num_attention_heads": 2, "intermediate_size": 128, "encoder_hidden_size": 64,
+                          "cross_attention_frequency": 1},
+        text_config={"model_type": "granite", "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                     "max_position_embeddings": 4096, "eos_token_id": eos, "bos_token_id": eos,
+                     "pad_token_id": tok.pad_token_id, "tie_word_embeddings": True},
+        audio_token_index=tok.convert_tokens_to_ids("<|audio|>"), has_lora_adapter=shipped_adapter,
+        downsample_rate=5, window_size=15)
+    model = GraniteSpeechForConditionalGeneration(cfg)
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    if shipped_adapter:
+        from peft import LoraConfig, get_peft_model
+
+        lm = GraniteSpeechForConditionalGeneration.from_pretrained(folder)
+        peft = get_peft_model(lm, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                             init_lora_weights=False))
+        torch.manual_seed(1)
+        peft.save_pretrained(folder)  # adapter_config.json + adapter_model.safetensors beside the model
+        adapter_cfg = json.loads((folder / "adapter_config.json").read_text())
+        adapter_cfg["base_model_name_or_path"] = str(folder)
+        (folder / "adapter_config.json").write_text(json.dumps(adapter_cfg))
+    return folder
+
+
+# ---- GLM-ASR and Audio Flamingo 3: Whisper-style encoder + projector + LM, chunked by the processor -
+
+def build_glmasr(folder: str | Path) -> Path:
+    from transformers import GlmAsrConfig, GlmAsrForConditionalGeneration, GlmAsrProcessor, WhisperFeatureExtractor
+
+    _seed()
+    folder = Path(folder)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_audio|>", "<|pad|>", "<|end_of_audio|>"]
+    tok = _qwen_tok(specials)
+    fe = WhisperFeatureExtractor(feature_size=128, chunk_length=TINY_WINDOW_S)
+    processor = GlmAsrProcessor(feature_extractor=fe, tokenizer=tok, audio_token="<|pad|>", max_audio_len=12,
+                                chat_template=qwen_chat_template("<|begin_of_audio|><|pad|><|end_of_audio|>"))
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    cfg = GlmAsrConfig(
+        audio_config={"model_type": "glmasr_encoder", "hidden_size": 64, "intermediate_size": 256,
+                      "num_hidden_layers": 2, "num_attention_heads": 2, "num_mel_bins": 128,
+                      "max_position_embeddings": fe.nb_max_frames},
+        text_config={"model_type": "llama", "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
+                     "max_position_embeddings": 4096, "eos_token_id": ids["<|im_end|>"],
+                     "pad_token_id": ids["<|endoftext|>"], "bos_token_id": ids["<|im_start|>"],
+                     "tie_word_embeddings": True},
+        audio_token_id=ids["<|pad|>"])
+    return _finish_lm(GlmAsrForConditionalGeneration(cfg), tok, folder, processor)
+
+
+def build_audioflamingo3(folder: str | Path) -> Path:
+    from transformers import (AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration, AudioFlamingo3Processor,
+                              WhisperFeatureExtractor)
+
+    _seed()
+    folder = Path(folder)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"]
+    tok = _qwen_tok(specials)
+    fe = WhisperFeatureExtractor(feature_size=128, chunk_length=TINY_WINDOW_S)
+    processor = AudioFlamingo3Processor(feature_extractor=fe, tokenizer=tok, audio_token="<sound>", max_audio_len=12,
+                                        chat_template=qwen_chat_template("<sound>"))
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    cfg = AudioFlamingo3Config(
+        audio_config={"model_type": "audioflamingo3_encoder", "hidden_size": 64, "intermediate_size": 128,
+                      "num_hidden_layers": 2, "num_attention_heads": 2, "num_mel_bins": 128,
+                      "max_source_positions": fe.nb_max_frames // 2},
+        text_config={"model_type": "qwen2", "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                     "max_position_embeddings": 4096, "eos_token_id": ids["<|im_end|>"],
+                     "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": False},
+        audio_token_id=ids["<sound>"])
+    return _finish_lm(AudioFlamingo3ForConditionalGeneration(cfg), tok, folder, processor)
+
+
+def _fast_bpe(specials: list[str], **tokens):
+    """A PreTrainedTokenizerFast over a tiny byte-level BPE whose first ids are `specials`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab, merges = _train_bpe(400, byte_level=True, special=specials)
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, **tokens)
+    tok.add_special_tokens({"additional_special_tokens": [t for t in specials if t not in tokens.values()]})
+    return tok
+
+
+# ---- Moonshine (encoder-decoder on raw audio) -------------------------------------------------
+
+def build_moonshine(folder: str | Path) -> Path:
+    from transformers import (MoonshineConfig, MoonshineForConditionalGeneration, Wav2Vec2FeatureExtractor,
+                              Wav2Vec2Processor)
+
+    _seed()
+    folder = Path(folder)
+    tok = _fast_bpe(["<unk>", "<s>", "</s>"], unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=False,
+                                  return_attention_mask=True)
+    processor = Wav2Vec2Processor(feature_extractor=fe, tokenizer=tok)
+    cfg = MoonshineConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, encoder_num_hidden_layers=2,
+                          decoder_num_hidden_layers=2, encoder_num_attention_heads=2, decoder_num_attention_heads=2,
+                          max_position_embeddings=256, decoder_start_token_id=1, bos_token_id=1, eos_token_id=2,
+                          pad_token_id=2)
+    model = MoonshineForConditionalGeneration(cfg)
+    model.generation_config.decoder_start_token_id = 1
+    model.generation_config.eos_token_id = 2
+    model.generation_config.pad_token_id = 2
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+# ---- Parakeet CTC (FastConformer encoder + CTC head, lower-case sentencepiece-style vocabulary) -----
+
+def build_parakeet_ctc(folder: str | Path) -> Path:
+    """Like nvidia/parakeet-ctc-0.6b: its own lower-case vocabulary (no capitals, no punctuation)
+    and head; the blank is the last id. Clean targets with capitals cannot be written with it, so
+    the recipe puts a character head from the training texts in its place."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import (ParakeetCTCConfig, ParakeetFeatureExtractor, ParakeetForCTC, ParakeetProcessor,
+                              PreTrainedTokenizerFast)
+
+    _seed()
+    folder = Path(folder)
+    chars = sorted(set("".join(CORPUS).lower()) - {" "} - set(".,?!;:'\"0123456789"))
+    vocab = {"<unk>": 0, "▁": 1, **{c: i + 2 for i, c in enumerate(chars)}}
+    vocab["<blank>"] = len(vocab)
+    wl = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    wl.normalizer = normalizers.Replace(" ", "▁")
+    wl.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    wl.decoder = decoders.Replace("▁", " ")
+    tok = PreTrainedTokenizerFast(tokenizer_object=wl, unk_token="<unk>", pad_token="<blank>")
+    fe = ParakeetFeatureExtractor(feature_size=80)
+    processor = ParakeetProcessor(feature_extractor=fe, tokenizer=tok, blank_token="<blank>", decoder_type="ctc")
+    cfg = ParakeetCTCConfig(
+        encoder_config={"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
+                        "conv_kernel_size": 3, "subsampling_conv_channels": 16, "num_mel_bins": 80, "dropout": 0.0,
+                        "layerdrop": 0.0, "activation_dropout": 0.0, "attention_dropout": 0.0},
+        vocab_size=len(vocab), pad_token_id=vocab["<blank>"])
+    model = ParakeetForCTC(cfg)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+# ---- Gemma 3n (text + audio + vision towers; the vision tower is a timm model) ------------------
+
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}\n"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'audio' %}<audio_soft_token>{% elif c.type == 'text' %}{{ c.text }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+GEMMA_TEXT_VOCAB = 512  # ids >= this are multimodal soft tokens, as 262144 is in the real model
+
+
+def build_gemma3n(folder: str | Path) -> Path:
+    """Like google/gemma-3n-E2B-it with every width cut down: the audio conformer, a tiny timm
+    vision model in the MobileNetV5's place (the speech path never runs it; needs timm), and a
+    Gemma-style tokenizer whose image/audio soft tokens sit above the text vocabulary."""
+    from transformers import (Gemma3nAudioFeatureExtractor, Gemma3nConfig, Gemma3nForConditionalGeneration,
+                              Gemma3nProcessor)
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    _seed()
+    folder = Path(folder)
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_audio>",
+                "<end_of_audio>", "<start_of_image>", "<end_of_image>"]
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab, merges = _train_bpe(400, byte_level=True, special=specials)
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.add_special_tokens([AddedToken(t, special=True) for t in specials])
+
+    def fill(upto: int) -> None:
+        bpe.add_special_tokens([AddedToken(f"<unused{i}>", special=True) for i in range(bpe.get_vocab_size(), upto)])
+
+    fill(GEMMA_TEXT_VOCAB)
+    bpe.add_special_tokens([AddedToken("<image_soft_token>", special=True)])  # id 512: the vision offset
+    fill(GEMMA_TEXT_VOCAB + 128)
+    bpe.add_special_tokens([AddedToken("<audio_soft_token>", special=True)])  # id 640: the audio offset
+    fill(GEMMA_TEXT_VOCAB + 256)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
+                              "eoi_token": "<end_of_image>", "audio_token": "<audio_soft_token>",
+                              "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>"})
+    fe = Gemma3nAudioFeatureExtractor()
+    ip = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+    processor = Gemma3nProcessor(feature_extractor=fe, image_processor=ip, tokenizer=tok, chat_template=GEMMA_TEMPLATE,
+                                 audio_seq_length=188, image_seq_length=4)
+    eot = tok.convert_tokens_to_ids("<end_of_turn>")
+    cfg = Gemma3nConfig(
+        text_config={"model_type": "gemma3n_text", "vocab_size": len(tok), "vocab_size_per_layer_input": GEMMA_TEXT_VOCAB,
+                     "hidden_size": 64, "hidden_size_per_layer_input": 8, "intermediate_size": 128,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
+                     "num_kv_shared_layers": 0, "laurel_rank": 4, "altup_num_inputs": 2,
+                     "layer_types": ["sliding_attention", "full_attention"], "sliding_window": 64,
+                     "activation_sparsity_pattern": [0.0, 0.0], "max_position_embeddings": 4096,
+                     "pad_token_id": tok.pad_token_id, "eos_token_id": [tok.eos_token_id, eot],
+                     "bos_token_id": tok.bos_token_id},
+        audio_config={"model_type": "gemma3n_audio", "vocab_size": 128, "vocab_offset": GEMMA_TEXT_VOCAB + 128,
+                      "input_feat_size": 128, "hidden_size": 64, "conf_num_attention_heads": 2,
+                      "conf_num_hidden_layers": 2, "sscp_conv_channel_size": [16, 8], "conf_attention_chunk_size": 12,
+                      "conf_attention_context_left": 13},
+        vision_config={"model_type": "gemma3n_vision", "architecture": "test_vit", "hidden_size": 64,
+                       "vocab_size": 128, "vocab_offset": GEMMA_TEXT_VOCAB, "label_names": ["x"]},
+        audio_soft_tokens_per_image=188, vision_soft_tokens_per_image=4,
+        audio_token_id=tok.convert_tokens_to_ids("<audio_soft_token>"),
+        image_token_id=tok.convert_tokens_to_ids("<image_soft_token>"),
+        boa_token_id=tok.convert_tokens_to_ids("<start_of_audio>"), eoa_token_id=tok.convert_tokens_to_ids("<end_of_audio>"),
+        boi_token_id=tok.convert_tokens_to_ids("<start_of_image>"), eoi_token_id=tok.convert_tokens_to_ids("<end_of_image>"))
+    model = Gemma3nForConditionalGeneration(cfg)
+    model.generation_config.eos_token_id = [tok.eos_token_id, eot]
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

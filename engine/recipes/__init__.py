@@ -1,29 +1,25 @@
-"""One recipe per model family; the shared HF Trainer driver is engine.training.
+"""Recipes: how each architecture (family) meets the shared HF Trainer driver (engine.training).
 
-Recipes import torch/transformers, so only worker processes import this package.
+Three generic recipes cover most of the field -- `seq2seq` (encoder-decoder, via
+AutoModelForSpeechSeq2Seq), `ctc` (AutoModelForCTC and siblings) and `audio_llm` (chat models
+that hear audio, driven by the processor's chat template) -- plus named exceptions (`whisper`,
+`seamless`). Each module declares the families (recipe keys and config.json model_types) it
+handles through `engine.recipes.registry`; nothing else lists them.
+
+Recipes import torch/transformers inside functions, so only worker processes build them.
 """
 
 from __future__ import annotations
 
-import importlib
-
-# recipe key (catalog `recipe` field) -> module under engine.recipes
-RECIPES = {
-    "whisper": "whisper",
-    "ctc": "ctc",
-    "qwen2_audio": "audio_llm",
-    "voxtral": "audio_llm",
-    "omni": "audio_llm",
-    "granite": "audio_llm",
-    "qwen_audio": "audio_llm",
-    "seamless": "seamless",
-}
+from engine.recipes.registry import UnknownRecipe, families, family, for_model_type, make
 
 
 def get_recipe(key: str):
-    """The Recipe instance for a catalog recipe key."""
+    """The Recipe instance for a catalog recipe key (or an older alias of one)."""
     try:
-        module = importlib.import_module(f"engine.recipes.{RECIPES[key]}")
-    except KeyError:
-        raise ValueError(f"no recipe {key!r}; known: {', '.join(sorted(RECIPES))}") from None
-    return module.make_recipe(key)
+        return make(key)
+    except UnknownRecipe as e:
+        raise ValueError(str(e)) from None
+
+
+__all__ = ["get_recipe", "families", "family", "for_model_type", "UnknownRecipe"]

@@ -22,7 +22,11 @@ from typing import Any, Sequence
 
 from engine.recipes.base import Example, Loaded
 from engine.recipes.ctc import keep_unquantized, to_model, unwrap
+from engine.recipes.registry import Family, register
 from engine.recipes.windowed import WindowedFeatureRecipe
+
+register(Family(key="seamless", kind="speech-to-text", module=__name__,
+                model_types=("seamless_m4t_v2", "seamless_m4t")))
 
 WINDOW_S = 30.0
 DEFAULT_LANG = "eng"

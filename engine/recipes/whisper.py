@@ -12,6 +12,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from engine.recipes.base import Example, Loaded
+from engine.recipes.registry import Family, register
+
+register(Family(key="whisper", kind="seq2seq", module=__name__, model_types=("whisper",)))
 
 SAMPLE_RATE = 16000
 WINDOW_S = 30.0
@@ -182,4 +185,6 @@ class WhisperRecipe:
 
 
 def make_recipe(key: str, **options: Any) -> WhisperRecipe:
+    if key != "whisper":
+        raise ValueError(f"engine.recipes.whisper has no recipe {key!r}")
     return WhisperRecipe(**options)

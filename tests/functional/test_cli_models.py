@@ -47,6 +47,40 @@ def test_models_vram_12_json(tmp_path):
     assert not (tmp_path / "voxtune.json").exists()  # a read-only command leaves no workspace behind
 
 
+NEW_2026 = {"qwen3-asr-0.6b", "qwen3-asr-1.7b", "granite-speech-3.3-2b", "parakeet-ctc-0.6b", "moonshine-tiny"}
+
+
+def test_models_json_lists_the_2026_candidates_trainable(tmp_path):
+    """Issue 14: at least 10 models beyond the seed's 15; the named ones trainable with full
+    and LoRA, and QLoRA / LoRA-8bit since bitsandbytes quantises their linear layers."""
+    rows = json.loads(voxtune("models", "--vram", "12", "--json", cwd=tmp_path).stdout)
+    by = {r["name"]: r for r in rows}
+    assert len(set(by) - USER_LIST) >= 8 and len(rows) >= len(USER_LIST) + 8
+    for name in NEW_2026:
+        r = by[name]
+        assert r["trainable"] and set(r["supported_methods"]) == {"full", "lora", "qlora", "lora8"}, name
+        assert r["params"]["source"] == "computed" and r["audio_tokens_per_s"] > 0 and r["licence"], name
+    assert by["parakeet-ctc-0.6b"]["output"] == "delete" and "monotonic" in by["parakeet-ctc-0.6b"]["notes"]
+    assert by["qwen3-asr-0.6b"]["output"] == "rewrite" and by["qwen3-asr-0.6b"]["whole_audio_s"] == 1200
+
+
+def test_models_filters_whole_five_minutes_and_output_kind(tmp_path):
+    whole = json.loads(voxtune("models", "--vram", "12", "--takes-whole", "300", "--json", cwd=tmp_path).stdout)
+    names = {r["name"] for r in whole}
+    assert {"qwen3-asr-0.6b", "voxtral-mini-3b", "granite-speech-3.3-2b"} <= names
+    assert not names & {"whisper-small", "moonshine-tiny", "parakeet-ctc-0.6b", "w2v-bert-2.0"}
+    assert all(r["whole_audio_s"] is None or r["whole_audio_s"] >= 300 for r in whole)
+    delete = json.loads(voxtune("models", "--vram", "12", "--output", "delete", "--json", cwd=tmp_path).stdout)
+    assert {r["name"] for r in delete} == {e.name for e in load_catalog() if e.family == "ctc"}
+    rewrite = json.loads(voxtune("models", "--vram", "12", "--output", "rewrite", "--json", cwd=tmp_path).stdout)
+    assert len(rewrite) + len(delete) == len(load_catalog()) and all(r["output"] == "rewrite" for r in rewrite)
+    text = voxtune("models", "--vram", "12", "--takes-whole", "300", "--output", "rewrite", cwd=tmp_path)
+    assert text.returncode == 0 and "filter: takes 300 s whole, can rewrite" in text.stdout
+    assert all(len(line) <= 80 for line in text.stdout.splitlines()[1:])
+    bad = voxtune("models", "--output", "shorten", cwd=tmp_path)
+    assert bad.returncode == 2 and "--output" in bad.stderr
+
+
 def test_models_text_table_and_gpu_preset(tmp_path):
     cp = voxtune("models", "--gpu", "rtx-4090", "--batch", "2", cwd=tmp_path)
     assert cp.returncode == 0, cp.stderr

@@ -304,12 +304,8 @@ def test_omni_thinker_loads_from_a_full_omni_checkpoint(tmp_path, tiny_model_dir
     assert all(torch.equal(got[k], want[k]) for k in want)
 
 
-def test_granite_speech_is_refused_with_the_reason():
-    from engine.recipes import get_recipe
-
-    with pytest.raises(NotImplementedError, match="speech LoRA adapter"):
-        get_recipe("granite").load("ibm-granite/granite-speech-3.3-2b", dtype=None, quantization_config=None,
-                                   device_map=None, trust_remote_code=False, train_texts=[])
+# Granite Speech was refused here until issue 14; it now trains (its shipped speech adapter is
+# merged at load): tests/functional/test_families_2026.py covers it.
 
 
 def test_ctc_new_head_trains_fully_under_lora(tmp_path, tiny_model_dirs):

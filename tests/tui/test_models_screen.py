@@ -144,3 +144,28 @@ def test_models_screen_snapshot(ws, snap_compare, monkeypatch):
         await pilot.pause()
 
     assert snap_compare(VoxtuneApp(ws), terminal_size=SIZE, run_before=run_before)
+
+
+def _names(screen) -> set[str]:
+    return {k.value for k in screen.query_one("#models-table", DataTable).rows}
+
+
+@pytest.mark.asyncio
+async def test_w_and_o_filter_five_minute_audio_and_rewrite_or_delete(ws):
+    entries = load_catalog()
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_models(app, pilot)
+        await pilot.press("w")
+        assert _names(screen) == {e.name for e in entries if e.takes_whole(300)}
+        assert "qwen3-asr-0.6b" in _names(screen) and "whisper-small" not in _names(screen)
+        assert "5-min audio whole" in screen.sub_title
+        await pilot.press("w", "o")  # 5-minute filter off; output: can rewrite
+        assert _names(screen) == {e.name for e in entries if e.family != "ctc"}
+        await pilot.press("o")  # can only delete
+        assert _names(screen) == {e.name for e in entries if e.family == "ctc"} >= {"w2v-bert-2.0", "parakeet-ctc-0.6b"}
+        assert "can only delete" in screen.sub_title and "monotonic" in detail(screen)
+        await pilot.press("w")  # no CTC model takes 5 minutes whole
+        assert not _names(screen) and "no model matches" in detail(screen)
+        await pilot.press("w", "o")
+        assert len(_names(screen)) == len(entries) and screen.sub_title == ""

@@ -15,7 +15,9 @@ USER_LIST = ["Qwen/Qwen-Audio", "Qwen/Qwen2-Audio-7B-Instruct", "openai/whisper-
              "facebook/seamless-m4t-v2-large", "facebook/w2v-bert-2.0", "mistralai/Voxtral-Mini-3B-2507",
              "mistralai/Voxtral-Small-24B-2507", "openai/whisper-large-v3-turbo", "Qwen/Qwen2.5-Omni-3B",
              "Qwen/Qwen2.5-Omni-7B", "ibm-granite/granite-speech-3.3-2b"]
-RECIPES = {"whisper", "ctc", "qwen2_audio", "voxtral", "seamless", "omni", "granite", "qwen_audio", "salmonn"}
+RECIPES = {"whisper", "ctc", "qwen2_audio", "voxtral", "seamless", "omni", "granite", "qwen_audio", "salmonn",
+           # the 2026 families (issue 14)
+           "qwen3_asr", "glmasr", "audioflamingo3", "moonshine", "parakeet_ctc", "gemma3n", "parakeet_tdt", "canary"}
 
 
 def test_every_candidate_is_in_the_catalog_with_its_fields():
@@ -125,12 +127,58 @@ def test_local_copy_without_safetensors_borrows_the_catalog_count(tmp_path):
 
 
 def test_trainable_flags_agree_with_the_recipes():
-    """A model marked trainable has a recipe that trains it; one the recipes refuse is not."""
-    from engine.recipes import RECIPES
-    from engine.recipes.audio_llm import UNSUPPORTED
+    """A model marked trainable has a recipe that trains it; one the recipes refuse is not.
+    (Ported from the RECIPES / UNSUPPORTED tables to the registry the recipe modules fill.)"""
+    from engine.recipes.registry import family, families
 
+    keys = {f.key for f in families()}
     for e in load_catalog():
+        fam = family(e.recipe)  # every catalog recipe is declared by some recipe module
+        assert e.family == fam.kind, f"{e.name}: catalog family {e.family!r}, recipe {fam.key} is {fam.kind!r}"
         if e.trainable:
-            assert e.recipe in RECIPES and e.recipe not in UNSUPPORTED, e.name
-        elif e.recipe in UNSUPPORTED or e.recipe not in RECIPES:
+            assert e.recipe in keys and fam.trainable, e.name
+        else:
             assert e.reason, e.name
+        for t in (e.model_type, *e.model_types):  # the catalog's model_types are the recipe's
+            assert not t or t in fam.model_types, (e.name, t)
+
+
+def test_registry_is_the_only_family_table():
+    """Every family is declared once, by the module that builds it; a model_type maps to one
+    recipe; an old config.json's recipe key (e.g. `granite`) still resolves."""
+    import importlib
+
+    from engine.recipes.registry import families, family, for_model_type
+
+    seen: dict[str, str] = {}
+    for f in families():
+        module = importlib.import_module(f.module)
+        assert callable(getattr(module, "make_recipe", None)), f.module
+        for t in f.model_types:
+            assert t not in seen, (t, seen.get(t), f.key)
+            seen[t] = f.key
+    assert for_model_type("qwen3_asr").key == "qwen3_asr" and for_model_type("parakeet_ctc").kind == "ctc"
+    assert family("granite").key == "granite" and MODEL_TYPES["granite_speech"] == ("audio-llm", "granite")
+
+
+def test_model_configs_exist_for_every_2026_model():
+    """Each model beyond the seed's 15 ships its real transformers config (the param counts and
+    the memory tracer read data/model_configs/<name>.json), with its model_type."""
+    from engine.params import config_path
+
+    new = [e for e in load_catalog() if e.hub_id not in USER_LIST]
+    assert len(new) >= 10
+    for e in new:
+        cfg = json.loads(config_path(e.name).read_text())
+        assert cfg["model_type"] == e.model_type and e.params["source"] == "computed", e.name
+
+
+def test_filters_whole_audio_and_output_kind():
+    from engine.catalog import matches
+
+    assert not get_model("whisper-small").takes_whole(300) and get_model("voxtral-mini-3b").takes_whole(300)
+    assert get_model("qwen2-audio-7b-instruct").takes_whole(300)  # several 30 s items in one prompt
+    assert matches(get_model("parakeet-ctc-0.6b"), output="delete")
+    assert not matches(get_model("parakeet-ctc-0.6b"), output="rewrite")
+    assert matches(get_model("qwen3-asr-0.6b"), takes_whole=300, output="rewrite")
+    assert "monotonic" in get_model("parakeet-ctc-0.6b").notes and "monotonic" in get_model("w2v-bert-2.0").notes

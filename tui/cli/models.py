@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from engine.catalog import OUTPUTS, matches
 from engine.enums import METHODS
 from tui.cli import CliError, emit
 
@@ -17,6 +18,11 @@ def register(sub) -> None:
     p.add_argument("--batch", type=_positive_int, default=1, help="examples per step (default 1)")
     p.add_argument("--audio-seconds", type=_positive_float, default=30.0, metavar="S",
                    help="audio per example in seconds (default 30)")
+    p.add_argument("--takes-whole", type=_positive_float, default=None, metavar="S",
+                   help="only models that take a clip of S seconds whole, uncut (e.g. 300 for 5-minute audio)")
+    p.add_argument("--output", choices=OUTPUTS, default=None,
+                   help="rewrite: models that can rewrite text (encoder-decoder, audio LLM); "
+                        "delete: models that can only keep or drop what they hear (CTC)")
     p.add_argument("--json", action="store_true", help="print a JSON array only")
     p.set_defaults(func=cmd_models)
 
@@ -125,7 +131,10 @@ def model_row(row: dict, gpu_gb: float) -> dict:
         "name": e.name, "hub_id": e.hub_id, "family": e.family, "recipe": e.recipe,
         "params_total": p.get("total"),
         "params": {k: p.get(k) for k in ("audio_encoder", "decoder", "other")} | {"source": p.get("source")},
-        "window_s": e.window_s, "long_audio": e.long_audio, "languages": e.languages, "licence": e.licence,
+        "window_s": e.window_s, "long_audio": e.long_audio, "whole_audio_s": _finite(e.whole_audio_s),
+        "audio_tokens_per_s": e.audio_tokens_per_s, "output": "rewrite" if e.can_rewrite else "delete",
+        "model_type": e.model_type, "requires_remote_code": e.requires_remote_code, "notes": e.notes,
+        "languages": e.languages, "licence": e.licence,
         "trainable": e.trainable, "reason": e.reason, "supported_methods": e.methods,
         "methods": row["methods"], "gpu_gb": gpu_gb,
         "recommendation": recommend(e, gpu_gb).text if e.params else None,
@@ -135,16 +144,26 @@ def model_row(row: dict, gpu_gb: float) -> dict:
 MARK = {"fits": "✓", "tight": "~", "no": "✗"}
 
 
+def _finite(x: float) -> float | None:
+    """JSON has no infinity: None means no limit."""
+    return None if x == float("inf") else x
+
+
 def cmd_models(args) -> int:
     from engine.estimator import FitConfig, estimate_all
 
     label, gb, how = resolve_gpu(args)
     rows = estimate_all(gb, FitConfig(batch=args.batch, audio_seconds=args.audio_seconds))
+    rows = [r for r in rows if matches(r["entry"], args.takes_whole, args.output)]
     out = [model_row(r, gb) for r in rows]
     lines = [f"GPU: {label} ({gb:g} GB, {how})",
              f"batch {args.batch}, {args.audio_seconds:g} s audio per example; GB (1e9 bytes) per method: "
              "✓ fits ~ tight ✗ no"]
-    lines.insert(2, f"{'model':<24}{'params':>7} {'window':>6}" + "".join(f"{m:>10}" for m in METHODS))
+    shown = [f"takes {args.takes_whole:g} s whole"] if args.takes_whole else []
+    shown += {"rewrite": ["can rewrite (seq2seq, audio LLM)"], "delete": ["can only delete (CTC)"]}.get(args.output, [])
+    if shown:
+        lines.append("filter: " + ", ".join(shown) + f" ({len(out)} models)")
+    lines.append(f"{'model':<24}{'params':>7} {'window':>6}" + "".join(f"{m:>10}" for m in METHODS) + " o")
     for o in out:
         cells = []
         for m in METHODS:
@@ -152,8 +171,10 @@ def cmd_models(args) -> int:
             cells.append(f"{MARK[v['verdict']]} {v['total_gb']:.1f}".rjust(10) if v else "?".rjust(10))
         win = f"{o['window_s']:g}s"
         name = o["name"] if o["trainable"] else o["name"] + "*"
-        lines.append(f"{name[:23]:<24}{fmt_params(o['params_total']):>7} {win:>6}" + "".join(cells))
+        lines.append(f"{name[:23]:<24}{fmt_params(o['params_total']):>7} {win:>6}" + "".join(cells)
+                     + (" r" if o["output"] == "rewrite" else " d"))
     lines.append("* estimates only: voxtune cannot train it (`voxtune fit MODEL` says why)")
+    lines.append("o (output): r can rewrite text; d CTC, monotonic: can drop words, not rewrite")
     lines.append("`voxtune fit MODEL --method M` explains one estimate term by term.")
     emit(out, args.json, "\n".join(lines))
     return 0

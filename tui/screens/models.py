@@ -19,7 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Label, Select, Static
 
 from engine import calibration
-from engine.catalog import ModelEntry, load_catalog
+from engine.catalog import WHOLE_5_MIN_S, ModelEntry, load_catalog, matches
 from engine.estimator import FitConfig, estimate, max_batch, recommend
 from engine.gpus import Gpu, detect, presets
 from tui.widgets.footer import KeysFooter
@@ -78,12 +78,22 @@ def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: 
         for _, c in measured:
             t.append(f"{c['measured_gb']:>9.1f}" if c else f"{'-':>9}", style="cyan")
         t.append("\n")
+    t.append("can rewrite text" if entry.can_rewrite else "CTC, monotonic: can drop fillers, cannot rewrite",
+             style="dim")
+    t.append(f" · takes {_whole(entry)} whole\n", style="dim")
     if not entry.trainable:
         t.append(f"not trainable: {entry.reason}\n", style="yellow")
     else:
         t.append(recommend(entry, gpu_gb, cfg).text + "\n", style="bold green")
     t.rstrip()
     return t
+
+
+def _whole(entry: ModelEntry) -> str:
+    s = entry.whole_audio_s
+    if s == float("inf"):
+        return "any length (as several items)"
+    return f"up to {s / 60:g} min" if s >= 60 else f"up to {s:g} s"
 
 
 class ModelsScreen(Screen):
@@ -105,6 +115,8 @@ class ModelsScreen(Screen):
         Binding("g", "pick_gpu", "GPU"),
         Binding("b", "edit_batch", "Batch"),
         Binding("a", "edit_audio", "Audio s"),
+        Binding("w", "toggle_whole", "5-min whole"),
+        Binding("o", "cycle_output", "Rewrite/delete"),
         Binding("enter", "new_run", "New run for model", show=False),
         Binding("r", "refresh", "Refresh"),
         Binding("escape", "focus_table", "Table", show=False),
@@ -117,6 +129,8 @@ class ModelsScreen(Screen):
         self.gpu_gb = 12.0
         self.cfg = FitConfig(method="lora", batch=1, audio_seconds=30.0)
         self.filter = ""
+        self.whole_s: float | None = None  # w: only models that take WHOLE_5_MIN_S of audio whole
+        self.output: str | None = None  # o: None -> "rewrite" -> "delete" -> None
         self.measurements: list[dict] = []
 
     # -- layout -----------------------------------------------------------------------------
@@ -167,7 +181,14 @@ class ModelsScreen(Screen):
     def visible(self) -> list[ModelEntry]:
         f = self.filter.lower().strip()
         return [e for e in self.entries
-                if not f or f in e.name.lower() or f in e.hub_id.lower() or f in e.family or f in e.recipe]
+                if (not f or f in e.name.lower() or f in e.hub_id.lower() or f in e.family or f in e.recipe)
+                and matches(e, self.whole_s, self.output)]
+
+    def filter_text(self) -> str:
+        """What the w / o keys filter on, shown in the header ("" when nothing)."""
+        parts = [f"takes {self.whole_s / 60:g}-min audio whole"] if self.whole_s else []
+        parts += {"rewrite": ["can rewrite"], "delete": ["can only delete (CTC)"]}.get(self.output or "", [])
+        return "filter: " + ", ".join(parts) if parts else ""
 
     def current(self) -> ModelEntry | None:
         table = self.query_one("#models-table", DataTable)
@@ -193,7 +214,8 @@ class ModelsScreen(Screen):
         e = self.current()
         detail = self.query_one("#models-detail", Static)
         if e is None:
-            detail.update(Text(f"no model matches {self.filter!r} (escape, then / to change the filter)", style="dim"))
+            what = " and ".join(x for x in (repr(self.filter) if self.filter else "", self.filter_text()) if x)
+            detail.update(Text(f"no model matches {what} (/ changes the text filter, w and o the others)", style="dim"))
         else:
             detail.update(detail_text(e, self.cfg, self.gpu_gb, self.measurements))
 
@@ -255,6 +277,18 @@ class ModelsScreen(Screen):
 
     def action_edit_audio(self) -> None:
         self.query_one("#audio-input", Input).focus()
+
+    def action_toggle_whole(self) -> None:
+        self.whole_s = None if self.whole_s else WHOLE_5_MIN_S
+        self._filters_changed()
+
+    def action_cycle_output(self) -> None:
+        self.output = {None: "rewrite", "rewrite": "delete"}.get(self.output)
+        self._filters_changed()
+
+    def _filters_changed(self) -> None:
+        self.sub_title = self.filter_text()
+        self.rebuild()
 
     def action_focus_table(self) -> None:
         self.query_one("#models-table", DataTable).focus()
