@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from engine import clips as clips_mod
 from engine.runfiles import RunFiles, atomic_write_text, read_json, read_jsonl
 from engine.workspace import Workspace
 from engine.errors import VoxtuneError
@@ -248,6 +249,7 @@ def run_detail(ws: Workspace, record: dict) -> dict:
         "metrics": final_metrics,
         "curves": curves(metrics),
         "samples": final_samples(read_jsonl(rf.samples)),
+        "clips": clips_mod.latest(read_jsonl(rf.clips)),
         "peak_memory": record.get("peak_memory") or result.get("peak_memory") or {},
         "problems": problems,
     }

@@ -140,6 +140,11 @@ class RunFiles:
         return self.root / "samples.jsonl"
 
     @property
+    def clips(self) -> Path:
+        """Every clip's prediction and WER at every evaluation (engine.clips)."""
+        return self.root / "clips.jsonl"
+
+    @property
     def telemetry(self) -> Path:
         return self.root / "telemetry.jsonl"
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from engine import clips as clips_mod
 from engine import distributed
 from engine import metrics as metrics_mod
 from engine.config import (DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, SEQ2SEQ_MAX_NEW_TOKENS, ConfigError, RunConfig,
@@ -38,6 +39,7 @@ from engine.enums import Method, RunStatus
 from engine.runfiles import RunFiles, append_jsonl, atomic_write_json
 
 GIB = 1024**3
+DEFAULT_SAMPLES = 3  # clips an eval-only run shows when none of its split's clips is pinned (datasets.DEFAULT_PINNED)
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw8bit": "adamw_bnb_8bit", "adafactor": "adafactor"}
 
 
@@ -290,14 +292,17 @@ class Evaluator:
     """Scores a model on the evaluation rows: generation -> joined clip transcripts -> metrics."""
 
     def __init__(self, recipe, loaded, rows: list[dict], files: RunFiles, cfg: RunConfig, device: str,
-                 precision: str, reporter: Reporter | None = None):
+                 precision: str, reporter: Reporter | None = None, split: str | None = None):
         self.recipe, self.loaded, self.rows, self.files = recipe, loaded, rows, files
+        self.split = split or (cfg.split if cfg.eval_only else None) or "validation"
         self.reporter = reporter or Reporter([], files.root, files.root.name)
         self.batch = max(1, int(cfg.get("eval_batch_size") or cfg.batch_size or 1))
         self.max_new_tokens = int(cfg.max_new_tokens or SEQ2SEQ_MAX_NEW_TOKENS)
         self.device, self.precision = device, precision
         pinned = set(cfg.get("pinned") or _pinned(cfg))
         self.pinned = [r["id"] for r in rows if r["id"] in pinned]
+        if not self.pinned and cfg.eval_only:  # the pins live in another split: show this one's first clips
+            self.pinned = [r["id"] for r in rows[:DEFAULT_SAMPLES]]
         self._examples = None
 
     @property
@@ -350,9 +355,12 @@ class Evaluator:
         rec = {"kind": "eval", "step": step, "max_steps": max_steps,
                "eval_loss": round(loss_sum / loss_n, 6) if loss_n else None,
                **{k: round(v, 6) for k, v in metrics_mod.score(refs, hyps).items()},
-               "clips": len(self.rows), "eval_s": round(now - t0, 3), "time": now}
+               "clips": len(self.rows), "split": self.split, "eval_s": round(now - t0, 3), "time": now}
         if distributed.is_main():  # FSDP: every rank scores (in lockstep); one writes
             append_jsonl(self.files.metrics, rec)
+            with open(self.files.clips, "a", encoding="utf-8") as f:  # every clip, one write per evaluation
+                f.write("".join(json.dumps(c, ensure_ascii=False) + "\n"
+                                for c in clips_mod.clip_records(self.rows, hyps, step, self.split, now)))
             by_id = {r["id"]: (r, h) for r, h in zip(self.rows, hyps)}
             samples = []
             for cid in self.pinned:

@@ -92,6 +92,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         lines.append(f"  {time.strftime('%m-%d %H:%M:%S', time.localtime(h['time']))} {h['status']}"
                      + (f": {h['reason']}" if h.get("reason") else ""))
     lines.append(f"  folder: {files.root}")
+    if getattr(args, "clips", None):
+        from engine import clips
+
+        records = clips.read(files.root)
+        out["worst_clips"] = clips.worst(records, args.clips)
+        lines += clips.format_worst(records, args.clips)
     emit(out, args.json, "\n".join(lines))
     return 0
 
@@ -198,6 +204,9 @@ def register(sub) -> None:
     show = rs.add_parser("show", help="config, status, progress, last evaluation, peak memory")
     show.add_argument("id")
     show.add_argument("--json", action="store_true")
+    show.add_argument("--clips", type=int, nargs="?", const=5, default=None, metavar="N",
+                      help="also print the N clips with the highest WER in the last evaluation, with word "
+                           "diffs (default 5)")
     show.set_defaults(func=cmd_show)
 
     c = rs.add_parser("cancel", help="cancel a queued run, or stop a running one after a checkpoint")

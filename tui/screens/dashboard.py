@@ -48,6 +48,7 @@ class Batch:
     skipped_bytes: int = 0
     metrics: list[dict] = field(default_factory=list)
     samples: list[dict] = field(default_factory=list)
+    clips: list[dict] = field(default_factory=list)
     telemetry: list[dict] = field(default_factory=list)
     record: dict | None = None
     result: dict | None = None
@@ -95,7 +96,7 @@ class RunTail:
             # attach: the newest log lines only, but the whole metric and sample history
             lines, end = tail_lines(self.files.log, self.log_lines)
             batch.log = lines
-            self.offsets = {"log": end, "metrics": 0, "samples": 0, "telemetry": 0}
+            self.offsets = {"log": end, "metrics": 0, "samples": 0, "clips": 0, "telemetry": 0}
             try:
                 tsize = os.path.getsize(self.files.telemetry)
             except FileNotFoundError:
@@ -112,6 +113,7 @@ class RunTail:
                 break
         batch.progress = read_progress(self.files)  # incremental and cached by engine.progress
         batch.samples = self._jsonl("samples")
+        batch.clips = self._jsonl("clips")
         batch.telemetry += self._jsonl("telemetry")
         every = FINAL_RECORD_POLL_S if self.record_final else RECORD_POLL_S
         if now - self._record_at >= every or not self._record_at:
@@ -235,6 +237,8 @@ class DashboardScreen(Screen):
         self.progress = batch.progress or self.progress
         if batch.samples:
             self.query_one(SamplesPanel).add(batch.samples)
+        if batch.clips:
+            self.query_one(SamplesPanel).add_clips(batch.clips)
         if batch.telemetry:
             self.query_one(GpuPanel).add(batch.telemetry)
             self.query_one("#side-gpu", Static).update(self.query_one("#gpu-gauge", Static).render())

@@ -20,7 +20,7 @@ from engine.compare import COLUMNS, CompareError, fmt_value
 from engine.store import Store
 from tui.widgets.plot import Plot, Series
 from tui.widgets.run_list import Column, RunList
-from tui.widgets.samples import diff_text
+from tui.widgets.samples import diff_text, worst_clips_text
 from tui.widgets.footer import KeysFooter
 
 SORT_CYCLE = ["created_at", "wer", "best_wer", "cer", "eval_loss", "final_loss", "duration_s", "peak_gb", "id", "model", "status"]
@@ -294,6 +294,9 @@ class RunDetailScreen(Screen):
             t.append(f"{sid} (step {s.get('step')})\n", style="bold")
             t.append_text(diff_text(s.get("reference", "") or "", s.get("prediction", "") or ""))
             t.append("\n")
+        if d.get("clips"):
+            t.append("\nWorst clips\n", style="bold underline")
+            t.append_text(worst_clips_text(d["clips"]))
         t.append("\nConfiguration\n", style="bold underline")
         for k, v in sorted(d["config"].items()):
             if k != "versions":

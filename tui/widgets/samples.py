@@ -75,6 +75,45 @@ class SampleHistory:
         self.index = None if i == len(steps) - 1 else i
 
 
+def worst_clips_text(records: list[dict], n: int = 5) -> Text:
+    """The latest evaluation's worst clips (engine.clips.worst), one WER line and one word diff each."""
+    from engine.clips import latest, worst
+
+    rows = worst(records, n)
+    t = Text()
+    if not rows:
+        return t
+    t.append(f"worst {len(rows)} of {len(latest(records))} clips at step {rows[0].get('step')} "
+             f"({rows[0].get('split') or '?'} split), by normalised WER\n", style="bold")
+    for r in rows:
+        t.append(f"{r.get('clip_id')}", style="bold")
+        t.append(f"  WER {r.get('wer_normalized') or 0:.3f}\n", style="yellow")
+        t.append_text(diff_text(r.get("reference", "") or "", r.get("prediction", "") or ""))
+        t.append("\n")
+    return t
+
+
+class WorstClips(Static):
+    """Every clip's result at the latest evaluation (clips.jsonl) -> its worst few with word
+    diffs. Hidden until the run has per-clip results."""
+
+    DEFAULT_CSS = "WorstClips { display: none; }"
+
+    def __init__(self, n: int = 5, **kwargs) -> None:
+        super().__init__("", **kwargs)
+        self.n = n
+        self.records: list[dict] = []
+
+    def add(self, records: list[dict]) -> None:
+        if not records:
+            return
+        last = max(r.get("step", 0) for r in records)
+        keep = max([last] + [r.get("step", 0) for r in self.records])
+        self.records = [r for r in self.records + records if r.get("step", 0) == keep]  # the latest evaluation only
+        self.update(worst_clips_text(self.records, self.n))
+        self.display = True
+
+
 class SamplesPanel(VerticalScroll):
     DEFAULT_CSS = """
     SamplesPanel > Static { margin-bottom: 1; }
@@ -85,7 +124,11 @@ class SamplesPanel(VerticalScroll):
         self.history = SampleHistory()
 
     def compose(self):
+        yield WorstClips(id="worst-clips")
         yield Static("no sample outputs yet (written at each evaluation)", id="samples-body")
+
+    def add_clips(self, records: list[dict]) -> None:
+        self.query_one(WorstClips).add(records)
 
     def add(self, records: list[dict]) -> None:
         if records:

@@ -1,0 +1,56 @@
+"""Per-clip results: every evaluation writes every clip's prediction and WER (clips.jsonl),
+eval-only runs on any split write samples too, and `runs show --clips` prints the worst."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS))
+
+from tiny_models import make_tiny_dataset, make_tiny_whisper  # noqa: E402
+
+from engine.runfiles import RunFiles, read_json, read_jsonl  # noqa: E402
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory) -> Path:
+    return make_tiny_whisper(tmp_path_factory.mktemp("models") / "tiny-whisper")
+
+
+def test_eval_only_on_the_test_split_writes_every_clip_and_samples(ws, tiny_whisper, monkeypatch, capsys):
+    import torch
+
+    from engine import queue, training
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("VOXTUNE_DEVICE", "cpu")
+    # pinned clips live in validation; the run scores test (clips 3, 4, 5)
+    make_tiny_dataset(ws, n=6, splits={"train": [0, 1], "validation": [0, 1, 2], "test": [3, 4, 5]}, pinned=2)
+    run_id = queue.add(ws, model=str(tiny_whisper), dataset="tiny", eval_only=True, split="test",
+                       batch_size=2, max_new_tokens=6, precision="fp32", seed=0)
+    run_dir = ws.run_dir(run_id)
+    assert training.run(run_dir) == 0, RunFiles(run_dir).log.read_text(errors="replace")[-2000:]
+    files = RunFiles(run_dir)
+    recs = read_jsonl(files.clips)
+    assert sorted(r["clip_id"] for r in recs) == ["clip03", "clip04", "clip05"]
+    assert all(r["split"] == "test" and r["step"] == 0 and isinstance(r["wer"], float) for r in recs)
+    assert all(r["reference"] for r in recs)
+    (ev,) = list(files.iter_metrics("eval"))
+    assert ev["split"] == "test" and ev["clips"] == 3
+    samples = read_jsonl(files.samples)
+    assert samples and {s["sample_id"] for s in samples} <= {"clip03", "clip04", "clip05"}
+    assert read_json(files.result)["status"] == "finished"
+
+    from tui.cli import main
+
+    capsys.readouterr()
+    assert main(["--home", str(ws.home), "runs", "show", run_id, "--clips", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "worst 2 of 3 clips at step 0 (test split)" in out, out
+    assert out.count("WER ") >= 2
