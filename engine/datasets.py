@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import random
 import re
 import statistics
@@ -29,7 +30,8 @@ from engine.errors import VoxtuneError
 SPLITS = ("train", "validation", "test")
 MIN_DURATION_S = 0.5
 MAX_DURATION_S = 30 * 60
-DEFAULT_SPLIT = "0.8/0.1/0.1"
+DEFAULT_SPLIT = "auto"  # auto_split_counts: 80/10/10 from 50 clips, a usable validation split below
+MIN_VALIDATION = 5  # fewer validation clips than this get a warning (validation_warning)
 DEFAULT_SEED = 0
 DEFAULT_PINNED = 3
 DEMO_NAME = "demo"
@@ -273,28 +275,56 @@ def validate(raw_rows: list[dict]) -> tuple[list[dict], list[dict], list[str]]:
 
 # -- splits and pinned samples ---------------------------------------------------------------
 def parse_split(spec: str | None) -> tuple[str, list[float]]:
-    """"8/1/1" or "0.8/0.1/0.1" (also ":" or ","): ("count"|"fraction", three numbers)."""
+    """"auto", counts "8/1/1" or fractions "0.8/0.1/0.1" (separators / : ,) -> ("auto"|"count"|
+    "fraction", three numbers). Whole numbers adding up to more than 1 are counts (exact: they
+    must add up to the number of clips, `split_counts`); otherwise numbers in [0, 1] adding up to
+    1 are fractions. Anything else raises DatasetError."""
     spec = spec or DEFAULT_SPLIT
+    if str(spec).strip().lower() == "auto":
+        return "auto", []
     parts = re.split(r"[/:,]", str(spec))
     try:
         nums = [float(p) for p in parts]
     except ValueError:
         nums = []
-    if len(nums) != 3 or any(n < 0 for n in nums) or sum(nums) <= 0:
-        raise DatasetError(f"--split {spec!r}: give train/validation/test as counts (8/1/1) or fractions (0.8/0.1/0.1)")
-    kind = "count" if all(n.is_integer() for n in nums) and sum(nums) > 1 else "fraction"
-    return kind, nums
+    usage = "give train/validation/test as counts that add up to the clips (8/1/1), fractions (0.8/0.1/0.1) or auto"
+    if len(nums) != 3 or any(not math.isfinite(n) or n < 0 for n in nums) or sum(nums) <= 0:
+        raise DatasetError(f"--split {spec!r}: {usage}")
+    if all(n.is_integer() for n in nums) and sum(nums) > 1:
+        return "count", nums
+    if abs(sum(nums) - 1) > 1e-6:
+        raise DatasetError(f"--split {spec!r}: fractions must add up to 1 (they add up to {sum(nums):g}); {usage}")
+    return "fraction", nums
+
+
+def auto_split_counts(n: int) -> tuple[int, int, int]:
+    """The default split: 80/10/10 once there are 50 clips; below that the validation split
+    keeps up to MIN_VALIDATION clips (30% of the data at most) so the best checkpoint is not
+    chosen on one clip, and the test split 10% (at least 1 clip from 3 clips on).
+    10 clips -> 6/3/1, 20 -> 13/5/2, 50 -> 40/5/5, 100 -> 80/10/10."""
+    if n < 2:
+        return n, 0, 0
+    val = max(round(0.1 * n), min(MIN_VALIDATION, math.ceil(0.3 * n)))
+    test = max(round(0.1 * n), 1) if n >= 3 else 0
+    val = min(val, n - 1 - test)
+    return n - val - test, val, test
 
 
 def split_counts(n: int, spec: str | None = None) -> tuple[int, int, int]:
-    """How many clips go to train/validation/test. Counts are exact when they add up to n;
-    otherwise they are proportions. Small datasets still get one validation and one test clip
-    (10 -> 8/1/1, 3 -> 1/1/1) whenever the spec asks for any."""
+    """How many of `n` clips go to train/validation/test. Counts are exact and must add up to n
+    (DatasetError otherwise: nothing is silently rescaled); fractions are rounded, keeping one
+    validation and one test clip when asked for any (3 clips at 0.8/0.1/0.1 -> 1/1/1); "auto"
+    (the default) is `auto_split_counts`."""
     kind, nums = parse_split(spec)
-    if kind == "count" and sum(nums) == n:
+    if kind == "auto":
+        return auto_split_counts(n)
+    if kind == "count":
+        if sum(nums) != n:
+            raise DatasetError(f"--split {spec}: the counts add up to {sum(nums):g} but the dataset has {n} usable "
+                               f"clips", field="split",
+                               hint=f"give counts that add up to {n}, fractions (0.8/0.1/0.1) or auto")
         return int(nums[0]), int(nums[1]), int(nums[2])
-    total = sum(nums)
-    fr = [x / total for x in nums]
+    fr = nums
     val = round(n * fr[1])
     test = round(n * fr[2])
     if fr[1] > 0 and val == 0 and n >= 2:
@@ -308,6 +338,28 @@ def split_counts(n: int, spec: str | None = None) -> tuple[int, int, int]:
             else:
                 val -= 1
     return n - val - test, val, test
+
+
+def stored_spec(rec: dict | None, n: int) -> str:
+    """The split spec a redraw without --split uses: the dataset's own, unless it was counts for
+    a different number of clips (then the default)."""
+    spec = (rec or {}).get("split_spec") or DEFAULT_SPLIT
+    try:
+        split_counts(n, spec)
+    except DatasetError:
+        return DEFAULT_SPLIT
+    return spec
+
+
+def validation_warning(n_val: int, name: str | None = None) -> str | None:
+    """A one-line warning when a validation split is too small to choose a checkpoint on
+    (fewer than MIN_VALIDATION clips), else None."""
+    if n_val >= MIN_VALIDATION:
+        return None
+    where = f"dataset {name!r}: " if name else ""
+    return (f"{where}validation split has {n_val} clip(s) (< {MIN_VALIDATION}): its WER, and the best checkpoint "
+            f"chosen on it, are noisy; redraw with `voxtune data split {name or 'NAME'} --split ...` or evaluate "
+            f"on another dataset with --eval-dataset NAME[:SPLIT]")
 
 
 def make_splits(ids: list[str], seed: int = DEFAULT_SEED, spec: str | None = None) -> dict[str, list[str]]:
@@ -369,7 +421,7 @@ def import_dataset(ws: Workspace, path: str | Path, name: str, seed: int | None 
     explicit = seed is not None or split is not None or old is None
     if explicit:
         seed = seed if seed is not None else (old or {}).get("split_seed", DEFAULT_SEED)
-        split = split or (old or {}).get("split_spec") or DEFAULT_SPLIT
+        split = split or stored_spec(old, len(ids))
         splits = make_splits(ids, seed, split)
     else:
         seed, split = old.get("split_seed", DEFAULT_SEED), old.get("split_spec", DEFAULT_SPLIT)
@@ -402,7 +454,7 @@ def import_dataset(ws: Workspace, path: str | Path, name: str, seed: int | None 
         report["changes"] = _changes(old_rows, rows)
         report["changes"]["splits"] = "recomputed" if explicit else "kept"
     report.update(stored=True, manifest=str(manifest), splits={s: len(splits[s]) for s in SPLITS},
-                  split_seed=seed, pinned=pins)
+                  split_seed=seed, pinned=pins, warning=validation_warning(len(splits["validation"]), name))
     return report
 
 
@@ -471,7 +523,7 @@ def set_splits(ws: Workspace, name: str, seed: int | None = None, spec: str | No
             new = {s: list(splits.get(s, [])) for s in SPLITS}
         else:
             seed = rec.get("split_seed", DEFAULT_SEED) if seed is None else seed
-            spec = spec or rec.get("split_spec", DEFAULT_SPLIT)
+            spec = spec or stored_spec(rec, len(ids))
             new = make_splits(ids, seed, spec)
             rec["split_seed"], rec["split_spec"] = seed, spec
         rec["splits"] = new

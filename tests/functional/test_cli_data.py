@@ -31,7 +31,8 @@ def test_import_ls_show_split_pin(tmp_path):
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert (out["name"], out["clips_total"], out["clips_usable"]) == ("mine", 11, 10)
-    assert out["splits"] == {"train": 8, "validation": 1, "test": 1}
+    assert out["splits"] == {"train": 6, "validation": 3, "test": 1}
+    assert "warning: dataset 'mine': validation split has 3 clip(s) (< 5)" in p.stderr
     assert out["problems"] == [{"file": str(src / "quiet.wav"), "reason": "silence only (no sound above -50 dBFS)"}]
     assert out["hours"] == pytest.approx(10 / 3600, abs=1e-4)
     assert "warning: 1 clip(s) left out" in p.stderr and "quiet.wav" in p.stderr
@@ -46,6 +47,13 @@ def test_import_ls_show_split_pin(tmp_path):
 
     p = voxtune(home, "split", "mine", "--split", "6/2/2", "--json")
     assert p.returncode == 0 and json.loads(p.stdout)["splits"] == {"train": 6, "validation": 2, "test": 2}
+    assert "validation split has 2 clip(s)" in p.stderr
+    p = voxtune(home, "split", "mine", "--split", "8/1/2")  # 11 != 10 usable clips: refused, splits unchanged
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "counts add up to 11 but the dataset has 10 usable clips" in p.stderr
+    p = voxtune(home, "split", "mine", "--split", "5/5/0", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["splits"] == {"train": 5, "validation": 5, "test": 0}
+    assert "warning" not in p.stderr
     p = voxtune(home, "pin", "mine", "clip00", "--json")
     assert p.returncode == 0 and json.loads(p.stdout)["pinned"] == ["clip00"]
     p = voxtune(home, "pin", "mine", "nope")

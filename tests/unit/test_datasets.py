@@ -22,7 +22,7 @@ def reasons(report) -> dict[str, str]:
 
 
 # -- layouts -----------------------------------------------------------------------------
-def test_folder_layout_imports_with_8_1_1_splits_and_changes_nothing(ws, tmp_path):
+def test_folder_layout_imports_with_6_3_1_splits_and_changes_nothing(ws, tmp_path):
     src = make_folder_dataset(tmp_path / "clips", n=10)
     (src / "clip03.verbatim.txt").write_text("Clip um number 3 says says something clean.", encoding="utf-8")
     (src / "clip04.verbatim.json").write_text(json.dumps([{"start": 0, "end": 1.5, "text": "Clip four"}]),
@@ -32,7 +32,8 @@ def test_folder_layout_imports_with_8_1_1_splits_and_changes_nothing(ws, tmp_pat
     assert tree_hashes(src) == before
     assert report["layout"] == "folder"
     assert (report["clips_total"], report["clips_usable"], report["problems"]) == (10, 10, [])
-    assert report["splits"] == {"train": 8, "validation": 1, "test": 1}
+    assert report["splits"] == {"train": 6, "validation": 3, "test": 1}  # auto: a usable validation split
+    assert "validation split has 3 clip(s) (< 5)" in report["warning"]
     rows = D.load_rows(ws, "mine", "all")
     assert [r["id"] for r in rows] == [f"clip{i:02d}" for i in range(10)]
     r3 = rows[3]
@@ -216,12 +217,25 @@ def test_splits_are_deterministic_and_sized_by_count_or_fraction():
     ids = [f"c{i}" for i in range(10)]
     a = D.make_splits(ids, seed=7)
     assert a == D.make_splits(list(reversed(ids)), seed=7)
-    assert [len(a[s]) for s in D.SPLITS] == [8, 1, 1]
+    assert [len(a[s]) for s in D.SPLITS] == [6, 3, 1]
     assert D.make_splits(ids, seed=8) != a
     assert D.split_counts(10, "8/1/1") == (8, 1, 1)
     assert D.split_counts(10, "6/2/2") == (6, 2, 2)
-    assert D.split_counts(100, "8/1/1") == (80, 10, 10)
+    assert D.split_counts(12, "8/2/2") == (8, 2, 2)
+    assert D.split_counts(100, "0.8/0.1/0.1") == (80, 10, 10)
     assert D.split_counts(10, "0.5/0.3/0.2") == (5, 3, 2)
+    assert D.split_counts(10, "0.8/0.1/0.1") == (8, 1, 1)  # asked for explicitly: honoured
+    # counts that do not add up are refused, never rescaled (12 clips: 8/1/1 is not 10/1/1)
+    for n, spec in ((12, "8/1/1"), (12, "10/3/3"), (100, "8/1/1")):
+        with pytest.raises(D.DatasetError, match=f"add up to {sum(map(int, spec.split('/')))} but the dataset has {n}"):
+            D.split_counts(n, spec)
+    with pytest.raises(D.DatasetError, match="fractions must add up to 1"):
+        D.split_counts(10, "0.5/0.2/0.1")
+    # auto: 80/10/10 from 50 clips; below, up to 5 validation clips
+    assert [D.split_counts(n) for n in (5, 10, 20, 50, 100)] == [(2, 2, 1), (6, 3, 1), (13, 5, 2), (40, 5, 5),
+                                                                  (80, 10, 10)]
+    assert D.split_counts(10, "auto") == (6, 3, 1)
+    assert D.validation_warning(5) is None and "--eval-dataset" in D.validation_warning(4, "d")
     assert D.split_counts(3) == (1, 1, 1)
     assert D.split_counts(2) == (1, 1, 0)
     assert D.split_counts(1) == (1, 0, 0)

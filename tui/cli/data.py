@@ -18,7 +18,9 @@ def register(sub) -> None:
     imp.add_argument("--name", required=True, help="dataset name")
     imp.add_argument("--seed", type=int, default=None, help="split seed (default 0; re-import keeps splits unless given)")
     imp.add_argument("--split", default=None, metavar="SPEC",
-                     help="train/validation/test as counts (8/1/1) or fractions (0.8/0.1/0.1, the default)")
+                     help="train/validation/test as counts that add up to the clips (8/1/1 for 10), fractions "
+                          "(0.8/0.1/0.1) or auto (the default: 80/10/10 from 50 clips; below that a validation "
+                          "split of up to 5 clips, e.g. 6/3/1 for 10)")
     imp.add_argument("--pin", nargs="+", metavar="ID", help="pinned sample ids (default: first validation clips)")
     imp.add_argument("--json", action="store_true", help="print the import report as JSON")
     imp.set_defaults(func=cmd_import)
@@ -36,7 +38,8 @@ def register(sub) -> None:
     sp = g.add_parser("split", help="redraw the train/validation/test splits (the only way they change)")
     sp.add_argument("name", metavar="NAME")
     sp.add_argument("--seed", type=int, default=None)
-    sp.add_argument("--split", default=None, metavar="SPEC")
+    sp.add_argument("--split", default=None, metavar="SPEC",
+                    help="counts that add up to the clips (8/1/1), fractions (0.8/0.1/0.1) or auto")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_split)
 
@@ -82,6 +85,8 @@ def cmd_import(args: argparse.Namespace) -> int:
                     f"splits {ch['splits']}")
     text += [f"note: {n}" for n in report["notes"]]
     emit(out, args.json, "\n".join(text))
+    if report.get("warning"):
+        print(f"voxtune: warning: {report['warning']}", file=sys.stderr)
     if report["problems"]:
         verdict = "nothing imported" if not report["clips_usable"] else "left out"
         print(f"voxtune: warning: {len(report['problems'])} clip(s) {verdict}:\n{_problems_text(report['problems'])}",
@@ -172,6 +177,9 @@ def cmd_split(args: argparse.Namespace) -> int:
     emit({"name": rec["name"], "splits": counts, "split_seed": rec["split_seed"], "pinned": rec["pinned"]}, args.json,
          f"{rec['name']}: train {counts['train']} / validation {counts['validation']} / test {counts['test']} "
          f"(seed {rec['split_seed']}); pinned: {', '.join(rec['pinned']) or '-'}")
+    warning = d.validation_warning(counts["validation"], rec["name"])
+    if warning:
+        print(f"voxtune: warning: {warning}", file=sys.stderr)
     return 0
 
 
