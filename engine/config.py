@@ -111,6 +111,10 @@ class RunConfig:
                            flag="--eval-only", label="Eval only")
     split: str | None = _opt(help="split an eval-only run scores", kind="choice", choices=Split.values(),
                              flag="--split", label="Split", applies="eval")
+    eval_dataset: str | None = _opt(help="evaluate a training run on another dataset or split: NAME (all its "
+                                         "clips) or NAME:SPLIT (default: the training dataset's validation split)",
+                                    kind="text", flag="--eval-dataset", label="Eval on", metavar="NAME[:SPLIT]",
+                                    applies="train", optional=True, placeholder="validation split")
     # -- schedule --------------------------------------------------------------------------
     max_steps: int | None = _opt(help="optimizer steps (or give --epochs)", kind="int", flag="--max-steps",
                                  label="Steps", metavar="N", applies="train", optional=True)
@@ -128,6 +132,10 @@ class RunConfig:
                                   flag="--eval-every", label="Eval every", metavar="N", applies="train")
     save_every: int | None = _opt(help="save a checkpoint every N steps, and at the end", kind="int",
                                   flag="--save-every", label="Save every", metavar="N", applies="train")
+    early_stop: int | None = _opt(help="stop after N evaluations without a better validation WER (0: never); "
+                                       "the best checkpoint is kept either way", kind="int0",
+                                  flag="--early-stop", label="Early stop", metavar="N", applies="train",
+                                  optional=True, placeholder="never")
     seed: int | None = _opt(help="random seed (data order, initialisation)", kind="int0", flag="--seed",
                             label="Seed", metavar="S")
     # -- LoRA ------------------------------------------------------------------------------
@@ -189,6 +197,7 @@ class RunConfig:
     resume_from_checkpoint: str | None = _derived()  # None | "last"
     estimate_gb: float | None = _derived()
     estimate_devices: dict | None = _derived()  # per-device terms of a multi-device run
+    defaults_note: str | None = _derived()  # why the schedule is what it is (engine.config.schedule)
     versions: dict = field(default_factory=dict, metadata={"derived": True})
     extra: dict = field(default_factory=dict, metadata={"derived": True})
 
@@ -461,31 +470,107 @@ def coerce(name: str, value: Any) -> Any:
 
 
 # -- defaults ---------------------------------------------------------------------------------
-def defaults(entry: Any, method: str | None, eval_only: bool = False) -> dict:
-    """Starting values for a model family and method: what the form pre-fills and what `queue
-    add` uses for options not given. Audio LLMs (billions of parameters) get batch 1 with more
-    accumulation, a frozen audio encoder and a small LoRA learning rate; seq2seq and CTC models
-    batch 4."""
+# Whisper's linear layers (attention q/k/v/out and the MLP fc1/fc2, encoder and decoder): LoRA on
+# all of them ("all linear layers", QLoRA paper s.4) instead of q,v only; tests/benchmarks/
+# bench_cleanup.py compares both.
+WHISPER_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+# Schedule from the data (tests/benchmarks/bench_cleanup.py): passes over the data fall with its
+# size, EPOCH_SCALE / sqrt(examples) clamped to [MIN_EPOCHS, MAX_EPOCHS] (10 examples -> 15
+# epochs, 50 -> 6.8, 300 -> 2.8, 2000 -> 1); steps clamped to [MIN_STEPS, MAX_STEPS].
+EPOCH_SCALE = 48.0
+MIN_EPOCHS, MAX_EPOCHS = 1.0, 15.0
+MIN_STEPS, MAX_STEPS = 20, 3000
+EVALS_PER_RUN = 8  # evaluations over a run (and at the end): eval_every = ceil(steps / 8)
+EARLY_STOP_EVALS = 3  # evaluations without a better validation WER before stopping
+WARMUP_FRACTION = 0.1  # warm-up <= 10% of the steps
+SMALL_MODEL_PARAMS = 300e6  # below: "small" (whisper tiny/base/small); full fine-tune lr x3
+
+
+@dataclass(frozen=True)
+class DataSize:
+    """What the schedule is derived from: training clips, their minutes, the training examples
+    the recipe makes of them (a clip longer than the model's window is several pieces), and the
+    number of clips the run evaluates on (0: no evaluation set)."""
+
+    clips: int
+    minutes: float
+    examples: int
+    eval_clips: int = 0
+
+
+def data_size(train_rows: list[dict], eval_clips: int, entry: Any = None) -> DataSize:
+    """DataSize from manifest rows (their `duration` in seconds). Long clips count one example
+    per `entry.window_s` piece when the family segments long audio, else one per clip."""
+    window = float(getattr(entry, "window_s", 30.0) or 30.0)
+    segment = getattr(entry, "long_audio", "segment") == "segment"
+    seconds = [float(r.get("duration") or 0.0) for r in train_rows]
+    examples = sum(max(1, math.ceil(d / window)) if segment else 1 for d in seconds)
+    return DataSize(clips=len(train_rows), minutes=sum(seconds) / 60, examples=examples, eval_clips=eval_clips)
+
+
+def _fmt_lr(lr: float) -> str:
+    return f"{lr:.0e}".replace("e-0", "e-")
+
+
+def defaults(entry: Any, method: str | None, eval_only: bool = False, data: DataSize | None = None) -> dict:
+    """Starting values for a model family, method and (when known) training data: what the form
+    pre-fills and what `queue add` uses for options not given.
+
+    - batch: audio LLMs (billions of parameters) 1 x grad-accum 8, a frozen audio encoder;
+      seq2seq and CTC models 4 x 1 under 100 examples (more, smaller steps on tiny data), 4 x 2 above.
+    - steps: EPOCH_SCALE / sqrt(examples) epochs (in [1, 15]) of the data, in [20, 3000] steps;
+      without `data`, 300 steps. Warm-up 10% of the steps; EVALS_PER_RUN evaluations; early stop
+      after EARLY_STOP_EVALS evaluations without a better validation WER when there is an
+      evaluation set.
+    - lr: LoRA 1e-3 (seq2seq), 3e-4 (CTC), 1e-4 (audio LLMs), half for seq2seq models over
+      SMALL_MODEL_PARAMS; full fine-tune 1e-5 (5e-5 CTC), x3 for models under SMALL_MODEL_PARAMS.
+    - LoRA targets: all linear layers for Whisper; the catalog/recipe's for other families.
+    The result's "defaults_note" says why, in one line."""
     family = getattr(entry, "family", "seq2seq")
     big = family == "audio-llm"
     adapter = bool(method) and method != Method.FULL and not eval_only
+    params = getattr(entry, "params_total", None)
+    small = params is not None and params < SMALL_MODEL_PARAMS
     if adapter:
-        lr = 1e-4 if big else 1e-3 if family == "seq2seq" else 3e-4
+        lr = 1e-4 if big else 3e-4 if family == "ctc" else (1e-3 if params is None or small else 5e-4)
     else:
         lr = 5e-5 if family == "ctc" else 1e-5
+        if small and not big:
+            lr *= 3
+    whisper = getattr(entry, "recipe", None) == "whisper"
+    targets = list(WHISPER_ALL_LINEAR) if adapter and whisper else None
+    batch, accum = (1, 8) if big else (4, 2)
+    steps, warmup, eval_every, early = 300, 30, 50, 0
+    note = None
+    if data is not None and data.examples > 0 and not eval_only:
+        if not big and data.examples < 100:
+            accum = 1
+        per_epoch = math.ceil(math.ceil(data.examples / batch) / accum)
+        epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, EPOCH_SCALE / math.sqrt(data.examples)))
+        steps = int(min(MAX_STEPS, max(MIN_STEPS, math.ceil(epochs * per_epoch))))
+        warmup = int(math.floor(WARMUP_FRACTION * steps))
+        eval_every = max(1, math.ceil(steps / EVALS_PER_RUN))
+        early = EARLY_STOP_EVALS if data.eval_clips > 0 else 0
+        pieces = f" ({data.examples} pieces)" if data.examples != data.clips else ""
+        what = ("LoRA on all linear layers" if targets else "LoRA on the family's layers") if adapter else "full fine-tune"
+        note = (f"{data.clips} clips{pieces}, {data.minutes:.1f} min -> {steps} steps ≈ {steps / per_epoch:.0f} "
+                f"epochs of batch {batch} x {accum}, warm-up {warmup}, eval every {eval_every}"
+                + (f", early stop after {early} evals without a better WER" if early else ", no evaluation set")
+                + f"; lr {_fmt_lr(lr)}, {what}")
     return {
-        "max_steps": 300,
+        "max_steps": steps,
         "epochs": None,
-        "batch_size": 1 if big else 4,
-        "grad_accum": 8 if big else 2,
+        "batch_size": batch,
+        "grad_accum": accum,
         "lr": lr,
-        "warmup_steps": 30,
+        "warmup_steps": warmup,
         "lora_rank": lora_defaults(family)[0] if adapter else None,
         "lora_alpha": lora_defaults(family)[1] if adapter else None,
         "lora_dropout": 0.05 if adapter else None,
-        "lora_targets": None,  # the family's (recipe default_lora_targets / catalog lora_targets)
-        "eval_every": 50,
-        "save_every": 50,
+        "lora_targets": targets,  # None: the family's (recipe default_lora_targets / catalog lora_targets)
+        "eval_every": eval_every,
+        "save_every": eval_every,
+        "early_stop": early,
         "seed": 42,
         "precision": Precision.AUTO.value,
         "optimizer": (Optimizer.ADAMW8BIT if method == Method.QLORA else Optimizer.ADAMW).value,
@@ -495,27 +580,41 @@ def defaults(entry: Any, method: str | None, eval_only: bool = False) -> dict:
         "max_new_tokens": SEQ2SEQ_MAX_NEW_TOKENS if family in ("seq2seq", "speech-to-text") else LLM_MAX_NEW_TOKENS,
         "language": None,
         "split": Split.VALIDATION.value if eval_only else None,
+        "eval_dataset": None,
         "eval_only": eval_only,
         "priority": 0,
         "gpus": 1,
         "report_to": [],  # metric sinks besides metrics.jsonl (engine.reporting)
+        "defaults_note": note,
     }
 
 
-def with_defaults(options: dict, entry: Any) -> RunConfig:
-    """A RunConfig from user options (None = not given) over the family/method defaults."""
+def with_defaults(options: dict, entry: Any, data: DataSize | None = None) -> RunConfig:
+    """A RunConfig from user options (None = not given) over the family/method/data defaults;
+    `defaults_note` says why when the schedule came from the data and was not overridden."""
     unknown = sorted(set(options) - set(USER_OPTIONS))
     if unknown:
         raise ConfigError(f"unknown option(s): {', '.join(unknown)}", field=unknown[0])
     eval_only = bool(options.get("eval_only"))
-    values = defaults(entry, options.get("method"), eval_only)
+    values = defaults(entry, options.get("method"), eval_only, data)
     given = {k: v for k, v in options.items() if v is not None}
     if "epochs" in given:
         values["max_steps"] = None
     elif "max_steps" in given:
         values["epochs"] = None
+    base = dict(values)
+    if "early_stop" not in given and (given.get("epochs") is not None
+                                      or given.get("max_steps", base["max_steps"]) != base["max_steps"]):
+        values["early_stop"] = 0  # early stopping belongs to the derived schedule; a set length is run out
     values.update(given)
-    return RunConfig(**{k: v for k, v in values.items() if k in USER_OPTIONS})
+    cfg = RunConfig(**{k: v for k, v in values.items() if k in USER_OPTIONS})
+    overridden = sorted(k for k in set(given) & {"max_steps", "epochs", "batch_size", "grad_accum", "lr", "lora_targets"}
+                        if given[k] != base.get(k))  # the form sends the defaults it pre-filled: not an override
+    note = values.get("defaults_note")
+    if note and overridden:
+        note += f" (you set {', '.join(overridden)})"
+    cfg.defaults_note = note
+    return cfg
 
 
 def as_config(config: "RunConfig | dict") -> RunConfig:

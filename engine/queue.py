@@ -67,23 +67,22 @@ def resolve(ws: Workspace, store: Store, **options: Any) -> RunConfig:
         entry = catalog.get_model(str(model))
     except catalog.UnknownModel as e:
         raise ConfigError(f"model: {e.message}", field="model", hint=e.hint) from None
-    cfg = with_defaults(options, entry)
-    if not cfg.dataset:
+    if not options.get("dataset"):
         raise ConfigError("dataset: required", field="dataset", hint="give --dataset (`voxtune data ls`)")
+    dataset = _dataset(ws, store, str(options["dataset"]), "dataset")
+    eval_ref = None
+    if options.get("eval_dataset") and not options.get("eval_only"):
+        eval_ref = parse_eval_dataset(str(options["eval_dataset"]), dataset["name"])
+        _dataset(ws, store, eval_ref[0], "eval_dataset")
+    cfg = with_defaults(options, entry, data=None if options.get("eval_only") else
+                        _data_size(ws, store, dataset["name"], eval_ref, entry))
     cfg.check(entry)
+    if eval_ref is not None:
+        cfg.eval_dataset = f"{eval_ref[0]}:{eval_ref[1]}"
     if cfg.report_to:
         from engine import reporting
 
         reporting.require_installed(cfg.report_to)  # one line naming the extra to install
-    dataset = store.get_dataset(cfg.dataset)
-    if dataset is None and cfg.dataset == "demo":  # the shipped demo is in every workspace
-        from engine.datasets import ensure_demo
-
-        dataset = ensure_demo(ws)
-    if dataset is None:
-        known = [d["name"] for d in store.list_datasets()]
-        hint = f"known: {', '.join(known)}" if known else "import one with `voxtune data import`"
-        raise ConfigError(f"dataset: no dataset {cfg.dataset!r} ({hint})", field="dataset")
     local = Path(str(model)).expanduser()
     cfg.model = str(model)
     cfg.model_ref = str(local.resolve()) if local.is_dir() else (getattr(entry, "hub_id", None) or str(model))
@@ -98,6 +97,72 @@ def resolve(ws: Workspace, store: Store, **options: Any) -> RunConfig:
     cfg.estimate_gb = _estimate_gb(cfg)
     cfg.estimate_devices = _estimate_devices(cfg) if cfg.gpus != 1 else None
     return cfg
+
+
+def _dataset(ws: Workspace, store: Store, name: str, field: str) -> dict:
+    """A dataset's record; the shipped demo is in every workspace. ConfigError naming `field`."""
+    dataset = store.get_dataset(name)
+    if dataset is None and name == "demo":
+        from engine.datasets import ensure_demo
+
+        dataset = ensure_demo(ws)
+    if dataset is None:
+        known = [d["name"] for d in store.list_datasets()]
+        hint = f"known: {', '.join(known)}" if known else "import one with `voxtune data import`"
+        raise ConfigError(f"{field}: no dataset {name!r} ({hint})", field=field)
+    return dataset
+
+
+def parse_eval_dataset(text: str, train_dataset: str) -> tuple[str, str]:
+    """--eval-dataset NAME[:SPLIT] -> (name, split). NAME alone: all of another dataset's clips,
+    or the training dataset's validation split. Scoring the clips a run trains on (the training
+    dataset's train or all split) is refused. Raises ConfigError naming eval_dataset."""
+    name, _, split = text.strip().partition(":")
+    name, split = name.strip(), split.strip().lower()
+    if not name:
+        raise ConfigError(f"eval_dataset: {text!r}: give NAME or NAME:SPLIT", field="eval_dataset")
+    split = split or ("validation" if name == train_dataset else "all")
+    if split not in ("train", "validation", "test", "all"):
+        raise ConfigError(f"eval_dataset: split {split!r} is not one of train, validation, test, all",
+                          field="eval_dataset")
+    if name == train_dataset and split in ("train", "all"):
+        raise ConfigError(f"eval_dataset: {name}:{split} holds the clips the run trains on",
+                          field="eval_dataset", hint=f"use {name}:validation, {name}:test or another dataset")
+    return name, split
+
+
+def _data_size(ws: Workspace, store: Store, name: str, eval_ref: tuple[str, str] | None, entry: Any):
+    """The training split's size and the evaluation set's clip count (engine.config.DataSize)."""
+    from engine import datasets
+    from engine.config import data_size
+
+    try:
+        train = datasets.load_rows(ws, name, "train", store)
+        ev_name, ev_split = eval_ref or (name, "validation")
+        n_eval = len(datasets.load_rows(ws, ev_name, ev_split, store))
+    except (OSError, ValueError, datasets.DatasetError):
+        return None  # an unreadable manifest: the family defaults; the run itself names the problem
+    return data_size(train, n_eval, entry)
+
+
+def eval_set_warning(ws: Workspace, config: RunConfig) -> str | None:
+    """A warning when a training run evaluates on fewer than datasets.MIN_VALIDATION clips."""
+    if config.eval_only:
+        return None
+    from engine import datasets
+
+    name, split = (config.eval_dataset or f"{config.dataset}:validation").split(":", 1)
+    try:
+        n = len(datasets.load_rows(ws, name, split))
+    except (OSError, ValueError, datasets.DatasetError):
+        return None
+    if n >= datasets.MIN_VALIDATION:
+        return None
+    if n == 0:
+        return (f"{name}:{split} has no clips: the run is not evaluated during training and no best checkpoint "
+                f"is chosen; give --eval-dataset NAME[:SPLIT] or redraw the splits (`voxtune data split`)")
+    return (f"the run evaluates on {n} clip(s) of {name}:{split} (< {datasets.MIN_VALIDATION}): its WER and the "
+            f"best checkpoint chosen on it are noisy; give --eval-dataset NAME[:SPLIT] or redraw the splits")
 
 
 def _estimate_devices(config: RunConfig) -> dict | None:

@@ -125,6 +125,17 @@ def peak_memory(device: str) -> dict:
 
 
 # -- dataset rows -----------------------------------------------------------------------------
+def eval_set(cfg: RunConfig) -> tuple[str, str]:
+    """(dataset, split) a run evaluates on: an eval-only run its split; a training run its
+    --eval-dataset NAME:SPLIT, else its dataset's validation split."""
+    if cfg.eval_only:
+        return cfg.dataset, cfg.split or "validation"
+    if cfg.eval_dataset:
+        name, _, split = str(cfg.eval_dataset).partition(":")
+        return name, split or "all"
+    return cfg.dataset, "validation"
+
+
 def load_rows(workspace: str | Path, dataset: str, split: str) -> list[dict]:
     from engine import datasets
     from engine.workspace import Workspace
@@ -143,6 +154,8 @@ class Tracker:
     best: dict | None = None
     final_loss: float | None = None
     cancelled: bool = False
+    evals_without_gain: int = 0  # evaluations since validation WER last improved (early stopping)
+    stopped_early: int | None = None  # the step early stopping ended the run at
 
 
 def run(run_dir: str | Path) -> int:
@@ -230,7 +243,8 @@ def _run_model(cfg: RunConfig, files: RunFiles, tracker: Tracker, recipe, source
         eval_rows = load_rows(cfg.workspace, cfg.dataset, split)
     else:
         train_rows = load_rows(cfg.workspace, cfg.dataset, "train")
-        eval_rows = load_rows(cfg.workspace, cfg.dataset, "validation")
+        eval_name, split = eval_set(cfg)
+        eval_rows = load_rows(cfg.workspace, eval_name, split)
         if not train_rows:
             raise ConfigError(f"dataset {cfg.dataset!r} has no clips in its train split; "
                               "check `voxtune data show` and its splits")
@@ -253,7 +267,7 @@ def _run_model(cfg: RunConfig, files: RunFiles, tracker: Tracker, recipe, source
         for p in recipe.audio_encoder(base).parameters():
             p.requires_grad_(False)
     say(f"voxtune: model {describe_model(loaded.model)}")
-    evaluator = Evaluator(recipe, loaded, eval_rows, files, cfg, device, precision, reporter)
+    evaluator = Evaluator(recipe, loaded, eval_rows, files, cfg, device, precision, reporter, split=split)
     if cfg.eval_only:
         if device != "cpu" and not getattr(loaded.model, "hf_device_map", None):
             loaded.model.to(device)
@@ -294,14 +308,16 @@ class Evaluator:
     def __init__(self, recipe, loaded, rows: list[dict], files: RunFiles, cfg: RunConfig, device: str,
                  precision: str, reporter: Reporter | None = None, split: str | None = None):
         self.recipe, self.loaded, self.rows, self.files = recipe, loaded, rows, files
-        self.split = split or (cfg.split if cfg.eval_only else None) or "validation"
+        eval_name, eval_split = eval_set(cfg)
+        self.split = split or eval_split
+        self.dataset = eval_name
         self.reporter = reporter or Reporter([], files.root, files.root.name)
         self.batch = max(1, int(cfg.get("eval_batch_size") or cfg.batch_size or 1))
         self.max_new_tokens = int(cfg.max_new_tokens or SEQ2SEQ_MAX_NEW_TOKENS)
         self.device, self.precision = device, precision
-        pinned = set(cfg.get("pinned") or _pinned(cfg))
+        pinned = set(cfg.get("pinned") or _pinned(cfg, eval_name))
         self.pinned = [r["id"] for r in rows if r["id"] in pinned]
-        if not self.pinned and cfg.eval_only:  # the pins live in another split: show this one's first clips
+        if not self.pinned and (cfg.eval_only or cfg.eval_dataset):  # pins in another split: this one's first clips
             self.pinned = [r["id"] for r in rows[:DEFAULT_SAMPLES]]
         self._examples = None
 
@@ -355,7 +371,7 @@ class Evaluator:
         rec = {"kind": "eval", "step": step, "max_steps": max_steps,
                "eval_loss": round(loss_sum / loss_n, 6) if loss_n else None,
                **{k: round(v, 6) for k, v in metrics_mod.score(refs, hyps).items()},
-               "clips": len(self.rows), "split": self.split, "eval_s": round(now - t0, 3), "time": now}
+               "clips": len(self.rows), "split": self.split, "eval_dataset": self.dataset, "eval_s": round(now - t0, 3), "time": now}
         if distributed.is_main():  # FSDP: every rank scores (in lockstep); one writes
             append_jsonl(self.files.metrics, rec)
             with open(self.files.clips, "a", encoding="utf-8") as f:  # every clip, one write per evaluation
@@ -375,19 +391,19 @@ class Evaluator:
         return rec
 
 
-def _pinned(cfg: RunConfig) -> list[str]:
+def _pinned(cfg: RunConfig, dataset: str | None = None) -> list[str]:
     try:
         from engine.store import Store
         from engine.workspace import Workspace
 
-        rec = Store(Workspace(Path(cfg.workspace))).get_dataset(cfg.dataset) or {}
+        rec = Store(Workspace(Path(cfg.workspace))).get_dataset(dataset or cfg.dataset) or {}
         return list(rec.get("pinned") or [])
     except Exception:
         return []
 
 
 def _make_callback(files: RunFiles, tracker: Tracker, evaluator: Evaluator, eval_every: int | None,
-                   samples_per_step: int, reporter: Reporter | None = None):
+                   samples_per_step: int, reporter: Reporter | None = None, early_stop: int = 0):
     from transformers import TrainerCallback
 
     class VoxtuneCallback(TrainerCallback):
@@ -435,6 +451,15 @@ def _make_callback(files: RunFiles, tracker: Tracker, evaluator: Evaluator, eval
                 if improved:
                     state.best_metric, state.best_global_step = wer, step
                     control.should_save = True
+                    tracker.evals_without_gain = 0
+                elif rec is not None or multi:
+                    tracker.evals_without_gain += 1
+                    if early_stop and tracker.evals_without_gain >= early_stop and step < state.max_steps:
+                        tracker.stopped_early = step
+                        control.should_save = True
+                        control.should_training_stop = True
+                        say(f"voxtune: stopping early at step {step}: no better validation WER in {early_stop} "
+                            f"evaluations (best {state.best_metric:.4f} at step {state.best_global_step})")
             if step >= state.max_steps:
                 control.should_save = True  # the final model is always on disk
             return control
@@ -563,7 +588,8 @@ def _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, p
     examples = recipe.examples(train_rows, loaded, for_training=True)
     args, total = training_arguments(cfg, files.checkpoints, device, precision, len(examples))
     samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * distributed.world_size()
-    callback = _make_callback(files, tracker, evaluator, int(cfg.eval_every or 0), samples_per_step, reporter)
+    callback = _make_callback(files, tracker, evaluator, int(cfg.eval_every or 0), samples_per_step, reporter,
+                              early_stop=int(cfg.early_stop or 0))
     trainer = Trainer(model=loaded.model, args=args, train_dataset=examples,
                       data_collator=lambda batch: recipe.collate(batch, loaded),
                       callbacks=[*reporter.trainer_callbacks(), callback])
@@ -591,7 +617,8 @@ def _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, p
         if tracker.cancelled else None
     return {"status": status, "reason": reason, "metrics": tracker.last_eval or None, "best": tracker.best,
             "final_loss": tracker.final_loss, "train_samples_per_s": out.metrics.get("train_samples_per_second"),
-            "last_checkpoint": _rel(files, _last_checkpoint(files)), "strategy": effective}
+            "last_checkpoint": _rel(files, _last_checkpoint(files)), "strategy": effective,
+            "stopped_early_at": tracker.stopped_early}
 
 
 def _checkpoints(files: RunFiles) -> list[Path]:

@@ -54,3 +54,30 @@ def test_eval_only_on_the_test_split_writes_every_clip_and_samples(ws, tiny_whis
     out = capsys.readouterr().out
     assert "worst 2 of 3 clips at step 0 (test split)" in out, out
     assert out.count("WER ") >= 2
+
+
+def test_training_evaluates_on_another_dataset_and_stops_early(ws, tiny_whisper, monkeypatch, capsys):
+    import torch
+
+    from engine import queue, training
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("VOXTUNE_DEVICE", "cpu")
+    make_tiny_dataset(ws, name="tiny", n=4, splits={"train": [0, 1, 2, 3], "validation": [0], "test": []}, pinned=1)
+    make_tiny_dataset(ws, name="held", n=4, splits={"train": [], "validation": [0], "test": [1, 2, 3]}, pinned=1)
+    # lr so small the model does not change: the WER of step 1 is never beaten
+    run_id = queue.add(ws, model=str(tiny_whisper), dataset="tiny", method="full", eval_dataset="held:test",
+                       max_steps=6, batch_size=2, grad_accum=1, eval_every=1, save_every=100, early_stop=2,
+                       lr=1e-12, warmup_steps=0, max_new_tokens=4, precision="fp32", seed=0,
+                       gradient_checkpointing=False)
+    run_dir = ws.run_dir(run_id)
+    assert training.run(run_dir) == 0, RunFiles(run_dir).log.read_text(errors="replace")[-2000:]
+    files = RunFiles(run_dir)
+    evals = list(files.iter_metrics("eval"))
+    assert [e["step"] for e in evals] == [1, 2, 3]  # best at 1, then 2 evaluations without a better WER
+    assert all(e["eval_dataset"] == "held" and e["split"] == "test" and e["clips"] == 3 for e in evals)
+    assert {r["clip_id"] for r in read_jsonl(files.clips)} == {"clip01", "clip02", "clip03"}
+    result = read_json(files.result)
+    assert result["status"] == "finished" and result["stopped_early_at"] == 3 and result["step"] == 3
+    assert result["best"]["step"] == 1 and (run_dir / result["best"]["checkpoint"]).is_dir()
+    assert "stopping early at step 3" in capsys.readouterr().out

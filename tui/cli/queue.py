@@ -68,7 +68,17 @@ def cmd_add(args: argparse.Namespace) -> int:
 
         print(f"voxtune: warning: {OPTIONS['trust_remote_code'].flag} {OPTIONS['trust_remote_code'].warning}",
               file=sys.stderr)
-    emit({"id": run_id}, args.json, run_id)
+    from engine.config import RunConfig
+    from engine.runfiles import RunFiles
+
+    cfg = RunConfig.load(RunFiles(ws.run_dir(run_id)).config)
+    if cfg.defaults_note:
+        print(f"voxtune: defaults: {cfg.defaults_note}", file=sys.stderr)
+    warning = queue.eval_set_warning(ws, cfg)
+    if warning:
+        print(f"voxtune: warning: {warning}", file=sys.stderr)
+    emit({"id": run_id, "defaults_note": cfg.defaults_note, "warning": warning} if args.json else {"id": run_id},
+         args.json, run_id)
     if not args.no_start:
         start_engine(ws, args.json)
     return 0

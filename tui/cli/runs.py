@@ -76,6 +76,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     lines.append(f"  model {config.get('model')} ({config.get('method')}), dataset {config.get('dataset')}, "
                  f"batch {config.get('batch_size')} x {config.get('grad_accum')}, lr {config.get('lr')}, "
                  f"estimate {_fmt_num(config.get('estimate_gb'), '.1f')} GB")
+    if config.get("defaults_note"):
+        lines.append(f"  why: {config['defaults_note']}")
+    if config.get("eval_dataset"):
+        lines.append(f"  evaluates on {config['eval_dataset']}")
+    if (result or {}).get("stopped_early_at"):
+        lines.append(f"  stopped early at step {result['stopped_early_at']} (no better validation WER)")
     if run.get("slurm_job_id"):
         lines.append(f"  slurm job {run['slurm_job_id']}" + (f" ({run['slurm_state'].lower()})" if run.get("slurm_state") else ""))
     if prog["step"] is not None:

@@ -205,6 +205,15 @@ def check_config(ws: Workspace, options: dict, gpu: Any) -> tuple[dict | None, s
         return cfg, None, None, f"no estimate ({type(e).__name__}: {e})"
 
 
+def _eval_warning(ws: Workspace, cfg: Any) -> str | None:
+    from engine import queue
+
+    try:
+        return queue.eval_set_warning(ws, cfg)
+    except Exception:  # noqa: BLE001 - a warning must never break the form
+        return None
+
+
 def estimate_text(fit: Fit | str | None) -> Text:
     """'≈ 7.9 GB of 12 GB on RX 7700 XT: fits (largest batch 6)', or a loud warning."""
     if fit is None:
@@ -439,7 +448,8 @@ class NewRunScreen(Screen[str | None]):
         if not raw["model"]:
             return
         try:
-            methods, defaults = await asyncio.to_thread(_defaults_for, raw["model"], raw["method"] or "lora")
+            methods, defaults = await asyncio.to_thread(_defaults_for, raw["model"], raw["method"] or "lora",
+                                                        self.workspace, raw["dataset"], raw.get("eval_dataset"))
         except Exception:  # noqa: BLE001 - unknown model: the check below names it
             return
         method = self.query_one("#method", Select)
@@ -448,7 +458,8 @@ class NewRunScreen(Screen[str | None]):
             method.set_options([(m, m) for m in methods])
             self._set(method, current if current in methods else methods[0])
             if current not in methods:
-                defaults = (await asyncio.to_thread(_defaults_for, raw["model"], method.value))[1]
+                defaults = (await asyncio.to_thread(_defaults_for, raw["model"], method.value, self.workspace,
+                                                    raw["dataset"], raw.get("eval_dataset")))[1]
         self._fill({k: v for k, v in defaults.items() if k not in self.touched})
         self._update_applicable()
         self._schedule_check()
@@ -491,7 +502,7 @@ class NewRunScreen(Screen[str | None]):
         if self._is_ours(name, event.value):
             self._schedule_check()
             return
-        if name in ("method",):
+        if name in ("method", "dataset"):  # the schedule follows the model, the method and the data
             self._update_applicable()
             self.run_worker(self._apply_defaults, group="defaults", exclusive=True, exit_on_error=False)
         elif name and name != "gpu":
@@ -527,7 +538,15 @@ class NewRunScreen(Screen[str | None]):
         self.engine_error = (field, message) if message else None
         self.estimate = est
         self._show_errors()
-        self.query_one("#estimate", Static).update(estimate_text(est))
+        text = estimate_text(est)
+        if cfg is not None and cfg.defaults_note:
+            text.append(f"\nDefaults: {cfg.defaults_note}", style="dim")
+        warning = await asyncio.to_thread(_eval_warning, self.workspace, cfg) if cfg is not None else None
+        if gen != self._generation:
+            return
+        if warning:
+            text.append(f"\n⚠ {warning}", style="bold yellow")
+        self.query_one("#estimate", Static).update(text)
 
     def _show_errors(self) -> None:
         bad = set(self.errors)
@@ -588,10 +607,22 @@ class NewRunScreen(Screen[str | None]):
         self.dismiss(run_id)
 
 
-def _defaults_for(model: str, method: str) -> tuple[list[str], dict]:
-    """The methods a model supports and engine.config's defaults for it and `method`."""
-    from engine import catalog, config
+def _defaults_for(model: str, method: str, ws: Workspace | None = None, dataset: str | None = None,
+                  eval_dataset: str | None = None) -> tuple[list[str], dict]:
+    """The methods a model supports and engine.config's defaults for it, `method` and the
+    training data of `dataset` (its train split's clips and minutes; engine.config.defaults)."""
+    from engine import catalog, config, queue
 
     entry = catalog.get_model(model)
     methods = [m for m in METHODS if m in (entry.methods or METHODS)]
-    return methods, config.defaults(entry, method if method in methods else (methods or ["lora"])[0])
+    data = None
+    if ws is not None and dataset:
+        store = Store(ws)
+        try:
+            ref = queue.parse_eval_dataset(eval_dataset, dataset) if eval_dataset else None
+        except VoxtuneError:
+            ref = None
+        data = queue._data_size(ws, store, dataset, ref, entry) if store.get_dataset(dataset) else None
+    out = config.defaults(entry, method if method in methods else (methods or ["lora"])[0], data=data)
+    out.pop("defaults_note", None)  # not a field: the estimate line shows the resolved run's note
+    return methods, out
