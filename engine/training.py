@@ -350,6 +350,10 @@ class Evaluator:
             preds: list[str] = []
             loss_sum, loss_n = 0.0, 0
             dev = next(model.parameters()).device
+            if hasattr(self.recipe, "decode_stats"):  # the loop guard's counts, for this evaluation
+                from engine.decoding import DecodeStats
+
+                self.recipe.decode_stats = DecodeStats()
             with torch.no_grad(), self._autocast():
                 for i in range(0, len(exs), self.batch):
                     batch = exs[i:i + self.batch]
@@ -371,6 +375,7 @@ class Evaluator:
         rec = {"kind": "eval", "step": step, "max_steps": max_steps,
                "eval_loss": round(loss_sum / loss_n, 6) if loss_n else None,
                **{k: round(v, 6) for k, v in metrics_mod.score(refs, hyps).items()},
+               **(self.recipe.decode_stats.as_record() if hasattr(self.recipe, "decode_stats") else {}),
                "clips": len(self.rows), "split": self.split, "eval_dataset": self.dataset, "eval_s": round(now - t0, 3), "time": now}
         if distributed.is_main():  # FSDP: every rank scores (in lockstep); one writes
             append_jsonl(self.files.metrics, rec)

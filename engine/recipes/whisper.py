@@ -28,7 +28,10 @@ class WhisperRecipe:
     long_audio = "segment"
 
     def __init__(self, language: str | None = None) -> None:
+        from engine.decoding import DecodeStats
+
         self.language = language
+        self.decode_stats = DecodeStats()  # loop-guard counts since the caller last reset them
 
     def configure(self, config: dict) -> None:
         """Run options this family reads: the transcript language (multilingual checkpoints)."""
@@ -170,12 +173,46 @@ class WhisperRecipe:
         features = features.to(device=device, dtype=self._input_dtype(model))
         # prefix (<|sot|> [+ lang + task] + <|notimestamps|>) counts against the 448 positions
         limit = loaded.extra.get("max_target_tokens", 448) - 4
+        cap = max(1, min(max_new_tokens, limit))
+        extra = loaded.extra.get("generate_kwargs", {})
         with torch.no_grad():
-            ids = model.generate(input_features=features, max_new_tokens=max(1, min(max_new_tokens, limit)),
-                                 do_sample=False, num_beams=1, **loaded.extra.get("generate_kwargs", {}))
+            ids = model.generate(input_features=features, max_new_tokens=cap, do_sample=False, num_beams=1, **extra)
         if not torch.is_tensor(ids):  # some versions return a dict-like output
             ids = ids["sequences"]
-        return [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
+        texts = [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
+        return self._guard(model, features, ids, texts, cap, tok, extra)
+
+    def _guard(self, model: Any, features: Any, ids: Any, texts: list[str], cap: int, tok: Any,
+               extra: dict) -> list[str]:
+        """Loop guard (engine.decoding): pieces whose greedy text loops or that used up the token
+        limit are decoded again with transformers' temperature fallback (seeded, the global RNG
+        left as it was); text that still loops has its repeats collapsed. Counts go to
+        `self.decode_stats`."""
+        import torch
+
+        from engine import decoding
+
+        special = set(tok.all_special_ids)
+        hit = [sum(1 for t in row.tolist() if t not in special) >= cap - 1 for row in ids]
+        suspect = [i for i, t in enumerate(texts) if hit[i] or decoding.is_loop(t)]
+        stats = decoding.DecodeStats(pieces=len(texts), token_limit=sum(hit), fallback=len(suspect))
+        if suspect:
+            devices = [features.device] if features.device.type == "cuda" else []
+            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                torch.manual_seed(0)
+                out = model.generate(input_features=features[suspect], max_new_tokens=cap, num_beams=1,
+                                     temperature=decoding.FALLBACK_TEMPERATURES,
+                                     compression_ratio_threshold=decoding.HF_COMPRESSION_RATIO_THRESHOLD,
+                                     logprob_threshold=decoding.LOGPROB_THRESHOLD, **extra)
+            seqs = out if torch.is_tensor(out) else out["sequences"]
+            for i, text in zip(suspect, tok.batch_decode(seqs, skip_special_tokens=True)):
+                text = text.strip()
+                if decoding.is_loop(text):
+                    stats.collapsed += 1
+                    text = decoding.collapse_repeats(text)
+                texts[i] = text
+        self.decode_stats.add(stats)
+        return texts
 
     def audio_encoder(self, model: Any) -> Any:
         return model.get_encoder()

@@ -43,6 +43,10 @@ def test_eval_only_on_the_test_split_writes_every_clip_and_samples(ws, tiny_whis
     assert all(r["reference"] for r in recs)
     (ev,) = list(files.iter_metrics("eval"))
     assert ev["split"] == "test" and ev["clips"] == 3
+    # a random model never ends a piece: every piece hits the 6-token limit and is decoded again
+    # with temperature fallback; the counts are in the eval record
+    assert ev["decode_pieces"] == 3 and ev["decode_token_limit"] == 3 and ev["decode_fallback"] == 3
+    assert 0 <= ev["decode_collapsed"] <= 3
     samples = read_jsonl(files.samples)
     assert samples and {s["sample_id"] for s in samples} <= {"clip03", "clip04", "clip05"}
     assert read_json(files.result)["status"] == "finished"
@@ -81,3 +85,20 @@ def test_training_evaluates_on_another_dataset_and_stops_early(ws, tiny_whisper,
     assert result["status"] == "finished" and result["stopped_early_at"] == 3 and result["step"] == 3
     assert result["best"]["step"] == 1 and (run_dir / result["best"]["checkpoint"]).is_dir()
     assert "stopping early at step 3" in capsys.readouterr().out
+
+
+def test_the_loop_guard_is_deterministic(ws, tiny_whisper, monkeypatch):
+    import torch
+
+    from engine import queue, training
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("VOXTUNE_DEVICE", "cpu")
+    make_tiny_dataset(ws, n=3, splits={"train": [], "validation": [0, 1, 2], "test": []}, pinned=0)
+    preds = []
+    for _ in range(2):
+        run_id = queue.add(ws, model=str(tiny_whisper), dataset="tiny", eval_only=True, split="validation",
+                           batch_size=3, max_new_tokens=6, precision="fp32", seed=0)
+        assert training.run(ws.run_dir(run_id)) == 0
+        preds.append([r["prediction"] for r in read_jsonl(RunFiles(ws.run_dir(run_id)).clips)])
+    assert preds[0] == preds[1]
