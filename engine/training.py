@@ -8,6 +8,9 @@ logging step, checks for runs/<id>/cancel.request, and every `eval_every` steps 
 validation split by generation (WER and the cleanup metrics, pinned samples' predictions),
 asking the Trainer to checkpoint whenever validation WER improves so the best checkpoint
 is kept (Trainer's rotation spares `state.best_model_checkpoint`) and named in result.json.
+The evaluation set is the dataset's validation split, or `eval_dataset` (NAME:SPLIT); with
+`early_stop` N the run stops after N evaluations without a better WER (result.json:
+`stopped_early_at`). Every evaluation appends every clip's result to clips.jsonl (engine.clips).
 
 Failures never escape as tracebacks alone: out-of-memory is recorded with its step and the
 peak reached; any other exception becomes status "failed" with a one-line reason; both exit
