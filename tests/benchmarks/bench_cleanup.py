@@ -19,8 +19,11 @@ clips, wall time, and the long/short clip WER ratio. The training runs early-sto
 validation clips (3 of each training set) and the held-out clips are scored by an eval-only
 run of the best checkpoint, so the test set never chooses anything.
 
---quick: 1 seed, 10 training clips, LoRA only, 6 short + 1 long test clips (a smoke run,
-minutes on a CPU; its numbers say little).
+--quick: 1 seed, 10 training clips, LoRA only, 6 short + 1 long test clips (a smoke run;
+its numbers say little). Cost on 2 shared CPU cores with whisper-tiny.en: about 15 s per
+training step of 4 x 30 s windows, so one 10-clip default run (45 steps) takes about 12
+minutes and the full table (3 seeds x {full, LoRA} x {10, 50} clips, plus the bare script at
+equal time) many hours: run it on a GPU machine (the engine uses CUDA when present).
 """
 
 from __future__ import annotations
@@ -159,7 +162,7 @@ def _duration(wav: Path) -> float:
 
 # -- the product path -------------------------------------------------------------------------
 def voxtune(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), VOXTUNE_DEVICE=os.environ.get("VOXTUNE_DEVICE", "cpu"))
+    env = dict(os.environ, PYTHONPATH=str(REPO))  # VOXTUNE_DEVICE=cpu forces the CPU on a GPU machine
     p = subprocess.run([sys.executable, "-c", "import sys; from tui.cli import main; sys.exit(main())",
                         "--home", str(home), *args], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=4 * 3600)
@@ -209,6 +212,7 @@ def product_run(work: Path, model: str, train_dir: Path, test_dir: Path, n_train
         rid = voxtune(home, "queue", "add", "--eval-only", "--model", model, "--dataset", "heldout",
                       "--split", "test", "--seed", str(seed), "--batch", "4").stdout.strip()
         wait_run(home, rid)
+        voxtune(home, "engine", "stop", check=False)
         return {**clip_scores(home, rid), "wall_s": time.time() - t0, "note": "base"}
     subset = home / "train-clips"  # the first n_train + 3 clips (3 for validation)
     subset.mkdir()
@@ -223,6 +227,7 @@ def product_run(work: Path, model: str, train_dir: Path, test_dir: Path, n_train
     show = wait_run(home, rid)
     wall = time.time() - t0
     if show["status"] != "finished":
+        voxtune(home, "engine", "stop", check=False)
         raise RuntimeError(f"{rid}: {show['status']} {show.get('reason')}")
     best = (show.get("result") or {}).get("best") or {}
     ckpt = home / "runs" / rid / (best.get("checkpoint") or (show["result"] or {}).get("last_checkpoint") or "")
@@ -288,7 +293,8 @@ def bare_run(work: Path, model_dir: str, train_dir: Path, test_dir: Path, n_trai
         pieces = [audio[i:i + 480_000] for i in range(0, len(audio), 480_000)]
         out = []
         for k in range(0, len(pieces), 4):
-            feats = processor.feature_extractor(pieces[k:k + 4], sampling_rate=16000, return_tensors="pt").input_features
+            feats = processor.feature_extractor(pieces[k:k + 4], sampling_rate=16000,
+                                                return_tensors="pt").input_features.to(model.device)
             with torch.no_grad():
                 ids = model.generate(input_features=feats, max_new_tokens=440)
             out += processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
