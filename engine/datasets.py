@@ -300,13 +300,14 @@ def parse_split(spec: str | None) -> tuple[str, list[float]]:
 def auto_split_counts(n: int) -> tuple[int, int, int]:
     """The default split: 80/10/10 once there are 50 clips; below that the validation split
     keeps up to MIN_VALIDATION clips (30% of the data at most) so the best checkpoint is not
-    chosen on one clip, and the test split 10% (at least 1 clip from 3 clips on).
-    10 clips -> 6/3/1, 20 -> 13/5/2, 50 -> 40/5/5, 100 -> 80/10/10."""
+    chosen on one clip, and the test split 10% (at least 1 clip from 3 clips on); training keeps
+    at least half of the rest. 4 clips -> 2/1/1, 10 -> 6/3/1, 20 -> 13/5/2, 50 -> 40/5/5,
+    100 -> 80/10/10."""
     if n < 2:
         return n, 0, 0
     val = max(round(0.1 * n), min(MIN_VALIDATION, math.ceil(0.3 * n)))
     test = max(round(0.1 * n), 1) if n >= 3 else 0
-    val = min(val, n - 1 - test)
+    val = min(val, (n - test) // 2)  # training keeps at least half of what the test split leaves
     return n - val - test, val, test
 
 

@@ -232,8 +232,8 @@ def test_splits_are_deterministic_and_sized_by_count_or_fraction():
     with pytest.raises(D.DatasetError, match="fractions must add up to 1"):
         D.split_counts(10, "0.5/0.2/0.1")
     # auto: 80/10/10 from 50 clips; below, up to 5 validation clips
-    assert [D.split_counts(n) for n in (5, 10, 20, 50, 100)] == [(2, 2, 1), (6, 3, 1), (13, 5, 2), (40, 5, 5),
-                                                                  (80, 10, 10)]
+    assert [D.split_counts(n) for n in (4, 5, 10, 20, 50, 100)] == [(2, 1, 1), (2, 2, 1), (6, 3, 1), (13, 5, 2),
+                                                                     (40, 5, 5), (80, 10, 10)]
     assert D.split_counts(10, "auto") == (6, 3, 1)
     assert D.validation_warning(5) is None and "--eval-dataset" in D.validation_warning(4, "d")
     assert D.split_counts(3) == (1, 1, 1)
