@@ -282,6 +282,9 @@ class NewRunScreen(Screen[str | None]):
         self._set_by_form: dict[str, Any] = {"priority": "0", "method": "lora", "precision": "auto", "optimizer": "adamw",
                                              "gpus": "1"}
         self._generation = 0
+        # the catalog's refusal of the model field ("unknown model …; did you mean …"): while it
+        # stands, the fields its defaults would fill are empty, and only the model is at fault
+        self.model_error: str | None = None
 
     @property
     def workspace(self) -> Workspace:
@@ -416,6 +419,8 @@ class NewRunScreen(Screen[str | None]):
         values, errors = parse_form(raw, method, eval_only)
         if not raw["model"]:
             errors["model"] = "Model: required (a catalog name, hub id or local folder)"
+        elif self.model_error:  # the other fields wait for this model's defaults: not their fault
+            errors = {"model": self.model_error}
         if not raw["dataset"]:
             errors["dataset"] = "Dataset: none chosen; import one first (3 opens Datasets)"
         options = dict(values, model=raw["model"], dataset=raw["dataset"])
@@ -437,11 +442,18 @@ class NewRunScreen(Screen[str | None]):
         """Defaults for this model and method, into every field the user has not edited."""
         raw = self.raw_values()
         if not raw["model"]:
+            self.model_error = None
             return
         try:
             methods, defaults = await asyncio.to_thread(_defaults_for, raw["model"], raw["method"] or "lora")
-        except Exception:  # noqa: BLE001 - unknown model: the check below names it
+        except VoxtuneError as e:  # unknown model: named with the CLI's words, the field marked
+            if raw["model"] == self.raw_values()["model"]:
+                self.model_error = f"model: {e.one_line()}"  # as `voxtune queue add` says it
+                self._schedule_check()
             return
+        except Exception:  # noqa: BLE001 - the engine check below names what is wrong
+            return
+        self.model_error = None
         method = self.query_one("#method", Select)
         if methods and tuple(methods) != tuple(v for _, v in method._options):
             current = method.value
@@ -478,6 +490,7 @@ class NewRunScreen(Screen[str | None]):
         if name:
             self.touched.add(name)
         if name == "model":
+            self.model_error = None
             self.run_worker(self._apply_defaults, group="defaults", exclusive=True, exit_on_error=False)
         elif name == "eval_only":
             self._update_applicable()
@@ -564,7 +577,10 @@ class NewRunScreen(Screen[str | None]):
         if errors:
             self.errors = errors
             self._show_errors()
-            self.notify("Fix the fields in red first.", severity="error")
+            first = next(iter(errors))
+            if self.query(f"#{first}"):
+                self.query_one(f"#{first}").focus()
+            self.notify(errors[first] if len(errors) == 1 else "Fix the fields in red first.", severity="error")
             return
         self.run_worker(partial(self._submit, options), group="submit", exclusive=True, exit_on_error=False)
 
