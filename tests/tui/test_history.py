@@ -209,3 +209,28 @@ async def test_history_keys_in_the_command_palette(ws):
         screen = await open_history(app, pilot)
         commands = {c.title for c in app.get_system_commands(screen)}
         assert {"Filter", "Sort", "Reverse", "Mark", "Compare", "Log/dashboard"} <= commands
+
+
+@pytest.mark.asyncio
+async def test_delete_from_history_asks_then_moves_to_the_trash(ws):
+    from engine.store import Store
+    from tui.screens.confirm import ConfirmScreen
+
+    a, b, c = three_runs(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(app, pilot)
+        assert shown_ids(screen)[0] == c
+        await pilot.press("d")
+        for _ in range(100):
+            if isinstance(app.screen, ConfirmScreen):
+                break
+            await pilot.pause(0.05)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        for _ in range(200):
+            if shown_ids(screen) == [b, a]:
+                break
+            await pilot.pause(0.05)
+        assert shown_ids(screen) == [b, a]
+        assert Store(ws).get_run(c) is None and (ws.engine_dir / "trash" / c).is_dir()

@@ -224,3 +224,45 @@ def test_snapshot_home(ws, snap_compare):
         await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+@pytest.mark.asyncio
+async def test_delete_asks_first_and_moves_the_run_to_the_trash(ws):
+    from tui.screens.confirm import ConfirmScreen
+
+    sample_workspace(ws)
+    store = Store(ws)
+    failed = "1125-0100-voxtral-mini-3b-qlora"
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: table_of(app).row_count == 5)
+        table_of(app).move_cursor(row=table_of(app)._order.index(failed))
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="question")
+        assert failed in str(app.screen.query_one("#confirm-question").render())
+        await pilot.press("n")  # no: nothing happens
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await pilot.pause(0.2)
+        assert store.get_run(failed) is not None
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: store.get_run(failed) is None, what="removed")
+        assert (ws.engine_dir / "trash" / failed).is_dir() and not ws.run_dir(failed).exists()
+        await wait_for(pilot, lambda: failed not in table_of(app)._order, what="row gone")
+
+        # a running run: delete is refused (cancel first); cancel asks before stopping it
+        running = "1125-0200-whisper-medium-qlora"
+        table_of(app).move_cursor(row=table_of(app)._order.index(running))
+        await pilot.press("d")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, RunsScreen) and store.get_run(running) is not None
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="cancel question")
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert not store.get_run(running).get("cancel_requested")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: store.get_run(running).get("cancel_requested"), what="cancel requested")

@@ -63,6 +63,7 @@ class HistoryScreen(Screen):
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare"),
         Binding("o", "open_dashboard", "Log/dashboard"),
+        Binding("d", "delete_run", "Delete", show=False),
         Binding("ctrl+r", "reload", "Reload", show=False),
     ]
 
@@ -209,6 +210,28 @@ class HistoryScreen(Screen):
             from tui.screens.dashboard import DashboardScreen
 
             self.app.push_screen(DashboardScreen(run_id))
+
+    def action_delete_run(self) -> None:
+        """As `voxtune runs rm`, after a yes: the folder moves to the trash."""
+        from tui.screens.runs import confirm_delete
+
+        run_id = self.current_id()
+        if run_id is not None:
+            confirm_delete(self, self.records[run_id], self._do)
+
+    def _do(self, done: str, fn, *args) -> None:
+        """An engine.queue operation in a thread; its outcome as a notification; then reload."""
+
+        def work() -> None:
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - the engine's message is meant for the user
+                self.app.call_from_thread(self.app.show_error, e)  # type: ignore[attr-defined]
+                return
+            self.app.call_from_thread(self.notify, done)
+            self.app.call_from_thread(self.action_reload)
+
+        self.run_worker(work, thread=True, group="history-action", exit_on_error=False)
 
     def action_compare(self) -> None:
         ids = [r["id"] for r in self.shown if r["id"] in self.marked]

@@ -103,12 +103,30 @@ def load_view(ws: Workspace, cache: ProgressCache, recent: int = RECENT_ENDED) -
     return RunsView(rows=rows, engine=engine, runs={r["id"]: r for r in shown}, hidden=hidden)
 
 
+def confirm_delete(screen: Screen, run: dict, do: Callable[..., None]) -> None:
+    """Ask, then remove `run` through engine.queue.remove (what `voxtune runs rm` does); `do`
+    runs it in a thread and reports. A running run is refused before asking."""
+    from engine import queue
+    from tui.screens.confirm import ConfirmScreen
+
+    run_id = run["id"]
+    if run.get("status") == RunStatus.RUNNING:
+        screen.notify(f"{run_id} is running; cancel it first (c).", severity="warning")
+        return
+    trash = screen.app.workspace.engine_dir / "trash"  # type: ignore[attr-defined]
+    question = f"Delete run {run_id} ({run.get('status')})?\nIts folder moves to {trash}."
+    screen.app.push_screen(ConfirmScreen(question, yes="delete"),
+                           lambda yes: do(f"Deleted {run_id}; its folder is in {trash}.", queue.remove,
+                                          screen.app.workspace, run_id) if yes else None)  # type: ignore[attr-defined]
+
+
 class RunsScreen(Screen):
     """Home: the queue and every past run. Enter opens a run's live dashboard."""
 
     BINDINGS = [
         Binding("enter", "open_run", "Open", show=False),
         Binding("c", "cancel_run", "Cancel"),
+        Binding("d", "delete_run", "Delete", show=False),
         Binding("r", "retry_run", "Retry"),
         Binding("e", "resume_run", "Resume", show=False),
         Binding("y", "clone_run", "Clone", show=False),
@@ -254,9 +272,30 @@ class RunsScreen(Screen):
         self.app.push_screen(DashboardScreen(run["id"]))
 
     def action_cancel_run(self) -> None:
+        """A queued run is cancelled at once; a running one only after a yes (its training stops
+        at a checkpoint and cannot be taken back)."""
+        run = self._need_run()
+        if run is None:
+            return
+        run_id = run["id"]
+
+        def cancel() -> None:
+            self._do(f"Cancel requested for {run_id}.", self._queue().cancel, self.workspace, run_id)
+
+        if run.get("status") == RunStatus.RUNNING:
+            from tui.screens.confirm import ConfirmScreen
+
+            self.app.push_screen(ConfirmScreen(f"Stop the running run {run_id}?\nIt checkpoints and stops; "
+                                               "e resumes it later.", yes="stop it"),
+                                 lambda yes: cancel() if yes else None)
+        else:
+            cancel()
+
+    def action_delete_run(self) -> None:
+        """`voxtune runs rm`: after a yes, the run leaves the store and its folder moves to the trash."""
         run = self._need_run()
         if run is not None:
-            self._do(f"Cancel requested for {run['id']}.", self._queue().cancel, self.workspace, run["id"])
+            confirm_delete(self, run, self._do)
 
     def action_retry_run(self) -> None:
         run = self._need_run()
