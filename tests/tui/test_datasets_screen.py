@@ -92,3 +92,52 @@ def test_snapshot_datasets_screen(ws, tmp_path, snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_import_from_the_tui_shows_the_validation_report(ws, tmp_path):
+    src = make_folder_dataset(tmp_path / "meetings", n=10, seconds=1.0)
+    silent_clip(src / "quiet.wav")
+    (src / "quiet.txt").write_text("nothing", encoding="utf-8")
+    asyncio.run(_imports(VoxtuneApp(ws), ws, src, tmp_path))
+
+
+async def _imports(app, ws, src, tmp_path):
+    from textual.widgets import Input
+
+    from tui.screens.import_dataset import ImportDatasetScreen
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await wait_for(pilot, lambda: _ready(app), what="datasets screen")
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(app.screen, ImportDatasetScreen), what="import form")
+        form = app.screen
+
+        def report() -> str:
+            return str(form.query_one("#import-report-text", Static).render())
+
+        # a path that is not there: named, the field marked, nothing stored
+        await pilot.press(*str(tmp_path / "nowhere"), "ctrl+s")
+        await wait_for(pilot, lambda: "nowhere" in report() and form.query_one("#path").has_class("-invalid"),
+                       what="bad path")
+        assert [d["name"] for d in D.list_all(ws)] == ["demo"]
+        # a bad split spec names the split field
+        form.query_one("#path", Input).value = str(src)
+        form.query_one("#split", Input).value = "8-1-1"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: form.query_one("#split").has_class("-invalid"), what="bad split")
+        assert "--split" in report()
+        # counts; the name defaults to the folder's
+        form.query_one("#split", Input).value = "8/1/1"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "clips usable" in report(), what="report")
+        text = report()
+        assert "meetings: 10 of 11 clips usable" in text
+        assert "splits: train 8 / validation 1 / test 1" in text
+        assert "1 clip(s) left out" in text and "quiet.wav" in text
+        assert [d["name"] for d in D.list_all(ws)] == ["demo", "meetings"]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DatasetsScreen), what="back")
+        screen = app.screen
+        await wait_for(pilot, lambda: "meetings" in str(screen.query_one("#ds-stats", Static).render()),
+                       what="new dataset selected")

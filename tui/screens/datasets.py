@@ -58,6 +58,7 @@ class DatasetsScreen(Screen):
     DatasetsScreen #ds-hint { height: 1; padding: 0 1; color: $text-muted; }
     """
     BINDINGS = [
+        Binding("i", "import_dataset", "Import"),
         Binding("r", "refresh", "Refresh"),
         Binding("p", "focus_problems", "Problems"),
         Binding("l", "focus_list", "List", show=False),
@@ -71,7 +72,7 @@ class DatasetsScreen(Screen):
                 with VerticalScroll(id="ds-scroll"):
                     yield Static("", id="ds-stats")
                     yield DataTable(id="ds-problems", cursor_type="row")
-                yield Static("import: voxtune data import PATH --name NAME", id="ds-hint")
+                yield Static("i: import a folder or manifest (voxtune data import PATH --name NAME)", id="ds-hint")
         yield KeysFooter()
 
     def on_mount(self) -> None:
@@ -134,6 +135,21 @@ class DatasetsScreen(Screen):
         for p in st.get("problems", []):
             problems.add_row(_short_path(p["file"]), p["reason"])
         problems.display = bool(st.get("problems"))
+
+    def action_import_dataset(self) -> None:
+        """The import form; on closing, the list shows (and selects) what was imported."""
+        from tui.screens.import_dataset import ImportDatasetScreen
+
+        def closed(name: str | None) -> None:
+            if name:
+                self.action_refresh()
+                table = self.query_one("#ds-list", DataTable)
+                try:
+                    table.move_cursor(row=table.get_row_index(name))
+                except Exception:  # noqa: BLE001 - the list was changed meanwhile
+                    pass
+
+        self.app.push_screen(ImportDatasetScreen(), closed)
 
     def action_focus_problems(self) -> None:
         problems = self.query_one("#ds-problems", DataTable)
