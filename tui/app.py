@@ -78,15 +78,16 @@ class VoxtuneApp(App):
         self.run_worker(lambda: load_summaries(self.workspace), thread=True, group="warm", exit_on_error=False)
 
     # -- new run ----------------------------------------------------------------------
-    def open_new_run(self, model: str | None = None, clone_of: str | None = None, method: str | None = None) -> None:
-        """The new-run form, optionally for a model (Models screen) or as a copy of a run."""
+    def open_new_run(self, model: str | None = None, clone_of: str | None = None, method: str | None = None,
+                     gpu=None) -> None:
+        """The new-run form, optionally for a model and GPU (Models screen) or as a copy of a run."""
         from tui.screens.new_run import NewRunScreen
 
         def queued(run_id: str | None) -> None:
             if run_id:
                 self.switch_mode("runs")
 
-        self.push_screen(NewRunScreen(model=model, clone_of=clone_of, method=method), queued)
+        self.push_screen(NewRunScreen(model=model, clone_of=clone_of, method=method, gpu=gpu), queued)
 
     def action_new_run(self) -> None:
         from tui.screens.new_run import NewRunScreen

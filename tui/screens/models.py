@@ -30,6 +30,41 @@ DEFAULT_PRESET = "rx-7700-xt"
 TERMS = ("weights", "gradients", "optimizer", "activations", "logits", "overhead")
 
 
+def this_machine_cpu() -> Gpu:
+    """"this machine (CPU)": training on the CPU holds the run in RAM, so the estimate is held
+    against the machine's physical memory (os.sysconf; 0 where the platform does not say)."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError, AttributeError):
+        total = 0.0
+    return Gpu(name="this machine (CPU)", vendor="cpu", index=None, total_gb=round(total, 1), detected=True,
+               key="cpu", source="sysconf")
+
+
+def gpu_label(g: Gpu) -> str:
+    """The picker's words: detected devices as they are, the CPU with its RAM, presets marked
+    `preset` (they are not this machine)."""
+    if g.vendor == "cpu":
+        return f"{g.name}, {g.total_gb:g} GB RAM"
+    return g.label if g.detected else f"{g.label} preset"
+
+
+def same_gpu(a: Gpu, b: Gpu) -> bool:
+    """One device in two lists (Models' picker and the new-run form's)."""
+    if a.key and b.key:
+        return a.key == b.key
+    return (a.name, a.vendor, a.index, a.detected) == (b.name, b.vendor, b.index, b.detected)
+
+
+def past_peaks(measurements: list[dict], entry: ModelEntry, limit: int = 3) -> list[dict]:
+    """This model's measured peaks from past runs, newest first, whatever their set-up (the
+    `measured` row above only shows a run of exactly the set-up on screen)."""
+    mine = [m for m in measurements if m.get("model") in (entry.name, entry.hub_id) and calibration.measured_gb(m)]
+    return sorted(mine, key=lambda m: m.get("time") or 0, reverse=True)[:limit]
+
+
 def fmt_params(n: int | None) -> str:
     if n is None:
         return "?"
@@ -78,11 +113,15 @@ def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: 
         for _, c in measured:
             t.append(f"{c['measured_gb']:>9.1f}" if c else f"{'-':>9}", style="cyan")
         t.append("\n")
+    for m in past_peaks(measurements, entry):
+        t.append(f"past run {m.get('run_id') or '?'}: {calibration.measured_gb(m):.1f} GB measured "
+                 f"({m.get('method')}, batch {m.get('batch')}, {float(m.get('audio_seconds') or 0):g} s audio"
+                 f"{', OOM' if m.get('oom') else ''} on {m.get('device') or '?'})\n", style="cyan")
     t.append("can rewrite text" if entry.can_rewrite else "CTC, monotonic: can drop fillers, cannot rewrite",
              style="dim")
     t.append(f" · takes {_whole(entry)} whole\n", style="dim")
     if not entry.trainable:
-        t.append(f"not trainable: {entry.reason}\n", style="yellow")
+        t.append(f"* estimates only, not trainable: {entry.reason}\n", style="yellow")
     else:
         t.append(recommend(entry, gpu_gb, cfg).text + "\n", style="bold green")
     t.rstrip()
@@ -135,15 +174,15 @@ class ModelsScreen(Screen):
 
     # -- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        self.gpus = [*detect(), *presets()]
-        default = next((i for i, g in enumerate(self.gpus) if g.detected), None)
-        if default is None:
-            default = next(i for i, g in enumerate(self.gpus) if g.key == DEFAULT_PRESET)
+        detected = list(detect())
+        self.gpus = [*detected, this_machine_cpu(), *presets()]
+        default = 0 if detected else next(i for i, g in enumerate(self.gpus) if g.key == DEFAULT_PRESET)
         self.gpu_gb = self.gpus[default].total_gb
+        self.no_gpu = not detected
         yield Header()
         with Horizontal(id="models-controls"):
-            yield Label("GPU")
-            yield Select([(g.label, i) for i, g in enumerate(self.gpus)], value=default, allow_blank=False,
+            yield Label("GPU", id="gpu-label")
+            yield Select([(gpu_label(g), i) for i, g in enumerate(self.gpus)], value=default, allow_blank=False,
                          compact=True, id="gpu-select")
             yield Label("batch")
             yield Input("1", type="integer", compact=True, id="batch-input")
@@ -164,7 +203,26 @@ class ModelsScreen(Screen):
             table.add_column(m, key=m, width=7)
         self._load_measurements()
         self.rebuild()
+        self._show_gpu_kind()
         table.focus()
+
+    def on_screen_resume(self) -> None:
+        """Runs that ended while another screen showed add measured peaks."""
+        self._load_measurements()
+        self.update_detail()
+
+    @property
+    def gpu(self) -> Gpu:
+        value = self.query_one("#gpu-select", Select).value
+        return self.gpus[value] if isinstance(value, int) else self.gpus[0]
+
+    def _show_gpu_kind(self) -> None:
+        """`GPU` before a device of this machine; `preset` (and no GPU detected) otherwise."""
+        g = self.gpu
+        label = "CPU" if g.vendor == "cpu" else ("GPU" if g.detected else "preset")
+        self.query_one("#gpu-label", Label).update(label)
+        if self.no_gpu and not self.sub_title:
+            self.sub_title = "no GPU detected: estimates for a preset"
 
     def _load_measurements(self) -> None:
         ws = getattr(self.app, "workspace", None)
@@ -203,7 +261,7 @@ class ModelsScreen(Screen):
         keep = self.current()
         table.clear()
         for e in self.visible():
-            name = Text(e.name, style="" if e.trainable else "dim")
+            name = Text(e.name if e.trainable else f"{e.name}*", style="" if e.trainable else "dim")
             table.add_row(name, fmt_params(e.params_total), f"{e.window_s:g}s",
                           *(fit_cell(e, m, self.cfg, self.gpu_gb) for m in METHODS), key=e.name)
         if keep is not None and keep.name in [e.name for e in self.visible()]:
@@ -229,6 +287,7 @@ class ModelsScreen(Screen):
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "gpu-select" and isinstance(event.value, int):
             self.gpu_gb = self.gpus[event.value].total_gb
+            self._show_gpu_kind()
             self.rebuild()
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -287,7 +346,7 @@ class ModelsScreen(Screen):
         self._filters_changed()
 
     def _filters_changed(self) -> None:
-        self.sub_title = self.filter_text()
+        self.sub_title = self.filter_text() or ("no GPU detected: estimates for a preset" if self.no_gpu else "")
         self.rebuild()
 
     def action_focus_table(self) -> None:
@@ -310,4 +369,4 @@ class ModelsScreen(Screen):
         if opener is None:
             self.notify("the new-run form is not available in this build", severity="warning")
             return
-        opener(model=e.name, method=rec.method)
+        opener(model=e.name, method=rec.method, gpu=self.gpu)

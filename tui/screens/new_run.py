@@ -266,8 +266,10 @@ class NewRunScreen(Screen[str | None]):
     ]
     CHECK_DELAY = 0.25
 
-    def __init__(self, model: str | None = None, clone_of: str | None = None, method: str | None = None) -> None:
+    def __init__(self, model: str | None = None, clone_of: str | None = None, method: str | None = None,
+                 gpu: Any = None) -> None:
         super().__init__()
+        self.initial_gpu = gpu  # engine.gpus.Gpu chosen on the Models screen
         self.initial_model = model
         self.initial_method = method
         self.clone_of = clone_of
@@ -347,13 +349,27 @@ class NewRunScreen(Screen[str | None]):
         gpu = self.query_one("#gpu", Select)
         gpu.set_options([(label, i) for i, (label, _) in enumerate(self._gpus)])
         if self._gpus:
-            self._set(gpu, 0)
+            self._set(gpu, self._gpu_index(self.initial_gpu))
         if prefill:
             self._fill(prefill, touch=True)
         elif self.initial_model:
             self._fill({"model": self.initial_model, "method": self.initial_method}, touch=True)
         await self._apply_defaults()
         self._schedule_check(0)
+
+    def _gpu_index(self, wanted: Any) -> int:
+        """The form's entry for the GPU chosen on Models (added when the form lacks it, e.g. the
+        CPU); the first entry when none was chosen."""
+        if wanted is None:
+            return 0
+        from tui.screens.models import gpu_label, same_gpu
+
+        for i, (_, g) in enumerate(self._gpus):
+            if same_gpu(g, wanted):
+                return i
+        self._gpus.append((gpu_label(wanted), wanted))
+        self.query_one("#gpu", Select).set_options([(label, i) for i, (label, _) in enumerate(self._gpus)])
+        return len(self._gpus) - 1
 
     def _load_choices(self):
         store = Store(self.workspace)
