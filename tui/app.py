@@ -108,11 +108,16 @@ class VoxtuneApp(App):
 
     # -- command palette ----------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        """voxtune's actions for this screen first, each once (the screen's and the app's own
+        key bindings; a focused widget's cursor keys are not actions), then Textual's Theme,
+        Screenshot and Quit. Textual's own Keys panel and Maximize are left out: `?` is the
+        keys panel here."""
+        from tui.screens.help import voxtune_bindings
+
         seen = {"quit"}
-        for active in screen.active_bindings.values():
+        for active, _where in voxtune_bindings(screen):
             binding = active.binding
-            if binding.system or not binding.description or not active.enabled:
+            if not active.enabled:
                 continue
             name = binding.description
             if binding.action.startswith("switch_mode"):
@@ -122,6 +127,9 @@ class VoxtuneApp(App):
             seen.add(name.lower())
             shown_key = binding.key_display or self.get_key_display(binding)
             yield SystemCommand(name, f"key: {shown_key}", partial(self.run_action, binding.action, active.node))
+        for command in super().get_system_commands(screen):
+            if command.title in ("Theme", "Screenshot", "Quit"):
+                yield command
 
 
 def run_app(workspace: Workspace) -> int:

@@ -236,3 +236,43 @@ def test_snapshot_home_no_color(ws, snap_compare, monkeypatch):
         await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+@pytest.mark.asyncio
+async def test_palette_has_every_voxtune_action_once_and_no_widget_internals(ws):
+    from tui.screens.datasets import DatasetsScreen
+    from tui.screens.help import keys_of
+
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: rows_loaded(app, 5))
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert len(titles) == len({t.lower() for t in titles}), titles  # each once
+        for expected in ("Export", "Transcribe", "Delete", "Pause queue", "Theme", "Screenshot", "Quit"):
+            assert expected in titles, expected
+        # no widget internals (a table's cursor keys) and not Textual's own keys panel
+        for internal in ("Cursor up", "Cursor down", "Page up", "Up", "Down", "Select", "Maximize"):
+            assert internal not in titles, internal
+        assert titles.count("Keys") == 1
+        # paused, the queue is resumed (p offers what applies)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: "Resume queue" in [c.title for c in app.get_system_commands(app.screen)],
+                       what="resume queue offered")
+        assert "Pause queue" not in [c.title for c in app.get_system_commands(app.screen)]
+        await pilot.press("p")
+        await wait_for(pilot, lambda: Store(ws).get_meta("queue_paused") is False, what="resumed")
+
+        # help: voxtune's keys for the screen first, the table's cursor keys last
+        rows = keys_of(app.screen)
+        wheres = [w for _, _, w in rows]
+        assert wheres[0] == "screen" and rows[0][1] == "Cancel"
+        first_widget = next(i for i, w in enumerate(wheres) if w not in ("screen", "app"))
+        assert all(w not in ("screen", "app") for w in wheres[first_widget:])
+
+        await pilot.press("3")
+        await wait_for(pilot, lambda: isinstance(app.screen, DatasetsScreen))
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for expected in ("Import", "Split", "Pin samples", "Go to Runs"):
+            assert expected in titles, expected
+        assert len(titles) == len(set(titles))

@@ -141,3 +141,40 @@ async def _imports(app, ws, src, tmp_path):
         screen = app.screen
         await wait_for(pilot, lambda: "meetings" in str(screen.query_one("#ds-stats", Static).render()),
                        what="new dataset selected")
+
+
+def test_split_pin_and_j_k_on_the_datasets_screen(ws, tmp_path):
+    src = make_folder_dataset(tmp_path / "talks", n=10, seconds=1.0)
+    D.import_dataset(ws, src, "talks")
+    asyncio.run(_split_pin(VoxtuneApp(ws), ws))
+
+
+async def _split_pin(app, ws):
+    from tui.screens.tools import PromptScreen
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await wait_for(pilot, lambda: _ready(app), what="datasets screen")
+        screen = app.screen
+        stats = lambda: str(screen.query_one("#ds-stats", Static).render())  # noqa: E731
+        assert stats().startswith("demo")
+        await pilot.press("j")
+        await wait_for(pilot, lambda: stats().startswith("talks"), what="j moves down")
+        await pilot.press("k")
+        await wait_for(pilot, lambda: stats().startswith("demo"), what="k moves up")
+        await pilot.press("j", "s")
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), what="split prompt")
+        await pilot.press("ctrl+a", "ctrl+k", *"6/2/2", "enter")
+        await wait_for(pilot, lambda: D.get(ws, "talks")["split_spec"] == "6/2/2", what="split")
+        await wait_for(pilot, lambda: "train 6 · val 2 · test 2" in stats(), what="stats updated")
+        ids = [r["id"] for r in D.load_rows(ws, "talks", "test")]
+        await pilot.press("P")
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), what="pin prompt")
+        await pilot.press("ctrl+a", "ctrl+k", *ids[0], "enter")
+        await wait_for(pilot, lambda: D.get(ws, "talks")["pinned"] == [ids[0]], what="pinned")
+        # a bad spec: the engine's one line, nothing changed
+        await pilot.press("s")
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press("ctrl+a", "ctrl+k", *"8-1-1", "enter")
+        await wait_for(pilot, lambda: any(n.severity == "error" for n in app._notifications), what="error")
+        assert D.get(ws, "talks")["split_spec"] == "6/2/2"

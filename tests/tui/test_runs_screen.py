@@ -266,3 +266,33 @@ async def test_delete_asks_first_and_moves_the_run_to_the_trash(ws):
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
         await wait_for(pilot, lambda: store.get_run(running).get("cancel_requested"), what="cancel requested")
+
+
+@pytest.mark.asyncio
+async def test_export_and_transcribe_run_the_cli_and_show_what_it_says(ws):
+    """x and t run `voxtune runs export ID` / `voxtune transcribe --run ID FILE` in a child
+    process (torch stays out of the TUI); the CLI's one-line refusal is shown."""
+    from tui.screens.tools import CommandScreen, PromptScreen
+
+    sample_workspace(ws)
+    finished = "1125-0300-whisper-small-full"
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: table_of(app).row_count == 5)
+        table_of(app).move_cursor(row=table_of(app)._order.index(finished))
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandScreen), what="export")
+        cmd = app.screen
+        assert cmd.argv[-3:] == ["runs", "export", finished] and str(ws.home) in cmd.argv
+        await wait_for(pilot, lambda: cmd.returncode is not None, timeout=60, what="export finished")
+        assert cmd.returncode == 2 and any("has no checkpoint" in line for line in cmd.lines)
+        assert "failed (exit 2)" in str(cmd.query_one("#command-status").render())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), what="audio prompt")
+        await pilot.press(*"/nowhere/a.wav", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandScreen), what="transcribe")
+        assert app.screen.argv[-4:] == ["transcribe", "--run", finished, "/nowhere/a.wav"]
+        await wait_for(pilot, lambda: app.screen.returncode is not None, timeout=60, what="transcribe finished")
+        assert app.screen.returncode == 2

@@ -59,6 +59,10 @@ class DatasetsScreen(Screen):
     """
     BINDINGS = [
         Binding("i", "import_dataset", "Import"),
+        Binding("s", "split", "Split", show=False),
+        Binding("P", "pin", "Pin samples", show=False),
+        Binding("j", "cursor(1)", "Down", show=False),
+        Binding("k", "cursor(-1)", "Up", show=False),
         Binding("r", "refresh", "Refresh"),
         Binding("p", "focus_problems", "Problems"),
         Binding("l", "focus_list", "List", show=False),
@@ -83,6 +87,8 @@ class DatasetsScreen(Screen):
         self.action_refresh()
         table.focus()
 
+    _records: list[dict] = []
+
     @property
     def _ws(self):
         return self.app.workspace  # type: ignore[attr-defined]
@@ -98,6 +104,7 @@ class DatasetsScreen(Screen):
         current = self._selected()
         table.clear()
         recs = datasets.list_all(self._ws)
+        self._records = recs
         for rec in recs:
             table.add_row(rec["name"], f"{rec['clips_usable']}/{rec['clips_total']}", f"{rec['hours'] * 60:.1f}",
                           key=rec["name"])
@@ -150,6 +157,60 @@ class DatasetsScreen(Screen):
                     pass
 
         self.app.push_screen(ImportDatasetScreen(), closed)
+
+    def action_cursor(self, delta: int) -> None:
+        """j / k move in whichever list has the focus (the datasets, else the problems)."""
+        table = self.focused if isinstance(self.focused, DataTable) else self.query_one("#ds-list", DataTable)
+        (table.action_cursor_down if delta > 0 else table.action_cursor_up)()
+
+    def action_split(self) -> None:
+        """`voxtune data split NAME --split SPEC`: redraw the train/validation/test splits."""
+        from tui.screens.tools import PromptScreen
+
+        name = self._selected()
+        if name is None:
+            return
+        rec = next((r for r in self._records if r["name"] == name), {})
+
+        def go(spec: str | None) -> None:
+            if spec is not None:
+                self._dataset_op(f"{name}: splits redrawn", "set_splits", name, spec=spec or None)
+
+        self.app.push_screen(PromptScreen(
+            f"Redraw the splits of {name} (runs already made keep theirs): train/validation/test",
+            placeholder="fractions 0.8/0.1/0.1 or counts 8/1/1", value=rec.get("split_spec") or ""), go)
+
+    def action_pin(self) -> None:
+        """`voxtune data pin NAME ID…`: the clips every run records samples of."""
+        from tui.screens.tools import PromptScreen
+
+        name = self._selected()
+        if name is None:
+            return
+        rec = next((r for r in self._records if r["name"] == name), {})
+
+        def go(text: str | None) -> None:
+            if text is not None:
+                self._dataset_op(f"{name}: pinned samples set", "set_pinned", name, ids=text.split() or None)
+
+        self.app.push_screen(PromptScreen(
+            f"Pinned samples of {name}: clip ids (empty: the first validation clips)",
+            value=" ".join(rec.get("pinned") or [])), go)
+
+    def _dataset_op(self, done: str, fn: str, *args, **kwargs) -> None:
+        """An engine.datasets operation in a thread; then the stats show the change."""
+        from engine import datasets
+
+        def work() -> None:
+            try:
+                getattr(datasets, fn)(self._ws, *args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - the engine's message is meant for the user
+                self.app.call_from_thread(self.app.show_error, e)  # type: ignore[attr-defined]
+                return
+            self.app.call_from_thread(self.notify, done)
+            self.app.call_from_thread(self.action_refresh)
+
+        self.run_worker(work, thread=True, group="dataset-op", exit_on_error=False)
 
     def action_focus_problems(self) -> None:
         problems = self.query_one("#ds-problems", DataTable)

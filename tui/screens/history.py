@@ -64,6 +64,8 @@ class HistoryScreen(Screen):
         Binding("c", "compare", "Compare"),
         Binding("o", "open_dashboard", "Log/dashboard"),
         Binding("d", "delete_run", "Delete", show=False),
+        Binding("x", "export_run", "Export", show=False),
+        Binding("t", "transcribe", "Transcribe", show=False),
         Binding("ctrl+r", "reload", "Reload", show=False),
     ]
 
@@ -210,6 +212,20 @@ class HistoryScreen(Screen):
             from tui.screens.dashboard import DashboardScreen
 
             self.app.push_screen(DashboardScreen(run_id))
+
+    def action_export_run(self) -> None:
+        from tui.screens.tools import export_run
+
+        run_id = self.current_id()
+        if run_id is not None:
+            export_run(self, run_id)
+
+    def action_transcribe(self) -> None:
+        from tui.screens.tools import transcribe_with_run
+
+        run_id = self.current_id()
+        if run_id is not None:
+            transcribe_with_run(self, run_id)
 
     def action_delete_run(self) -> None:
         """As `voxtune runs rm`, after a yes: the folder moves to the trash."""

@@ -132,7 +132,10 @@ class RunsScreen(Screen):
         Binding("y", "clone_run", "Clone", show=False),
         Binding("K", "move_up", "Move up", show=False),
         Binding("J", "move_down", "Move down", show=False),
-        Binding("p", "toggle_queue", "Pause queue", tooltip="Pause or resume the queue"),
+        Binding("x", "export_run", "Export", show=False),
+        Binding("t", "transcribe", "Transcribe", show=False),
+        Binding("p", "pause_queue", "Pause queue", tooltip="Running runs go on, nothing new starts"),
+        Binding("p", "resume_queue", "Resume queue", tooltip="Start queued runs again"),
         Binding("s", "start_engine", "Start engine"),
         Binding("f5", "refresh", "Refresh", show=False),
     ]
@@ -180,6 +183,8 @@ class RunsScreen(Screen):
         if self._starting:
             view.engine = EngineState(**{**view.engine.__dict__, "starting": True})
         first = self.view is None
+        if first or self.view.engine.queue_paused != view.engine.queue_paused:
+            self.call_later(self.refresh_bindings)  # Pause queue <-> Resume queue
         self.view = view
         if first:
             self._say_what_needs_doing(view.engine)
@@ -327,6 +332,33 @@ class RunsScreen(Screen):
             self.notify("Only queued runs can be moved.", severity="warning")
             return
         self._do(f"Moved {run['id']} {'up' if delta > 0 else 'down'}.", self._queue().move, self.workspace, run["id"], delta)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """p pauses a running queue and resumes a paused one: one of the two is offered."""
+        if action in ("pause_queue", "resume_queue"):
+            paused = self.view.engine.queue_paused if self.view else False
+            return (action == "resume_queue") == paused
+        return True
+
+    def action_pause_queue(self) -> None:
+        self.action_toggle_queue()
+
+    def action_resume_queue(self) -> None:
+        self.action_toggle_queue()
+
+    def action_export_run(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            from tui.screens.tools import export_run
+
+            export_run(self, run["id"])
+
+    def action_transcribe(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            from tui.screens.tools import transcribe_with_run
+
+            transcribe_with_run(self, run["id"])
 
     def action_toggle_queue(self) -> None:
         paused = self.view.engine.queue_paused if self.view else False
