@@ -13,7 +13,13 @@ from textual.widgets import Footer
 
 
 class KeysFooter(Footer):
+    """Compact (one space between keys), so a screen's keys and `^p palette` fit 80 columns."""
+
     _shown: tuple | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("compact", True)
+        super().__init__(*args, **kwargs)
 
     def _signature(self, screen: Screen) -> tuple:
         return tuple((b.key, b.description, b.action, enabled, tooltip)
