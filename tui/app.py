@@ -25,10 +25,10 @@ class VoxtuneApp(App):
     TITLE = "voxtune"
     CSS_PATH = "app.tcss"
     BINDINGS = [
-        Binding("1", "switch_mode('runs')", "Runs", group=SCREENS),
-        Binding("2", "switch_mode('models')", "Models", group=SCREENS),
-        Binding("3", "switch_mode('datasets')", "Datasets", group=SCREENS),
-        Binding("4", "switch_mode('history')", "History", group=SCREENS),
+        Binding("1", "go('runs')", "Runs", group=SCREENS),
+        Binding("2", "go('models')", "Models", group=SCREENS),
+        Binding("3", "go('datasets')", "Datasets", group=SCREENS),
+        Binding("4", "go('history')", "History", group=SCREENS),
         Binding("n", "new_run", "New run"),
         Binding("question_mark", "help", "Keys", key_display="?"),
         Binding("f1", "help", "Keys", show=False),  # reachable while typing in a form field
@@ -77,15 +77,28 @@ class VoxtuneApp(App):
 
         self.run_worker(lambda: load_summaries(self.workspace), thread=True, group="warm", exit_on_error=False)
 
+    # -- screens ----------------------------------------------------------------------
+    async def action_go(self, mode: str) -> None:
+        """1-4: that screen itself, from anywhere: a dashboard, form or detail opened on top of
+        it is closed (pressing 1 in a run's dashboard shows Runs; 2 then 1 shows Runs, not the
+        dashboard left open there)."""
+        if self.current_mode != mode:
+            await self.switch_mode(mode)
+        while len(self.screen_stack) > 1:
+            await self.pop_screen()
+
     # -- new run ----------------------------------------------------------------------
     def open_new_run(self, model: str | None = None, clone_of: str | None = None, method: str | None = None,
                      gpu=None) -> None:
         """The new-run form, optionally for a model and GPU (Models screen) or as a copy of a run."""
         from tui.screens.new_run import NewRunScreen
 
-        def queued(run_id: str | None) -> None:
-            if run_id:
-                self.switch_mode("runs")
+        async def queued(run_id: str | None) -> None:
+            if run_id:  # home, with the cursor on the new run
+                await self.action_go("runs")
+                select = getattr(self.screen, "select_run", None)
+                if select is not None:
+                    select(run_id)
 
         self.push_screen(NewRunScreen(model=model, clone_of=clone_of, method=method, gpu=gpu), queued)
 
@@ -120,7 +133,7 @@ class VoxtuneApp(App):
             if not active.enabled:
                 continue
             name = binding.description
-            if binding.action.startswith("switch_mode"):
+            if binding.action.startswith("go("):
                 name = f"Go to {binding.description}"
             if name.lower() in seen:
                 continue

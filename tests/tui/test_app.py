@@ -276,3 +276,54 @@ async def test_palette_has_every_voxtune_action_once_and_no_widget_internals(ws)
         for expected in ("Import", "Split", "Pin samples", "Go to Runs"):
             assert expected in titles, expected
         assert len(titles) == len(set(titles))
+
+
+@pytest.mark.asyncio
+async def test_screen_keys_from_a_dashboard_and_the_cursor_after_queueing(ws):
+    from engine import queue
+    from engine.datasets import ensure_demo
+    from tui.screens.dashboard import DashboardScreen
+    from tui.screens.history import HistoryScreen
+    from tui.screens.models import ModelsScreen
+    from tui.widgets.run_list import RunList
+
+    sample_workspace(ws)
+    ensure_demo(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: rows_loaded(app, 5))
+        await pilot.press("enter")  # the running run's dashboard
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="dashboard")
+        await pilot.press("1")  # 1 inside a dashboard: Runs
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="1 from the dashboard")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await pilot.press("2")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen))
+        await pilot.press("1")  # 2 then 1: Runs, not the dashboard left open
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="2 then 1")
+
+        # n in a dashboard is the search's next match, never a new run
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, DashboardScreen)
+        assert any("/ searches the log" in n.message for n in app._notifications)
+        await pilot.press("escape")
+
+        # esc leaves the History filter: the next keys act on the list again
+        await pilot.press("4")
+        await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen) and app.screen.loaded)
+        await pilot.press("slash", *"lora", "escape")
+        assert isinstance(app.focused, RunList) and app.screen.filter_text == "lora"
+        await pilot.press("s")  # sorts, is not typed into the filter
+        assert app.screen.sort_key == "wer" and app.screen.filter_text == "lora"
+
+        # after queueing from the form, Runs shows the new run under the cursor
+        await pilot.press("1", "n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
+        run_id = queue.add(ws, model="whisper-small", method="lora", dataset="demo", max_steps=5)
+        app.screen.dismiss(run_id)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.selected_run() is not None
+                       and app.screen.selected_run()["id"] == run_id, what="cursor on the new run")

@@ -157,6 +157,7 @@ class DashboardScreen(Screen):
         Binding("g", "tab('gpu')", "Memory"),
         Binding("s", "tab('samples')", "Samples"),
         Binding("slash", "search", "Search"),
+        # n / N move between search matches, as in less; a new run starts from Runs (esc, then n)
         Binding("n", "find(False)", "Prev match", show=False),
         Binding("N", "find(True)", "Next match", show=False),
         Binding("f", "toggle_follow", "Follow"),
@@ -299,11 +300,6 @@ class DashboardScreen(Screen):
         if log.follow:  # a new size must not leave the tail out of view
             self.call_after_refresh(log.scroll_end, animate=False)
 
-    def check_action(self, action: str, parameters: tuple) -> bool | None:
-        # n/N only mean "next match" while searching; otherwise n stays the app's New run
-        if action == "find":
-            return bool(self.query_one(LogView).term)
-        return True
 
     def action_close(self) -> None:
         search = self.query_one("#log-search", Input)
@@ -336,6 +332,9 @@ class DashboardScreen(Screen):
 
     def action_find(self, forward: bool) -> None:
         log = self.query_one(LogView)
+        if not log.term:
+            self.notify("no search yet: / searches the log, then n / N move between matches")
+            return
         if log.find(forward) is None:
             self.notify(f"no {'later' if forward else 'earlier'} match for {log.term!r}")
         self._update_log_status()

@@ -67,6 +67,7 @@ class HistoryScreen(Screen):
         Binding("x", "export_run", "Export", show=False),
         Binding("t", "transcribe", "Transcribe", show=False),
         Binding("ctrl+r", "reload", "Reload", show=False),
+        Binding("escape", "leave_filter", "Leave filter", show=False),
     ]
 
     def __init__(self, **kwargs) -> None:
@@ -184,6 +185,15 @@ class HistoryScreen(Screen):
 
     def action_focus_filter(self) -> None:
         self.query_one("#history-filter", Input).focus()
+
+    def action_leave_filter(self) -> None:
+        """esc in the filter: back to the list (the filter stays; / edits it again)."""
+        self.query_one(RunList).focus()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "leave_filter":
+            return self.focused is not None and self.focused.id == "history-filter"
+        return True
 
     def action_cycle_sort(self) -> None:
         i = SORT_CYCLE.index(self.sort_key) if self.sort_key in SORT_CYCLE else -1

@@ -191,6 +191,7 @@ class RunsScreen(Screen):
         self.query_one(EngineBar).show(view.engine)
         table = self.query_one(RunTable)
         table.show(view.rows)
+        self._move_to_wanted()
         self._show_detail()
 
     def _say_what_needs_doing(self, engine: EngineState) -> None:
@@ -225,6 +226,21 @@ class RunsScreen(Screen):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.action_open_run()
+
+    def select_run(self, run_id: str) -> None:
+        """Put the cursor on `run_id` now, or as soon as a poll lists it (a run just queued)."""
+        self._want = run_id
+        self._move_to_wanted()
+        if self.poller is not None:
+            self.poller.poke()
+
+    def _move_to_wanted(self) -> None:
+        want = getattr(self, "_want", None)
+        table = self.query_one(RunTable)
+        if want is not None and want in table._order:
+            table.move_cursor(row=table._order.index(want), animate=False)
+            self._want = None
+            self._show_detail()
 
     # -- helpers ----------------------------------------------------------------------
     def selected_run(self) -> dict | None:
