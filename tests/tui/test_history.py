@@ -234,3 +234,41 @@ async def test_delete_from_history_asks_then_moves_to_the_trash(ws):
             await pilot.pause(0.05)
         assert shown_ids(screen) == [b, a]
         assert Store(ws).get_run(c) is None and (ws.engine_dir / "trash" / c).is_dir()
+
+
+@pytest.mark.asyncio
+async def test_runs_and_history_agree_on_wer_in_one_unit_and_wer_filters(ws):
+    """A finished run whose final evaluation (record) differs from its last periodic eval:
+    both screens show the record's WER and best WER, in percent, with the unit labelled."""
+    from engine.store import Store
+    from tui.widgets.run_table import RunTable
+    from tui_helpers import add_run
+
+    add_run(ws, "1125-0900-whisper-small-lora", "finished", steps=10, max_steps=10, wer=0.30, best=0.20,
+            finished_at=T0 + 50)
+    Store(ws).update_run("1125-0900-whisper-small-lora", metrics={"wer": 0.25})
+    add_run(ws, "1125-0901-whisper-base-lora", "finished", steps=10, max_steps=10, wer=0.7, best=0.65,
+            finished_at=T0 + 60, model="whisper-base")
+    Store(ws).update_run("1125-0901-whisper-base-lora", metrics={"wer": 0.7})
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(RunTable)
+        for _ in range(200):
+            if table.row_count == 2:
+                break
+            await pilot.pause(0.05)
+        headings = [str(c.label) for c in table.columns.values()]
+        assert "WER%" in headings and "best%" in headings
+        rid = "1125-0900-whisper-small-lora"
+        assert str(table.get_cell(rid, "wer")) == "25.0" and str(table.get_cell(rid, "best")) == "20.0"
+        screen = await open_history(app, pilot)
+        row = next(r for r in screen.query_one(RunList).rows if r["id"] == rid)
+        assert screen._format_cell("wer", row) == "25.0%" and screen._format_cell("best_wer", row) == "20.0%"
+
+        await pilot.press("slash", *"wer<0.5")
+        assert shown_ids(screen) == [rid]
+        assert "WER < 50.0%" in str(screen.query_one("#history-status").render())
+        await pilot.press("ctrl+a", "ctrl+k", *"wer<50%")
+        assert shown_ids(screen) == [rid]
+        await pilot.press("ctrl+a", "ctrl+k", *"wer<x")
+        assert "e.g. wer<30%" in str(screen.query_one("#history-status").render())

@@ -84,7 +84,8 @@ class HistoryScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="filter: model=whisper method=lora dataset=… status=finished,failed  or words", id="history-filter")
+        yield Input(placeholder="filter: model=whisper status=finished,failed wer<30% peak_gb<10 or words",
+                    id="history-filter")
         yield RunList(self._columns([]), self._format_cell, id="history-table")
         yield Static("loading runs…", id="history-status")
         yield KeysFooter()
@@ -154,6 +155,12 @@ class HistoryScreen(Screen):
             status = Text(f"{len(self.shown)} of {len(self.rows)} runs · sorted by {HEADINGS[self.sort_key]} {arrow}")
             if self.marked:
                 status.append(f" · {len(self.marked)} marked (c: compare)")
+            try:
+                read = compare.describe_comparisons(compare.parse_filter(self.filter_text))
+            except CompareError:
+                read = ""
+            if read:
+                status.append(f" · {read}", style="cyan")
         self.query_one("#history-status", Static).update(status)
 
     def current_id(self) -> str | None:

@@ -26,7 +26,7 @@ STATUS_GLYPH = {
 # Widths None = fit the content. At 80 columns status..WER are visible; the rest scrolls
 # sideways and is repeated in the detail pane under the table.
 COLUMNS = (("status", "status", None), ("run", "run", None), ("progress", "progress", None),
-           ("loss", "loss", None), ("wer", "WER", None), ("best", "best", None), ("note", "note", None))
+           ("loss", "loss", None), ("wer", "WER%", None), ("best", "best%", None), ("note", "note", None))
 BAR_WIDTH = 6
 
 
@@ -81,7 +81,8 @@ def progress_bar(step: int | None, max_steps: int | None, eta_s: float | None = 
 
 
 def fmt_wer(wer: Any) -> str:
-    """WER is a fraction in metrics.jsonl; people read it as a percentage."""
+    """WER is a fraction in metrics.jsonl; voxtune shows it as a percentage everywhere (the
+    column headings say `%`)."""
     if not isinstance(wer, (int, float)):
         return ""
     return f"{wer * 100:.1f}" if wer < 10 else "≥1k"
@@ -126,9 +127,12 @@ def run_row(run: dict, progress: dict | None, position: int | None = None, queue
     step, max_steps = progress.get("step"), progress.get("max_steps")
     if status == RunStatus.FINISHED and max_steps and not step:
         step = max_steps
-    wer = progress.get("wer")
+    # an ended run's WER is its record's (the final evaluation), as History and `runs ls` show
+    # it; a live run's is its latest evaluation
+    recorded = (run.get("metrics") or {}).get("wer")
+    wer = recorded if status in FINAL and recorded is not None else progress.get("wer")
     if wer is None:
-        wer = (run.get("metrics") or {}).get("wer")
+        wer = recorded
     note = note_for(run, queue_paused)
     cells = (
         status_text(status, position),
