@@ -30,7 +30,7 @@ STATUS_GLYPH = {
 # the note in full and gives the train loss (the dashboard plots it).
 COLUMNS = (("status", "status", None), ("run", "run", None), ("progress", "progress · note", None),
            ("wer", "WER%", None), ("best", "best%", None))
-NOTE_STYLE = {"queued": "yellow", "failed": "red", "interrupted": "yellow", "cancelled": "magenta"}
+NOTE_STYLE = {"queued": "yellow", "failed": "red", "interrupted": "yellow", "cancelled": "magenta", "finished": "dim"}
 MIN_PROGRESS = 16  # the bar, percent and ETA
 BAR_WIDTH = 6
 
@@ -140,7 +140,7 @@ def run_row(run: dict, progress: dict | None, position: int | None = None, queue
         wer = recorded
     note = note_for(run, queue_paused)
     bar = progress_bar(step, max_steps, progress.get("eta_s") if status == RunStatus.RUNNING else None)
-    if note and (status not in (RunStatus.RUNNING, RunStatus.FINISHED) or run.get("cancel_requested")):
+    if note and (status != RunStatus.RUNNING or run.get("cancel_requested")):  # a finished bar says nothing new
         shown: Any = Text(note, style=NOTE_STYLE.get(status, "yellow"), no_wrap=True, overflow="ellipsis")
     else:
         shown = bar
