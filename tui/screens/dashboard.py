@@ -154,13 +154,13 @@ class DashboardScreen(Screen):
         Binding("escape", "close", "Back"),
         Binding("l", "tab('log')", "Log"),
         Binding("p", "tab('metrics')", "Plot"),
-        Binding("g", "tab('gpu')", "Memory"),
+        Binding("g", "tab('gpu')", "Memory", show=False),
         Binding("s", "tab('samples')", "Samples"),
         Binding("slash", "search", "Search"),
         # n / N move between search matches, as in less; a new run starts from Runs (esc, then n)
         Binding("n", "find(False)", "Prev match", show=False),
         Binding("N", "find(True)", "Next match", show=False),
-        Binding("f", "toggle_follow", "Follow"),
+        Binding("f", "toggle_follow", "Follow", show=False),
         Binding("left_square_bracket", "samples(-1)", "Earlier eval", show=False),
         Binding("right_square_bracket", "samples(1)", "Later eval", show=False),
     ]
@@ -268,7 +268,7 @@ class DashboardScreen(Screen):
             t.append(f" · slurm job {rec['slurm_job_id']}", style="bold")
         t.append("\n")
         if max_steps:
-            frac, bar = min(1.0, step / max_steps), 20
+            frac, bar = min(1.0, step / max_steps), 10  # the line fits 80 columns with WER and best
             t.append("█" * round(frac * bar) + "░" * (bar - round(frac * bar)), style="green")
             t.append(f" step {step}/{max_steps}")
         else:
@@ -283,6 +283,10 @@ class DashboardScreen(Screen):
             t.append(f"  best {p['best_wer'] * 100:.1f}% @{p.get('best_step')}")
         if self.result and self.result.get("oom"):
             t.append(f"  out of memory at step {self.result.get('oom_step')}", style="bold red")
+        for line in t.split("\n"):  # each line on its own row, cut with … rather than wrapped
+            line.no_wrap, line.overflow = True, "ellipsis"
+        t = Text("\n").join(t.split("\n"))
+        t.no_wrap, t.overflow = True, "ellipsis"
         self.query_one("#dash-summary", Static).update(t)
 
     def _update_log_status(self) -> None:

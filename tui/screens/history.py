@@ -59,10 +59,10 @@ class HistoryScreen(Screen):
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter"),
         Binding("s", "cycle_sort", "Sort"),
-        Binding("r", "reverse", "Reverse"),
+        Binding("r", "reverse", "Reverse", show=False),
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare"),
-        Binding("o", "open_dashboard", "Log/dashboard"),
+        Binding("o", "open_dashboard", "Log/dashboard", show=False),
         Binding("d", "delete_run", "Delete", show=False),
         Binding("x", "export_run", "Export", show=False),
         Binding("t", "transcribe", "Transcribe", show=False),

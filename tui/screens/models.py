@@ -153,11 +153,11 @@ class ModelsScreen(Screen):
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("g", "pick_gpu", "GPU"),
         Binding("b", "edit_batch", "Batch"),
-        Binding("a", "edit_audio", "Audio s"),
+        Binding("a", "edit_audio", "Audio s", show=False),
         Binding("w", "toggle_whole", "5-min whole"),
-        Binding("o", "cycle_output", "Rewrite/delete"),
+        Binding("o", "cycle_output", "Rewrite/delete", show=False),
         Binding("enter", "new_run", "New run for model", show=False),
-        Binding("r", "refresh", "Refresh"),
+        Binding("r", "refresh", "Refresh", show=False),
         Binding("escape", "focus_table", "Table", show=False),
     ]
 

@@ -127,7 +127,7 @@ class RunsScreen(Screen):
         Binding("enter", "open_run", "Open", show=False),
         Binding("c", "cancel_run", "Cancel"),
         Binding("d", "delete_run", "Delete", show=False),
-        Binding("r", "retry_run", "Retry"),
+        Binding("r", "retry_run", "Retry", show=False),
         Binding("e", "resume_run", "Resume", show=False),
         Binding("y", "clone_run", "Clone", show=False),
         Binding("K", "move_up", "Move up", show=False),

@@ -13,7 +13,12 @@ from textual.widgets import Footer
 
 
 class KeysFooter(Footer):
-    """Compact (one space between keys), so a screen's keys and `^p palette` fit 80 columns."""
+    """Compact (one space between keys), so a screen's keys and `^p palette` fit 80 columns;
+    the other keys are in `?` and the palette."""
+
+    DEFAULT_CSS = """
+    KeysFooter.-compact FooterLabel { margin-right: 1; }
+    """
 
     _shown: tuple | None = None
 
