@@ -272,3 +272,13 @@ async def test_runs_and_history_agree_on_wer_in_one_unit_and_wer_filters(ws):
         assert shown_ids(screen) == [rid]
         await pilot.press("ctrl+a", "ctrl+k", *"wer<x")
         assert "e.g. wer<30%" in str(screen.query_one("#history-status").render())
+
+
+def test_model_column_keeps_what_tells_models_apart():
+    from tui.screens.history import MODEL_WIDTH, short_models
+
+    a, b = "/home/user/checkpoints/project-a/whisper-small-ft", "/home/user/checkpoints/project-b/whisper-small-ft"
+    short = short_models({a, b, "whisper-small"})
+    assert short["whisper-small"] == "whisper-small"
+    assert short[a] != short[b] and short[a].startswith("project-a/") and short[b].startswith("project-b/")
+    assert all(len(v) <= MODEL_WIDTH for v in short.values())

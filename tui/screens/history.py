@@ -29,6 +29,31 @@ MARK = "●"
 FIRST = ["id", "status", "wer", "best_wer", "model", "method", "dataset"]
 DISPLAY = FIRST + [k for k, _ in COLUMNS if k not in FIRST]
 HEADINGS = dict(COLUMNS)
+SHORT_HEADINGS = {"best_wer": "Best"}  # next to WER at 80 columns; the detail says "best WER"
+MODEL_WIDTH = 16  # what 80 columns leave after the run id, status, WER and best WER
+
+
+def short_models(models: set[str], width: int = MODEL_WIDTH) -> dict[str, str]:
+    """Each model as it fits `width`, still telling apart models that only differ in their
+    folders (`/ckpt/project-a/whisper-ft` and `/ckpt/project-b/whisper-ft` become
+    `project-a/whis…ft` and `project-b/whis…ft`): the shortest path tail that is unique, its
+    last part shortened in the middle."""
+    out: dict[str, str] = {}
+    split = {m: [p for p in m.replace("\\", "/").split("/") if p] or [m] for m in models}
+    for m, parts in split.items():
+        if len(m) <= width:
+            out[m] = m
+            continue
+        k = 1
+        while k < len(parts) and sum(1 for o in split.values() if o[-k:] == parts[-k:]) > 1:
+            k += 1
+        prefix = "/".join(parts[-k:-1]) + ("/" if k > 1 else "")
+        last = parts[-1]
+        if len(prefix) > width - 5:
+            prefix = "…" + prefix[-(width - 6):]
+        room = width - len(prefix)
+        out[m] = prefix + (last if len(last) <= room else last[: max(1, room - 3)] + "…" + last[-2:])
+    return out
 
 
 # (store path, store stamp) -> (records, summary rows): History's rows are derived from the
@@ -80,6 +105,7 @@ class HistoryScreen(Screen):
         self.sort_reverse = True  # newest first
         self.filter_text = ""
         self.loaded = 0  # loads finished: tests wait on this
+        self._models: dict[str, str] = {}  # model -> as the Model column shows it
         self._stamp: tuple | None = None  # the store version the rows show
 
     def compose(self) -> ComposeResult:
@@ -95,18 +121,23 @@ class HistoryScreen(Screen):
         """Widths from the data for text columns (capped), fixed for numbers."""
         cols = [Column("mark", " ", 1)]
         for key in DISPLAY:
+            heading = SHORT_HEADINGS.get(key, HEADINGS[key])
             if key in ("id", "model", "dataset", "status", "method"):
-                cap = 40 if key == "id" else 24
-                width = max([len(HEADINGS[key])] + [len(str(r.get(key, ""))) for r in rows])
-                cols.append(Column(key, HEADINGS[key], min(cap, width)))
+                cap = {"id": 40, "model": MODEL_WIDTH}.get(key, 24)
+                width = max([len(heading)] + [len(str(r.get(key, ""))) for r in rows])
+                cols.append(Column(key, heading, min(cap, width)))
+            elif key in ("wer", "best_wer"):
+                cols.append(Column(key, heading, 6))  # "100.0%"
             else:
-                cols.append(Column(key, HEADINGS[key], 16 if key == "created_at" else max(8, len(HEADINGS[key]))))
+                cols.append(Column(key, heading, 16 if key == "created_at" else max(8, len(heading))))
         return cols
 
     def _format_cell(self, key: str, row: dict) -> str:
         if key == "mark":
             return MARK if row["id"] in self.marked else " "
-        if key in ("id", "model", "method", "dataset", "status"):
+        if key == "model":
+            return self._models.get(row["model"], row["model"])
+        if key in ("id", "method", "dataset", "status"):
             return str(row.get(key) or "")
         return fmt_value(key, row.get(key))
 
@@ -130,6 +161,7 @@ class HistoryScreen(Screen):
     def _loaded(self, records: list[dict], rows: list[dict], stamp: tuple | None = None) -> None:
         self._stamp = stamp
         self.query_one(RunList).columns = self._columns(rows)
+        self._models = short_models({r["model"] for r in rows})
         self.records = {r["id"]: r for r in records}
         self.rows = rows
         self.marked &= set(self.records)
