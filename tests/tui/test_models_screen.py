@@ -230,3 +230,14 @@ async def test_estimate_only_models_are_starred_and_past_runs_peaks_are_shown(ws
         # a run of another set-up than the one on screen: its peak is still shown
         text = detail(screen)
         assert "past run 1206-0900-whisper-small-lora: 6.4 GB measured (lora, batch 8, 12.5 s audio" in text
+
+
+@pytest.mark.asyncio
+async def test_small_terminal_shows_several_models_and_whole_names(ws):
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=(60, 20)) as pilot:
+        screen = await open_models(app, pilot)
+        await pilot.pause()
+        table = screen.query_one("#models-table", DataTable)
+        assert table.size.height - 1 >= 5  # rows of models under the heading
+        assert table.columns[next(k for k in table.columns if k.value == "model")].width >= len("qwen2-audio-7b-instruct*")

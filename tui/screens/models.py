@@ -14,7 +14,7 @@ from dataclasses import replace
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Label, Select, Static
 
@@ -145,7 +145,9 @@ class ModelsScreen(Screen):
     ModelsScreen #audio-input { width: 7; }
     ModelsScreen #filter-input { width: 1fr; }
     ModelsScreen #models-table { height: 1fr; }
-    ModelsScreen #models-detail { height: auto; max-height: 13; padding: 0 1; border-top: solid $primary-darken-2; }
+    ModelsScreen #models-table { min-height: 5; }
+    ModelsScreen #models-detail-scroll { height: auto; max-height: 45%; border-top: solid $primary-darken-2; }
+    ModelsScreen #models-detail { height: auto; padding: 0 1; }
     """
     BINDINGS = [
         Binding("j", "cursor_down", "Down", show=False),
@@ -191,12 +193,13 @@ class ModelsScreen(Screen):
             yield Label("/")
             yield Input("", placeholder="filter", compact=True, id="filter-input")
         yield DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
-        yield Static("", id="models-detail")
+        with VerticalScroll(id="models-detail-scroll", can_focus=False):  # long reasons scroll, never cut
+            yield Static("", id="models-detail")
         yield KeysFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#models-table", DataTable)
-        table.add_column("model", key="model", width=22)
+        table.add_column("model", key="model", width=max(len(e.name) + 1 for e in self.entries))  # + the * mark
         table.add_column("params", key="params")
         table.add_column("win", key="win")
         for m in METHODS:
