@@ -408,10 +408,10 @@ class CompareScreen(Screen):
     """
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("t", "tab('cmp-metrics')", "Table"),
-        Binding("p", "tab('cmp-curves')", "Plot"),
-        Binding("s", "tab('cmp-samples')", "Samples"),
-        Binding("d", "tab('cmp-config')", "Config diff"),
+        Binding("t", "tab('cmp-metrics')", "Table", show=False),  # the tabs show these four
+        Binding("p", "tab('cmp-curves')", "Plot", show=False),
+        Binding("s", "tab('cmp-samples')", "Samples", show=False),
+        Binding("d", "tab('cmp-config')", "Config diff", show=False),
         Binding("w", "curve", "Next curve"),
         Binding("m", "export('md')", "Export .md"),
         Binding("v", "export('csv')", "Export .csv"),
@@ -452,16 +452,24 @@ class CompareScreen(Screen):
         self.comparison = comp
         ids = comp.run_ids
         table = self.query_one("#cmp-table", DataTable)
-        table.add_column("")
+        rows = comp.metric_table()
+        first = max([len(h) for h, _ in rows] + [1])
+        width = self._run_width(first, len(ids))
+        models = short_models({v for h, vals in rows if h == "Model" for v in vals}, width)
+        table.header_height = 2
+        table.add_column("", width=first)
         for i, rid in enumerate(ids):
-            table.add_column(Text(rid, style=_colour(i)))
-        table.add_rows([[h, *vals] for h, vals in comp.metric_table()])
+            table.add_column(_run_heading(rid, width, _colour(i)), width=width)
+        table.add_rows([[h, *[_fit(models.get(v, v) if h == "Model" else v, width) for v in vals]] for h, vals in rows])
         cfg = self.query_one("#cmp-config-table", DataTable)
-        cfg.add_column("differs")
-        for rid in ids:
-            cfg.add_column(rid)
         diffs = comp.config_differences()
-        cfg.add_rows([[k, *v] for k, v in diffs] or [["(identical)", *[""] * len(ids)]])
+        first = max([len(k) for k, _ in diffs] + [len("(identical)")])
+        width = self._run_width(first, len(ids))
+        cfg.header_height = 2
+        cfg.add_column("differs", width=first)
+        for i, rid in enumerate(ids):
+            cfg.add_column(_run_heading(rid, width, _colour(i)), width=width)
+        cfg.add_rows([[k, *[_fit(str(x), width) for x in v]] for k, v in diffs] or [["(identical)", *[""] * len(ids)]])
         t = Text()
         for sid, ref, preds in comp.sample_table():
             t.append(f"{sid}\n", style="bold underline")
@@ -474,6 +482,11 @@ class CompareScreen(Screen):
             t.append("\n")
         self.query_one("#cmp-samples-body", Static).update(t or "no sample outputs in these runs")
         self._plot()
+
+    def _run_width(self, first: int, n: int) -> int:
+        """Each run's column width: the screen shared out (at least 12; more runs scroll)."""
+        usable = self.size.width - (first + 2) - 2 * n - 1
+        return max(12, usable // max(1, n))
 
     def _plot(self) -> None:
         if self.comparison is None:
@@ -503,6 +516,18 @@ class CompareScreen(Screen):
             return
         self.exported.append(path)
         self.notify(f"comparison written to {path}", title="exported", timeout=10)
+
+
+def _run_heading(run_id: str, width: int, style: str) -> Text:
+    """A run id on two header lines (date-time, then model-method), each fitted to `width`."""
+    head, sep, rest = run_id.partition("-")
+    head2, sep2, rest2 = rest.partition("-")
+    top, bottom = (f"{head}-{head2}", rest2) if sep and sep2 else (run_id, "")
+    return Text(f"{_fit(top, width)}\n{_fit(bottom, width)}".rstrip("\n"), style=style)
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _colour(i: int) -> str:
