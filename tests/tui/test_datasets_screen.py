@@ -178,3 +178,32 @@ async def _split_pin(app, ws):
         await pilot.press("ctrl+a", "ctrl+k", *"8-1-1", "enter")
         await wait_for(pilot, lambda: any(n.severity == "error" for n in app._notifications), what="error")
         assert D.get(ws, "talks")["split_spec"] == "6/2/2"
+
+
+def test_snapshot_import_report(ws, tmp_path, snap_compare):
+    """The import form at 80x24 after an import with a clip left out: the report whole."""
+    from textual.widgets import Input
+
+    from tui.screens.import_dataset import ImportDatasetScreen
+
+    src = make_folder_dataset(tmp_path / "meetings", n=10, seconds=1.0)
+    silent_clip(src / "quiet.wav")
+    (src / "quiet.txt").write_text("nothing", encoding="utf-8")
+    app = VoxtuneApp(ws)
+
+    async def run_before(pilot):
+        app.sub_title = "~/voxtune"
+        await pilot.press("3")
+        await wait_for(pilot, lambda: _ready(app), what="datasets screen")
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(app.screen, ImportDatasetScreen), what="import form")
+        app.screen.query_one("#path", Input).value = str(src)
+        app.screen.query_one("#split", Input).value = "8/1/1"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "clips usable" in str(app.screen.query_one("#import-report-text").render()))
+        app.screen.query_one("#path", Input).value = "~/recordings/meetings"  # the temp path differs per run
+        for field in app.screen.query(Input):
+            field.cursor_blink = False
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

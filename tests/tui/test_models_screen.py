@@ -241,3 +241,12 @@ async def test_small_terminal_shows_several_models_and_whole_names(ws):
         table = screen.query_one("#models-table", DataTable)
         assert table.size.height - 1 >= 5  # rows of models under the heading
         assert table.columns[next(k for k in table.columns if k.value == "model")].width >= len("qwen2-audio-7b-instruct*")
+
+
+def test_models_screen_snapshot_60x20(ws, snap_compare):
+    async def run_before(pilot):
+        await pilot.press("2")
+        pilot.app.sub_title = "~/voxtune"
+        await pilot.pause()
+
+    assert snap_compare(VoxtuneApp(ws), terminal_size=(60, 20), run_before=run_before)

@@ -298,3 +298,25 @@ async def test_export_and_transcribe_run_the_cli_and_show_what_it_says(ws):
         assert app.screen.argv[-4:] == ["transcribe", "--run", finished, "/nowhere/a.wav"]
         await wait_for(pilot, lambda: app.screen.returncode is not None, timeout=60, what="transcribe finished")
         assert app.screen.returncode == 2
+
+
+def test_snapshot_delete_question(ws, snap_compare):
+    """The confirmation at 80x24: the question and its keys whole."""
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+
+    async def ready(pilot):
+        from tui.screens.confirm import ConfirmScreen
+
+        app.sub_title = "~/voxtune"
+        await wait_for(pilot, lambda: table_of(app).row_count == 5, what="rows")
+        app.clear_notifications()
+        table_of(app).move_cursor(row=table_of(app)._order.index("1125-0100-voxtral-mini-3b-qlora"))
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="question")
+        app.screen.query_one("#confirm-question").update(
+            "Delete run 1125-0100-voxtral-mini-3b-qlora (failed)?\nIts folder moves to ~/voxtune/.voxtune/trash.")
+        app.clear_notifications()
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)

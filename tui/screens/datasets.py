@@ -10,7 +10,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
+from rich.text import Text
 from textual.widgets import DataTable, Header, Static
+from textual.widgets.data_table import ColumnKey
 from tui.widgets.footer import KeysFooter
 
 
@@ -54,7 +56,7 @@ class DatasetsScreen(Screen):
     DatasetsScreen #ds-list { width: 26; height: 1fr; }
     DatasetsScreen #ds-right { width: 1fr; }
     DatasetsScreen #ds-stats { height: auto; padding: 0 1; }
-    DatasetsScreen #ds-problems { height: auto; max-height: 8; }
+    DatasetsScreen #ds-problems { height: auto; max-height: 12; }
     DatasetsScreen #ds-hint { height: 1; padding: 0 1; color: $text-muted; }
     """
     BINDINGS = [
@@ -76,14 +78,15 @@ class DatasetsScreen(Screen):
                 with VerticalScroll(id="ds-scroll"):
                     yield Static("", id="ds-stats")
                     yield DataTable(id="ds-problems", cursor_type="row")
-                yield Static("i: import a folder or manifest (voxtune data import PATH --name NAME)", id="ds-hint")
+                yield Static("i imports a folder or manifest · s splits · P pins", id="ds-hint")
         yield KeysFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#ds-list", DataTable)
         table.add_columns("dataset", "clips", "min")
         problems = self.query_one("#ds-problems", DataTable)
-        problems.add_columns("file", "reason")
+        problems.add_column("file", key="file")
+        problems.add_column("reason", key="reason")
         self.action_refresh()
         table.focus()
 
@@ -139,8 +142,13 @@ class DatasetsScreen(Screen):
         self.query_one("#ds-stats", Static).update(stats_text(st))
         problems = self.query_one("#ds-problems", DataTable)
         problems.clear()
-        for p in st.get("problems", []):
-            problems.add_row(_short_path(p["file"]), p["reason"])
+        files = [_short_path(p["file"]) for p in st.get("problems", [])]
+        # the reason wraps in the width the file names leave, so it is read whole at 80 columns
+        reason_width = max(20, self.query_one("#ds-right").size.width - max([4, *map(len, files)]) - 6)
+        problems.columns[ColumnKey("reason")].width = reason_width
+        problems.columns[ColumnKey("reason")].auto_width = False
+        for f, p in zip(files, st.get("problems", [])):
+            problems.add_row(f, Text(p["reason"]), height=None)
         problems.display = bool(st.get("problems"))
 
     def action_import_dataset(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
@@ -15,6 +15,7 @@ from rich.table import Table
 
 # Textual's own screen keys (tab / shift+tab focus, copy): listed after voxtune's, not in the palette
 TEXTUAL_ACTIONS = {b.action for b in Screen.BINDINGS if isinstance(b, Binding)}
+TEXTUAL_KEYS = {(b.key, b.action) for b in App.BINDINGS if isinstance(b, Binding)}  # ctrl+q: Textual's quit
 
 
 def voxtune_bindings(screen: Screen) -> list[tuple[Any, str]]:
@@ -25,7 +26,8 @@ def voxtune_bindings(screen: Screen) -> list[tuple[Any, str]]:
     out: list[tuple[Any, str]] = []
     for active in screen.active_bindings.values():
         b = active.binding
-        if not b.description or b.system or active.node not in (screen, app) or b.action in TEXTUAL_ACTIONS:
+        if not b.description or b.system or active.node not in (screen, app) or b.action in TEXTUAL_ACTIONS \
+                or (b.key, b.action) in TEXTUAL_KEYS:
             continue
         out.append((active, "screen" if active.node is screen else "app"))
     # the second binding of a key (p: Pause / Resume queue) is not in active_bindings' map
@@ -60,8 +62,9 @@ def keys_of(screen: Screen) -> list[tuple[str, str, str]]:
     rows.append(("ctrl+p", "Command palette: every action by name", "app"))
     for active in screen.active_bindings.values():
         b = active.binding
-        if b.description and not b.system and (active.node not in (screen, app) or b.action in TEXTUAL_ACTIONS):
-            add(b, "textual" if b.action in TEXTUAL_ACTIONS else type(active.node).__name__)
+        textual = b.action in TEXTUAL_ACTIONS or (b.key, b.action) in TEXTUAL_KEYS
+        if b.description and not b.system and (active.node not in (screen, app) or textual):
+            add(b, "textual" if textual else type(active.node).__name__)
     return rows
 
 

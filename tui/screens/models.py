@@ -85,7 +85,8 @@ def fit_cell(entry: ModelEntry, method: str, cfg: FitConfig, gpu_gb: float) -> T
 
 
 def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: list[dict]) -> Text:
-    """The highlighted model: terms x methods, measured peaks, recommendation."""
+    """The highlighted model: recommendation (or why it cannot be trained), terms x methods,
+    measured peaks."""
     t = Text()
     p = entry.params or {}
     src = "" if p.get("source") == "computed" else f" ({p.get('source', 'no counts')})"
@@ -96,6 +97,11 @@ def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: 
     if not p:
         t.append("no parameter counts for this model\n", style="red")
         return t
+    # the verdict first: at 80x24 the pane shows its top, the terms below scroll
+    if not entry.trainable:
+        t.append(f"* estimates only, not trainable: {entry.reason}\n", style="yellow")
+    else:
+        t.append(recommend(entry, gpu_gb, cfg).text + "\n", style="bold green")
     ests = {m: estimate(entry, replace(cfg, method=m)) for m in METHODS}
     t.append(f"{'GB':<12}" + "".join(f"{m:>9}" for m in METHODS) + "\n", style="bold")
     for term in TERMS:
@@ -120,10 +126,6 @@ def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: 
     t.append("can rewrite text" if entry.can_rewrite else "CTC, monotonic: can drop fillers, cannot rewrite",
              style="dim")
     t.append(f" · takes {_whole(entry)} whole\n", style="dim")
-    if not entry.trainable:
-        t.append(f"* estimates only, not trainable: {entry.reason}\n", style="yellow")
-    else:
-        t.append(recommend(entry, gpu_gb, cfg).text + "\n", style="bold green")
     t.rstrip()
     return t
 
