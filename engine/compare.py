@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,11 @@ METRIC_COLUMNS = [
 COLUMNS = TEXT_COLUMNS + METRIC_COLUMNS
 COLUMN_KEYS = [k for k, _ in COLUMNS]
 FILTER_FIELDS = ("model", "method", "dataset", "status")
+# Metrics stored as fractions (metrics.jsonl) and shown as percentages everywhere (fmt_value).
+PERCENT_METRICS = ("wer", "best_wer", "cer", "wer_normalized", "filler_rate", "deletion_rate")
+NUMERIC_FILTERS = tuple(k for k, _ in METRIC_COLUMNS if k != "created_at")
+OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, ">": lambda a, b: a > b}
+COMPARISON_RE = re.compile(r"^([a-z_]+)(<=|>=|<|>)([0-9]*\.?[0-9]+)(%?)$")
 # Metrics compared side by side, in this order (record keys of an eval entry).
 EVAL_METRICS = ("wer", "cer", "wer_normalized", "eval_loss", "filler_rate", "deletion_rate")
 
@@ -96,8 +102,15 @@ class Filter:
 
     fields: dict[str, list[str]] = field(default_factory=dict)
     words: list[str] = field(default_factory=list)
+    # `wer<30%`, `wer<0.3`, `peak_gb<=10`: (key, op, value in the stored unit); a run without
+    # the metric does not match
+    comparisons: list[tuple[str, str, float]] = field(default_factory=list)
 
     def matches(self, row: dict) -> bool:
+        for key, op, value in self.comparisons:
+            have = row.get(key)
+            if not isinstance(have, (int, float)) or not OPS[op](have, value):
+                return False
         for key, wanted in self.fields.items():
             value = str(row.get(key, "")).lower()
             if not any(w in value for w in wanted):
@@ -110,13 +123,28 @@ class Filter:
 
 
 def parse_filter(text: str) -> Filter:
-    """Raises CompareError naming the unknown field, so the screen can say what to type."""
+    """Raises CompareError naming the unknown field, so the screen can say what to type.
+    Percent metrics (WER, CER, ...) compare in percent when the number has `%` or is above 1
+    (`wer<30%`, `wer<30`), as a fraction otherwise (`wer<0.3`): both mean WER below 30%."""
     try:
         tokens = shlex.split(text)
     except ValueError:
         tokens = text.split()
     flt = Filter()
     for tok in tokens:
+        cmp = COMPARISON_RE.match(tok.lower())
+        if cmp is None and any(op in tok for op in OPS):
+            raise CompareError(f"cannot read {tok!r}; compare a metric with a number, e.g. wer<30% or wer<0.3 "
+                               f"(metrics: {', '.join(NUMERIC_FILTERS)})")
+        if cmp is not None:
+            key, op, number, pct = cmp.groups()
+            if key not in NUMERIC_FILTERS:
+                raise CompareError(f"cannot compare {key!r}; use one of {', '.join(NUMERIC_FILTERS)} (e.g. wer<30%)")
+            value = float(number)
+            if key in PERCENT_METRICS and (pct or value > 1):  # 30% or 30: a percentage; 0.3: a fraction
+                value /= 100
+            flt.comparisons.append((key, op, value))
+            continue
         key, sep, value = tok.partition("=")
         if not sep:
             key, sep, value = tok.partition(":")
@@ -129,6 +157,12 @@ def parse_filter(text: str) -> Filter:
         elif tok:
             flt.words.append(tok.lower())
     return flt
+
+
+def describe_comparisons(flt: Filter) -> str:
+    """`WER < 30.0%, Peak GB <= 10`: how the numbers of a filter were read."""
+    headings = dict(METRIC_COLUMNS)
+    return ", ".join(f"{headings[k]} {op} {fmt_value(k, v)}" for k, op, v in flt.comparisons)
 
 
 def filter_rows(rows: Iterable[dict], text: str) -> list[dict]:
@@ -171,7 +205,7 @@ def fmt_value(key: str, value: Any) -> str:
     if key.endswith("_gb"):
         return f"{value:.1f}"
     if isinstance(value, float):
-        if key in ("wer", "best_wer", "cer", "wer_normalized", "filler_rate", "deletion_rate"):
+        if key in PERCENT_METRICS:
             return f"{value * 100:.1f}%"  # fractions in metrics.jsonl; WER may pass 100%
         return f"{value:.4g}"
     return str(value)

@@ -25,10 +25,10 @@ class VoxtuneApp(App):
     TITLE = "voxtune"
     CSS_PATH = "app.tcss"
     BINDINGS = [
-        Binding("1", "switch_mode('runs')", "Runs", group=SCREENS),
-        Binding("2", "switch_mode('models')", "Models", group=SCREENS),
-        Binding("3", "switch_mode('datasets')", "Datasets", group=SCREENS),
-        Binding("4", "switch_mode('history')", "History", group=SCREENS),
+        Binding("1", "go('runs')", "Runs", group=SCREENS),
+        Binding("2", "go('models')", "Models", group=SCREENS),
+        Binding("3", "go('datasets')", "Datasets", group=SCREENS),
+        Binding("4", "go('history')", "History", group=SCREENS),
         Binding("n", "new_run", "New run"),
         Binding("question_mark", "help", "Keys", key_display="?"),
         Binding("f1", "help", "Keys", show=False),  # reachable while typing in a form field
@@ -77,16 +77,30 @@ class VoxtuneApp(App):
 
         self.run_worker(lambda: load_summaries(self.workspace), thread=True, group="warm", exit_on_error=False)
 
+    # -- screens ----------------------------------------------------------------------
+    async def action_go(self, mode: str) -> None:
+        """1-4: that screen itself, from anywhere: a dashboard, form or detail opened on top of
+        it is closed (pressing 1 in a run's dashboard shows Runs; 2 then 1 shows Runs, not the
+        dashboard left open there)."""
+        if self.current_mode != mode:
+            await self.switch_mode(mode)
+        while len(self.screen_stack) > 1:
+            await self.pop_screen()
+
     # -- new run ----------------------------------------------------------------------
-    def open_new_run(self, model: str | None = None, clone_of: str | None = None, method: str | None = None) -> None:
-        """The new-run form, optionally for a model (Models screen) or as a copy of a run."""
+    def open_new_run(self, model: str | None = None, clone_of: str | None = None, method: str | None = None,
+                     gpu=None) -> None:
+        """The new-run form, optionally for a model and GPU (Models screen) or as a copy of a run."""
         from tui.screens.new_run import NewRunScreen
 
-        def queued(run_id: str | None) -> None:
-            if run_id:
-                self.switch_mode("runs")
+        async def queued(run_id: str | None) -> None:
+            if run_id:  # home, with the cursor on the new run
+                await self.action_go("runs")
+                select = getattr(self.screen, "select_run", None)
+                if select is not None:
+                    select(run_id)
 
-        self.push_screen(NewRunScreen(model=model, clone_of=clone_of, method=method), queued)
+        self.push_screen(NewRunScreen(model=model, clone_of=clone_of, method=method, gpu=gpu), queued)
 
     def action_new_run(self) -> None:
         from tui.screens.new_run import NewRunScreen
@@ -107,20 +121,28 @@ class VoxtuneApp(App):
 
     # -- command palette ----------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        """voxtune's actions for this screen first, each once (the screen's and the app's own
+        key bindings; a focused widget's cursor keys are not actions), then Textual's Theme,
+        Screenshot and Quit. Textual's own Keys panel and Maximize are left out: `?` is the
+        keys panel here."""
+        from tui.screens.help import voxtune_bindings
+
         seen = {"quit"}
-        for active in screen.active_bindings.values():
+        for active, _where in voxtune_bindings(screen):
             binding = active.binding
-            if binding.system or not binding.description or not active.enabled:
+            if not active.enabled:
                 continue
             name = binding.description
-            if binding.action.startswith("switch_mode"):
+            if binding.action.startswith("go("):
                 name = f"Go to {binding.description}"
             if name.lower() in seen:
                 continue
             seen.add(name.lower())
             shown_key = binding.key_display or self.get_key_display(binding)
             yield SystemCommand(name, f"key: {shown_key}", partial(self.run_action, binding.action, active.node))
+        for command in super().get_system_commands(screen):
+            if command.title in ("Theme", "Screenshot", "Quit"):
+                yield command
 
 
 def run_app(workspace: Workspace) -> int:

@@ -97,6 +97,9 @@ def test_queue_a_tiny_run_from_the_form_and_watch_it_train(ws, tmp_path):
         t.keys("Escape")
         t.wait("▶ running")
         t.keys("c")  # cancel from the home screen: the worker checkpoints and stops (or finishes first)
+        time.sleep(1)
+        if "y: stop it" in t.screen():  # a running run is stopped only after a yes
+            t.keys("y")
         deadline = time.monotonic() + 240
         while Store(ws).get_run(run_id)["status"] == "running" and time.monotonic() < deadline:
             time.sleep(1)

@@ -236,3 +236,94 @@ def test_snapshot_home_no_color(ws, snap_compare, monkeypatch):
         await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+@pytest.mark.asyncio
+async def test_palette_has_every_voxtune_action_once_and_no_widget_internals(ws):
+    from tui.screens.datasets import DatasetsScreen
+    from tui.screens.help import keys_of
+
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: rows_loaded(app, 5))
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert len(titles) == len({t.lower() for t in titles}), titles  # each once
+        for expected in ("Export", "Transcribe", "Delete", "Pause queue", "Theme", "Screenshot", "Quit"):
+            assert expected in titles, expected
+        # no widget internals (a table's cursor keys) and not Textual's own keys panel
+        for internal in ("Cursor up", "Cursor down", "Page up", "Up", "Down", "Select", "Maximize"):
+            assert internal not in titles, internal
+        assert titles.count("Keys") == 1
+        # paused, the queue is resumed (p offers what applies)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: "Resume queue" in [c.title for c in app.get_system_commands(app.screen)],
+                       what="resume queue offered")
+        assert "Pause queue" not in [c.title for c in app.get_system_commands(app.screen)]
+        await pilot.press("p")
+        await wait_for(pilot, lambda: Store(ws).get_meta("queue_paused") is False, what="resumed")
+
+        # help: voxtune's keys for the screen first, the table's cursor keys last
+        rows = keys_of(app.screen)
+        wheres = [w for _, _, w in rows]
+        assert wheres[0] == "screen" and rows[0][1] == "Cancel"
+        first_widget = next(i for i, w in enumerate(wheres) if w not in ("screen", "app"))
+        assert all(w not in ("screen", "app") for w in wheres[first_widget:])
+
+        await pilot.press("3")
+        await wait_for(pilot, lambda: isinstance(app.screen, DatasetsScreen))
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for expected in ("Import", "Split", "Pin samples", "Go to Runs"):
+            assert expected in titles, expected
+        assert len(titles) == len(set(titles))
+
+
+@pytest.mark.asyncio
+async def test_screen_keys_from_a_dashboard_and_the_cursor_after_queueing(ws):
+    from engine import queue
+    from engine.datasets import ensure_demo
+    from tui.screens.dashboard import DashboardScreen
+    from tui.screens.history import HistoryScreen
+    from tui.screens.models import ModelsScreen
+    from tui.widgets.run_list import RunList
+
+    sample_workspace(ws)
+    ensure_demo(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: rows_loaded(app, 5))
+        await pilot.press("enter")  # the running run's dashboard
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="dashboard")
+        await pilot.press("1")  # 1 inside a dashboard: Runs
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="1 from the dashboard")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await pilot.press("2")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen))
+        await pilot.press("1")  # 2 then 1: Runs, not the dashboard left open
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="2 then 1")
+
+        # n in a dashboard is the search's next match, never a new run
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, DashboardScreen)
+        assert any("/ searches the log" in n.message for n in app._notifications)
+        await pilot.press("escape")
+
+        # esc leaves the History filter: the next keys act on the list again
+        await pilot.press("4")
+        await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen) and app.screen.loaded)
+        await pilot.press("slash", *"lora", "escape")
+        assert isinstance(app.focused, RunList) and app.screen.filter_text == "lora"
+        await pilot.press("s")  # sorts, is not typed into the filter
+        assert app.screen.sort_key == "wer" and app.screen.filter_text == "lora"
+
+        # after queueing from the form, Runs shows the new run under the cursor
+        await pilot.press("1", "n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
+        run_id = queue.add(ws, model="whisper-small", method="lora", dataset="demo", max_steps=5)
+        app.screen.dismiss(run_id)
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.selected_run() is not None
+                       and app.screen.selected_run()["id"] == run_id, what="cursor on the new run")

@@ -283,7 +283,7 @@ async def test_keys_are_listed_for_help_and_palette(ws):
 
         described = {desc for _, desc, _ in keys_of(screen)}
         assert {"Search", "Follow", "Earlier eval", "Later eval", "Plot", "Memory", "Samples", "Log"} <= described
-        assert "Prev match" not in described  # n is the app's New run until a search is active
+        assert {"Prev match", "Next match"} <= described  # n / N: search matches only, as in less
         commands = {c.title for c in app.get_system_commands(screen)}
         assert {"Search", "Follow", "Earlier eval"} <= commands
 

@@ -209,3 +209,76 @@ async def test_history_keys_in_the_command_palette(ws):
         screen = await open_history(app, pilot)
         commands = {c.title for c in app.get_system_commands(screen)}
         assert {"Filter", "Sort", "Reverse", "Mark", "Compare", "Log/dashboard"} <= commands
+
+
+@pytest.mark.asyncio
+async def test_delete_from_history_asks_then_moves_to_the_trash(ws):
+    from engine.store import Store
+    from tui.screens.confirm import ConfirmScreen
+
+    a, b, c = three_runs(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(app, pilot)
+        assert shown_ids(screen)[0] == c
+        await pilot.press("d")
+        for _ in range(100):
+            if isinstance(app.screen, ConfirmScreen):
+                break
+            await pilot.pause(0.05)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        for _ in range(200):
+            if shown_ids(screen) == [b, a]:
+                break
+            await pilot.pause(0.05)
+        assert shown_ids(screen) == [b, a]
+        assert Store(ws).get_run(c) is None and (ws.engine_dir / "trash" / c).is_dir()
+
+
+@pytest.mark.asyncio
+async def test_runs_and_history_agree_on_wer_in_one_unit_and_wer_filters(ws):
+    """A finished run whose final evaluation (record) differs from its last periodic eval:
+    both screens show the record's WER and best WER, in percent, with the unit labelled."""
+    from engine.store import Store
+    from tui.widgets.run_table import RunTable
+    from tui_helpers import add_run
+
+    add_run(ws, "1125-0900-whisper-small-lora", "finished", steps=10, max_steps=10, wer=0.30, best=0.20,
+            finished_at=T0 + 50)
+    Store(ws).update_run("1125-0900-whisper-small-lora", metrics={"wer": 0.25})
+    add_run(ws, "1125-0901-whisper-base-lora", "finished", steps=10, max_steps=10, wer=0.7, best=0.65,
+            finished_at=T0 + 60, model="whisper-base")
+    Store(ws).update_run("1125-0901-whisper-base-lora", metrics={"wer": 0.7})
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(RunTable)
+        for _ in range(200):
+            if table.row_count == 2:
+                break
+            await pilot.pause(0.05)
+        headings = [str(c.label) for c in table.columns.values()]
+        assert "WER%" in headings and "best%" in headings
+        rid = "1125-0900-whisper-small-lora"
+        assert str(table.get_cell(rid, "wer")) == "25.0" and str(table.get_cell(rid, "best")) == "20.0"
+        screen = await open_history(app, pilot)
+        row = next(r for r in screen.query_one(RunList).rows if r["id"] == rid)
+        assert screen._format_cell("wer", row) == "25.0%" and screen._format_cell("best_wer", row) == "20.0%"
+
+        await pilot.press("slash", *"wer<0.5")
+        assert shown_ids(screen) == [rid]
+        assert "WER < 50.0%" in str(screen.query_one("#history-status").render())
+        await pilot.press("ctrl+a", "ctrl+k", *"wer<50%")
+        assert shown_ids(screen) == [rid]
+        await pilot.press("ctrl+a", "ctrl+k", *"wer<x")
+        assert "e.g. wer<30%" in str(screen.query_one("#history-status").render())
+
+
+def test_model_column_keeps_what_tells_models_apart():
+    from tui.screens.history import MODEL_WIDTH, short_models
+
+    a, b = "/home/user/checkpoints/project-a/whisper-small-ft", "/home/user/checkpoints/project-b/whisper-small-ft"
+    short = short_models({a, b, "whisper-small"})
+    assert short["whisper-small"] == "whisper-small"
+    assert short[a] != short[b] and short[a].startswith("project-a/") and short[b].startswith("project-b/")
+    assert all(len(v) <= MODEL_WIDTH for v in short.values())

@@ -124,7 +124,7 @@ async def test_measured_peak_shown_next_to_estimate_and_enter_opens_new_run(ws):
                                "peak_allocated_gb": 1.6, "peak_reserved_gb": 2.3, "estimate_gb": 1.9, "run_id": "r1"})
     app = VoxtuneApp(ws)
     opened = []
-    app.open_new_run = lambda model=None, clone_of=None, method=None: opened.append((model, method))
+    app.open_new_run = lambda model=None, clone_of=None, method=None, gpu=None: opened.append((model, method))
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_models(app, pilot)
         assert "measured" in detail(screen) and "2.3" in detail(screen)
@@ -168,4 +168,85 @@ async def test_w_and_o_filter_five_minute_audio_and_rewrite_or_delete(ws):
         await pilot.press("w")  # no CTC model takes 5 minutes whole
         assert not _names(screen) and "no model matches" in detail(screen)
         await pilot.press("w", "o")
-        assert len(_names(screen)) == len(entries) and screen.sub_title == ""
+        assert len(_names(screen)) == len(entries) and "filter" not in screen.sub_title
+
+
+@pytest.mark.asyncio
+async def test_no_gpu_says_preset_offers_the_cpu_and_the_choice_carries_into_the_form(ws):
+    from engine.datasets import ensure_demo
+    from tui.screens.new_run import NewRunScreen
+    from tui_helpers import wait_for
+
+    ensure_demo(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_models(app, pilot)
+        assert str(screen.query_one("#gpu-label").render()) == "preset"
+        assert "no GPU detected" in screen.sub_title
+        select = screen.query_one("#gpu-select", Select)
+        labels = [str(label) for label, _ in select._options]
+        assert any(label.startswith("this machine (CPU)") for label in labels)
+        assert all(label.endswith("preset") for label, g in zip(labels, screen.gpus) if not g.detected)
+        cpu = next(i for i, g in enumerate(screen.gpus) if g.vendor == "cpu")
+        select.value = cpu
+        await pilot.pause()
+        assert str(screen.query_one("#gpu-label").render()) == "CPU"
+        a100 = next(i for i, g in enumerate(screen.gpus) if g.key and "a100-80" in g.key)
+        select.value = a100
+        await pilot.pause()
+        screen.query_one("#models-table", DataTable).focus()
+        await pilot.press("enter")  # whisper-small
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen) and app.screen._gpus, what="form")
+        form = app.screen
+        await wait_for(pilot, lambda: form.selected_gpu[1] is not None and "A100" in form.selected_gpu[1].name,
+                       what="A100 carried into the form")
+        assert "80" in form.selected_gpu[0]
+        await pilot.press("escape")
+        # the CPU carries too (the form does not list it of its own accord)
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen))
+        select.value = cpu
+        await pilot.pause()
+        screen.query_one("#models-table", DataTable).focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen) and app.screen.selected_gpu[1] is not None
+                       and app.screen.selected_gpu[1].vendor == "cpu", what="CPU carried into the form")
+
+
+@pytest.mark.asyncio
+async def test_estimate_only_models_are_starred_and_past_runs_peaks_are_shown(ws):
+    Store(ws).add_measurement({"model": "whisper-small", "method": "lora", "batch": 8, "audio_seconds": 12.5,
+                               "lora_rank": DEFAULT_LORA_RANK, "precision": "auto", "gradient_checkpointing": True,
+                               "optimizer": "adamw", "device": "AMD Radeon RX 7700 XT",
+                               "peak_allocated_gb": 5.0, "peak_reserved_gb": 6.4, "estimate_gb": 6.0,
+                               "run_id": "1206-0900-whisper-small-lora", "time": 1.0})
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_models(app, pilot)
+        untrainable = [e for e in load_catalog() if not e.trainable]
+        assert untrainable
+        for e in untrainable:
+            assert cell(screen, e.name, "model") == e.name + "*"
+        assert cell(screen, "whisper-small", "model") == "whisper-small"
+        # a run of another set-up than the one on screen: its peak is still shown
+        text = detail(screen)
+        assert "past run 1206-0900-whisper-small-lora: 6.4 GB measured (lora, batch 8, 12.5 s audio" in text
+
+
+@pytest.mark.asyncio
+async def test_small_terminal_shows_several_models_and_whole_names(ws):
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=(60, 20)) as pilot:
+        screen = await open_models(app, pilot)
+        await pilot.pause()
+        table = screen.query_one("#models-table", DataTable)
+        assert table.size.height - 1 >= 5  # rows of models under the heading
+        assert table.columns[next(k for k in table.columns if k.value == "model")].width >= len("qwen2-audio-7b-instruct*")
+
+
+def test_models_screen_snapshot_60x20(ws, snap_compare):
+    async def run_before(pilot):
+        await pilot.press("2")
+        pilot.app.sub_title = "~/voxtune"
+        await pilot.pause()
+
+    assert snap_compare(VoxtuneApp(ws), terminal_size=(60, 20), run_before=run_before)

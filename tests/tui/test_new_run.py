@@ -271,3 +271,27 @@ async def test_remote_code_is_off_by_default_and_warns_when_switched_on(ws):
         await wait_for(pilot, lambda: any("Python code" in n.message for n in app._notifications), what="warning")
         options, _ = form(app).options()
         assert options["trust_remote_code"] is True
+
+
+@pytest.mark.asyncio
+async def test_unknown_model_is_named_like_the_cli_does(ws):
+    """A fresh form with an unknown model: ctrl+s names the model (with close matches), marks
+    only the model field, and does not blame the fields its defaults would have filled."""
+    ensure_demo(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(app, pilot, "whisper-smal")
+        await pilot.pause(0.5)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "unknown model" in errors(app), what="unknown model")
+        text = errors(app)
+        assert "did you mean whisper-small" in text
+        assert "Steps" not in text and "more fields" not in text
+        model = app.screen.query_one("#model", Input)
+        assert model.has_class("-invalid") and model.has_focus
+        assert [w.id for w in app.screen.query(".-invalid")] == ["model"]
+        # correcting it fills the defaults and clears the error
+        await pilot.press("l")
+        await wait_for(pilot, lambda: value(app, "lr") != "" and "unknown model" not in errors(app), what="fixed")
+        assert not model.has_class("-invalid")
+    assert Store(ws).list_runs() == []

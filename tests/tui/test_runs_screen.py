@@ -45,10 +45,11 @@ def test_rows_show_queue_position_reason_and_scores():
     rows = build_rows(runs, {"c": {"step": 10, "max_steps": 10, "loss": 0.5}})
     a, b, c = rows
     assert a.cells[0].plain == "… queued #1" and b.cells[0].plain == "… queued #2"
-    assert a.cells[6] == "waiting: needs 9.8 GB, 7.1 GB free"
-    assert c.cells[2].endswith("100%") and c.cells[3:6] == ("0.500", "25.0", "20.0")
+    assert a.cells[2].plain == "waiting: needs 9.8 GB, 7.1 GB free"  # the note where a bar would be
+    assert c.cells[2].endswith("100%") and c.cells[3:5] == ("25.0", "20.0")
+    assert "loss 0.500" in c.detail and "WER 25.0%" in c.detail
     paused = build_rows(runs, {}, queue_paused=True)
-    assert paused[1].cells[6] == "queue paused"
+    assert paused[1].cells[2].plain == "queue paused"
 
 
 def test_engine_bar_says_when_the_engine_is_down_and_what_to_press():
@@ -82,10 +83,10 @@ async def test_home_shows_every_run_with_progress_scores_and_reasons(ws):
         running = "1125-0200-whisper-medium-qlora"
         # 40 of 100 steps at 3 s a step: 60 steps * 3 s = 3 minutes left
         assert cell(app, running, "progress") == "▰▰▱▱▱▱  40% 3m"
-        assert cell(app, running, "loss") == "1.600" and cell(app, running, "wer") == "31.0"
-        assert cell(app, "1125-0412-whisper-small-lora", "note") == "waiting: needs 9.8 GB, 7.1 GB free"
+        assert cell(app, running, "wer") == "31.0"
+        assert cell(app, "1125-0412-whisper-small-lora", "progress") == "waiting: needs 9.8 GB, 7.1 GB free"
         assert cell(app, "1125-0300-whisper-small-full", "best") == "11.8"
-        assert "out of memory" in cell(app, "1125-0100-voxtral-mini-3b-qlora", "note")
+        assert "out of memory" in cell(app, "1125-0100-voxtral-mini-3b-qlora", "progress")
         bar = str(app.screen.query_one("#engine-bar").render())
         assert "stopped" in bar and "press s" in bar
         detail = str(app.screen.query_one("#run-detail").render())
@@ -107,7 +108,8 @@ async def test_live_run_updates_without_a_keypress(ws):
             append_jsonl(files.metrics, {"kind": "train", "step": s, "max_steps": 100, "loss": 0.25, "time": T0 + s * 3})
         append_jsonl(files.metrics, {"kind": "eval", "step": 60, "max_steps": 100, "wer": 0.2, "time": T0 + 181})
         await wait_for(pilot, lambda: cell(app, run_id, "progress").startswith("▰▰▰▰▱▱  60%"), what="60%")
-        assert cell(app, run_id, "loss") == "0.250" and cell(app, run_id, "wer") == "20.0"
+        assert cell(app, run_id, "wer") == "20.0"
+        assert "loss 0.250" in str(app.screen.query_one("#run-detail").render())
 
 
 @pytest.mark.asyncio
@@ -134,7 +136,7 @@ async def test_queue_actions_go_through_engine_queue(ws):
         await pilot.press("p")
         await wait_for(pilot, lambda: store.get_meta("queue_paused") is True, what="paused")
         await wait_for(pilot, lambda: "PAUSED" in str(screen.query_one("#engine-bar").render()))
-        assert cell(app, "1125-0412-whisper-small-lora", "note").startswith("queue paused")
+        assert cell(app, "1125-0412-whisper-small-lora", "progress").startswith("queue paused")
         await pilot.press("p")
         await wait_for(pilot, lambda: store.get_meta("queue_paused") is False, what="unpaused")
 
@@ -221,6 +223,100 @@ def test_snapshot_home(ws, snap_compare):
         await wait_for(pilot, lambda: table_of(app).row_count == 5, what="rows")
         await wait_for(pilot, lambda: len(app._notifications) > 0, what="engine-stopped toast")
         app.clear_notifications()  # the toast is tested on its own
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+@pytest.mark.asyncio
+async def test_delete_asks_first_and_moves_the_run_to_the_trash(ws):
+    from tui.screens.confirm import ConfirmScreen
+
+    sample_workspace(ws)
+    store = Store(ws)
+    failed = "1125-0100-voxtral-mini-3b-qlora"
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: table_of(app).row_count == 5)
+        table_of(app).move_cursor(row=table_of(app)._order.index(failed))
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="question")
+        assert failed in str(app.screen.query_one("#confirm-question").render())
+        await pilot.press("n")  # no: nothing happens
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await pilot.pause(0.2)
+        assert store.get_run(failed) is not None
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: store.get_run(failed) is None, what="removed")
+        assert (ws.engine_dir / "trash" / failed).is_dir() and not ws.run_dir(failed).exists()
+        await wait_for(pilot, lambda: failed not in table_of(app)._order, what="row gone")
+
+        # a running run: delete is refused (cancel first); cancel asks before stopping it
+        running = "1125-0200-whisper-medium-qlora"
+        table_of(app).move_cursor(row=table_of(app)._order.index(running))
+        await pilot.press("d")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, RunsScreen) and store.get_run(running) is not None
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="cancel question")
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert not store.get_run(running).get("cancel_requested")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: store.get_run(running).get("cancel_requested"), what="cancel requested")
+
+
+@pytest.mark.asyncio
+async def test_export_and_transcribe_run_the_cli_and_show_what_it_says(ws):
+    """x and t run `voxtune runs export ID` / `voxtune transcribe --run ID FILE` in a child
+    process (torch stays out of the TUI); the CLI's one-line refusal is shown."""
+    from tui.screens.tools import CommandScreen, PromptScreen
+
+    sample_workspace(ws)
+    finished = "1125-0300-whisper-small-full"
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: table_of(app).row_count == 5)
+        table_of(app).move_cursor(row=table_of(app)._order.index(finished))
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandScreen), what="export")
+        cmd = app.screen
+        assert cmd.argv[-3:] == ["runs", "export", finished] and str(ws.home) in cmd.argv
+        await wait_for(pilot, lambda: cmd.returncode is not None, timeout=60, what="export finished")
+        assert cmd.returncode == 2 and any("has no checkpoint" in line for line in cmd.lines)
+        assert "failed (exit 2)" in str(cmd.query_one("#command-status").render())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), what="audio prompt")
+        await pilot.press(*"/nowhere/a.wav", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandScreen), what="transcribe")
+        assert app.screen.argv[-4:] == ["transcribe", "--run", finished, "/nowhere/a.wav"]
+        await wait_for(pilot, lambda: app.screen.returncode is not None, timeout=60, what="transcribe finished")
+        assert app.screen.returncode == 2
+
+
+def test_snapshot_delete_question(ws, snap_compare):
+    """The confirmation at 80x24: the question and its keys whole."""
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+
+    async def ready(pilot):
+        from tui.screens.confirm import ConfirmScreen
+
+        app.sub_title = "~/voxtune"
+        await wait_for(pilot, lambda: table_of(app).row_count == 5, what="rows")
+        app.clear_notifications()
+        table_of(app).move_cursor(row=table_of(app)._order.index("1125-0100-voxtral-mini-3b-qlora"))
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="question")
+        app.screen.query_one("#confirm-question").update(
+            "Delete run 1125-0100-voxtral-mini-3b-qlora (failed)?\nIts folder moves to ~/voxtune/.voxtune/trash.")
+        app.clear_notifications()
         await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)

@@ -150,3 +150,17 @@ def test_run_detail_survives_a_damaged_config(ws):
     d = compare.run_detail(ws, Store(ws).require_run(rid))
     assert d["config"] == {} and "config.json is unreadable" in d["problems"][0]
     assert d["row"]["wer"] == pytest.approx(0.27) and d["samples"]  # the rest still shows
+
+
+def test_filter_compares_metrics_in_percent_or_fraction():
+    from engine.compare import CompareError, describe_comparisons, filter_rows, parse_filter
+
+    rows = [{"id": "a", "wer": 0.25, "peak_gb": 8.0}, {"id": "b", "wer": 0.6, "peak_gb": 12.0}, {"id": "c", "wer": None}]
+    for text in ("wer<0.5", "wer<50%", "wer<50"):
+        assert [r["id"] for r in filter_rows(rows, text)] == ["a"], text
+    assert [r["id"] for r in filter_rows(rows, "peak_gb>=10")] == ["b"]
+    assert describe_comparisons(parse_filter("wer<0.5")) == "WER < 50.0%"
+    with pytest.raises(CompareError, match="e.g. wer<30%"):
+        parse_filter("wer<x")
+    with pytest.raises(CompareError, match="cannot compare 'speed'"):
+        parse_filter("speed<3")

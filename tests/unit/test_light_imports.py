@@ -73,3 +73,20 @@ def test_runs_export_help_lists_the_formats_and_imports_no_ml_package():
     assert "--format {hf,ct2}" in out.stdout and "--quantization" in out.stdout and "int8_float16" in out.stdout
     assert "faster-whisper" in out.stdout and "ggml" in out.stdout
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_importing_a_dataset_as_the_tui_does_imports_no_ml_package(tmp_path):
+    """The Datasets screen's import (tui.screens.import_dataset) runs in the TUI process."""
+    code = (
+        "import sys, json\n"
+        "from pathlib import Path\nfrom engine.workspace import Workspace\n"
+        "from engine import datasets\n"
+        "import tui.screens.import_dataset\n"
+        f"ws = Workspace(Path({str(tmp_path / 'ws')!r})).ensure()\n"
+        "r = datasets.import_dataset(ws, datasets.DEMO_DIR / 'manifest.jsonl', 'mine')\n"
+        "assert r['stored'] and r['clips_usable'] > 0, r\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

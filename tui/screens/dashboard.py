@@ -156,12 +156,13 @@ class DashboardScreen(Screen):
         Binding("escape", "close", "Back"),
         Binding("l", "tab('log')", "Log"),
         Binding("p", "tab('metrics')", "Plot"),
-        Binding("g", "tab('gpu')", "Memory"),
+        Binding("g", "tab('gpu')", "Memory", show=False),
         Binding("s", "tab('samples')", "Samples"),
         Binding("slash", "search", "Search"),
+        # n / N move between search matches, as in less; a new run starts from Runs (esc, then n)
         Binding("n", "find(False)", "Prev match", show=False),
         Binding("N", "find(True)", "Next match", show=False),
-        Binding("f", "toggle_follow", "Follow"),
+        Binding("f", "toggle_follow", "Follow", show=False),
         Binding("left_square_bracket", "samples(-1)", "Earlier eval", show=False),
         Binding("right_square_bracket", "samples(1)", "Later eval", show=False),
     ]
@@ -271,7 +272,7 @@ class DashboardScreen(Screen):
             t.append(f" · slurm job {rec['slurm_job_id']}", style="bold")
         t.append("\n")
         if max_steps:
-            frac, bar = min(1.0, step / max_steps), 20
+            frac, bar = min(1.0, step / max_steps), 10  # the line fits 80 columns with WER and best
             t.append("█" * round(frac * bar) + "░" * (bar - round(frac * bar)), style="green")
             t.append(f" step {step}/{max_steps}")
         else:
@@ -286,6 +287,10 @@ class DashboardScreen(Screen):
             t.append(f"  best {p['best_wer'] * 100:.1f}% @{p.get('best_step')}")
         if self.result and self.result.get("oom"):
             t.append(f"  out of memory at step {self.result.get('oom_step')}", style="bold red")
+        for line in t.split("\n"):  # each line on its own row, cut with … rather than wrapped
+            line.no_wrap, line.overflow = True, "ellipsis"
+        t = Text("\n").join(t.split("\n"))
+        t.no_wrap, t.overflow = True, "ellipsis"
         self.query_one("#dash-summary", Static).update(t)
 
     def _update_log_status(self) -> None:
@@ -303,11 +308,6 @@ class DashboardScreen(Screen):
         if log.follow:  # a new size must not leave the tail out of view
             self.call_after_refresh(log.scroll_end, animate=False)
 
-    def check_action(self, action: str, parameters: tuple) -> bool | None:
-        # n/N only mean "next match" while searching; otherwise n stays the app's New run
-        if action == "find":
-            return bool(self.query_one(LogView).term)
-        return True
 
     def action_close(self) -> None:
         search = self.query_one("#log-search", Input)
@@ -340,6 +340,9 @@ class DashboardScreen(Screen):
 
     def action_find(self, forward: bool) -> None:
         log = self.query_one(LogView)
+        if not log.term:
+            self.notify("no search yet: / searches the log, then n / N move between matches")
+            return
         if log.find(forward) is None:
             self.notify(f"no {'later' if forward else 'earlier'} match for {log.term!r}")
         self._update_log_status()

@@ -10,7 +10,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
+from rich.text import Text
 from textual.widgets import DataTable, Header, Static
+from textual.widgets.data_table import ColumnKey
 from tui.widgets.footer import KeysFooter
 
 
@@ -54,10 +56,15 @@ class DatasetsScreen(Screen):
     DatasetsScreen #ds-list { width: 26; height: 1fr; }
     DatasetsScreen #ds-right { width: 1fr; }
     DatasetsScreen #ds-stats { height: auto; padding: 0 1; }
-    DatasetsScreen #ds-problems { height: auto; max-height: 8; }
+    DatasetsScreen #ds-problems { height: auto; max-height: 12; }
     DatasetsScreen #ds-hint { height: 1; padding: 0 1; color: $text-muted; }
     """
     BINDINGS = [
+        Binding("i", "import_dataset", "Import"),
+        Binding("s", "split", "Split", show=False),
+        Binding("P", "pin", "Pin samples", show=False),
+        Binding("j", "cursor(1)", "Down", show=False),
+        Binding("k", "cursor(-1)", "Up", show=False),
         Binding("r", "refresh", "Refresh"),
         Binding("p", "focus_problems", "Problems"),
         Binding("l", "focus_list", "List", show=False),
@@ -71,16 +78,19 @@ class DatasetsScreen(Screen):
                 with VerticalScroll(id="ds-scroll"):
                     yield Static("", id="ds-stats")
                     yield DataTable(id="ds-problems", cursor_type="row")
-                yield Static("import: voxtune data import PATH --name NAME", id="ds-hint")
+                yield Static("i imports a folder or manifest · s splits · P pins", id="ds-hint")
         yield KeysFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#ds-list", DataTable)
         table.add_columns("dataset", "clips", "min")
         problems = self.query_one("#ds-problems", DataTable)
-        problems.add_columns("file", "reason")
+        problems.add_column("file", key="file")
+        problems.add_column("reason", key="reason")
         self.action_refresh()
         table.focus()
+
+    _records: list[dict] = []
 
     @property
     def _ws(self):
@@ -97,6 +107,7 @@ class DatasetsScreen(Screen):
         current = self._selected()
         table.clear()
         recs = datasets.list_all(self._ws)
+        self._records = recs
         for rec in recs:
             table.add_row(rec["name"], f"{rec['clips_usable']}/{rec['clips_total']}", f"{rec['hours'] * 60:.1f}",
                           key=rec["name"])
@@ -131,9 +142,83 @@ class DatasetsScreen(Screen):
         self.query_one("#ds-stats", Static).update(stats_text(st))
         problems = self.query_one("#ds-problems", DataTable)
         problems.clear()
-        for p in st.get("problems", []):
-            problems.add_row(_short_path(p["file"]), p["reason"])
+        files = [_short_path(p["file"]) for p in st.get("problems", [])]
+        # the reason wraps in the width the file names leave, so it is read whole at 80 columns
+        reason_width = max(20, self.query_one("#ds-right").size.width - max([4, *map(len, files)]) - 6)
+        problems.columns[ColumnKey("reason")].width = reason_width
+        problems.columns[ColumnKey("reason")].auto_width = False
+        for f, p in zip(files, st.get("problems", [])):
+            problems.add_row(f, Text(p["reason"]), height=None)
         problems.display = bool(st.get("problems"))
+
+    def action_import_dataset(self) -> None:
+        """The import form; on closing, the list shows (and selects) what was imported."""
+        from tui.screens.import_dataset import ImportDatasetScreen
+
+        def closed(name: str | None) -> None:
+            if name:
+                self.action_refresh()
+                table = self.query_one("#ds-list", DataTable)
+                try:
+                    table.move_cursor(row=table.get_row_index(name))
+                except Exception:  # noqa: BLE001 - the list was changed meanwhile
+                    pass
+
+        self.app.push_screen(ImportDatasetScreen(), closed)
+
+    def action_cursor(self, delta: int) -> None:
+        """j / k move in whichever list has the focus (the datasets, else the problems)."""
+        table = self.focused if isinstance(self.focused, DataTable) else self.query_one("#ds-list", DataTable)
+        (table.action_cursor_down if delta > 0 else table.action_cursor_up)()
+
+    def action_split(self) -> None:
+        """`voxtune data split NAME --split SPEC`: redraw the train/validation/test splits."""
+        from tui.screens.tools import PromptScreen
+
+        name = self._selected()
+        if name is None:
+            return
+        rec = next((r for r in self._records if r["name"] == name), {})
+
+        def go(spec: str | None) -> None:
+            if spec is not None:
+                self._dataset_op(f"{name}: splits redrawn", "set_splits", name, spec=spec or None)
+
+        self.app.push_screen(PromptScreen(
+            f"Redraw the splits of {name} (runs already made keep theirs): train/validation/test",
+            placeholder="fractions 0.8/0.1/0.1 or counts 8/1/1", value=rec.get("split_spec") or ""), go)
+
+    def action_pin(self) -> None:
+        """`voxtune data pin NAME ID…`: the clips every run records samples of."""
+        from tui.screens.tools import PromptScreen
+
+        name = self._selected()
+        if name is None:
+            return
+        rec = next((r for r in self._records if r["name"] == name), {})
+
+        def go(text: str | None) -> None:
+            if text is not None:
+                self._dataset_op(f"{name}: pinned samples set", "set_pinned", name, ids=text.split() or None)
+
+        self.app.push_screen(PromptScreen(
+            f"Pinned samples of {name}: clip ids (empty: the first validation clips)",
+            value=" ".join(rec.get("pinned") or [])), go)
+
+    def _dataset_op(self, done: str, fn: str, *args, **kwargs) -> None:
+        """An engine.datasets operation in a thread; then the stats show the change."""
+        from engine import datasets
+
+        def work() -> None:
+            try:
+                getattr(datasets, fn)(self._ws, *args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - the engine's message is meant for the user
+                self.app.call_from_thread(self.app.show_error, e)  # type: ignore[attr-defined]
+                return
+            self.app.call_from_thread(self.notify, done)
+            self.app.call_from_thread(self.action_refresh)
+
+        self.run_worker(work, thread=True, group="dataset-op", exit_on_error=False)
 
     def action_focus_problems(self) -> None:
         problems = self.query_one("#ds-problems", DataTable)

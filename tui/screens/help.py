@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
+from typing import Any
+
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
@@ -11,26 +13,58 @@ from textual.widgets import Static
 from rich.table import Table
 
 
+# Textual's own screen keys (tab / shift+tab focus, copy): listed after voxtune's, not in the palette
+TEXTUAL_ACTIONS = {b.action for b in Screen.BINDINGS if isinstance(b, Binding)}
+TEXTUAL_KEYS = {(b.key, b.action) for b in App.BINDINGS if isinstance(b, Binding)}  # ctrl+q: Textual's quit
+
+
+def voxtune_bindings(screen: Screen) -> list[tuple[Any, str]]:
+    """(ActiveBinding, where) for the bindings that are voxtune's: the screen's own, then the
+    app's (screens, new run, keys). Widget bindings (a table's cursor keys) and Textual's
+    system keys are not: `keys_of` lists those after these."""
+    app = screen.app
+    out: list[tuple[Any, str]] = []
+    for active in screen.active_bindings.values():
+        b = active.binding
+        if not b.description or b.system or active.node not in (screen, app) or b.action in TEXTUAL_ACTIONS \
+                or (b.key, b.action) in TEXTUAL_KEYS:
+            continue
+        out.append((active, "screen" if active.node is screen else "app"))
+    # the second binding of a key (p: Pause / Resume queue) is not in active_bindings' map
+    for key, b in screen._bindings:
+        if not b.description or b.system or b.action in TEXTUAL_ACTIONS or any(a.binding is b for a, _ in out):
+            continue
+        state = app._check_action_state(b.action, screen)
+        if state is not False and all(a.binding.key != key or a.binding.action == b.action for a, _ in out):
+            from textual.binding import ActiveBinding
+
+            out.append((ActiveBinding(screen, b, bool(state), b.tooltip), "screen"))
+    out.sort(key=lambda a: 0 if a[1] == "screen" else 1)
+    return out
+
+
 def keys_of(screen: Screen) -> list[tuple[str, str, str]]:
-    """(key, what it does, where) for every enabled binding of `screen`, widget keys first."""
+    """(key, what it does, where) for every enabled binding of `screen`: voxtune's keys for
+    this screen first, then the app's, then the focused widget's (cursor keys and the like)."""
     app = screen.app
     rows: list[tuple[str, str, str]] = []
-    seen: set[str] = set()
-    for active in screen.active_bindings.values():
-        binding = active.binding
-        if not binding.description or binding.system:
-            continue
+    seen: set[tuple[str, str]] = set()
+
+    def add(binding: Binding, where: str) -> None:
         label = (binding.key_display or app.get_key_display(binding)).strip()
-        desc = binding.description
-        if (label, desc) in seen:
-            continue
-        seen.add((label, desc))  # type: ignore[arg-type]
-        node = active.node
-        where = "app" if node is app else ("screen" if node is screen else type(node).__name__)
-        rows.append((label, desc, where))
-    order = {"screen": 1, "app": 2}
-    rows.sort(key=lambda r: order.get(r[2], 0))
+        if (label, binding.description) in seen:
+            return
+        seen.add((label, binding.description))
+        rows.append((label, binding.description, where))
+
+    for active, where in voxtune_bindings(screen):
+        add(active.binding, where)
     rows.append(("ctrl+p", "Command palette: every action by name", "app"))
+    for active in screen.active_bindings.values():
+        b = active.binding
+        textual = b.action in TEXTUAL_ACTIONS or (b.key, b.action) in TEXTUAL_KEYS
+        if b.description and not b.system and (active.node not in (screen, app) or textual):
+            add(b, "textual" if textual else type(active.node).__name__)
     return rows
 
 

@@ -29,6 +29,31 @@ MARK = "●"
 FIRST = ["id", "status", "wer", "best_wer", "model", "method", "dataset"]
 DISPLAY = FIRST + [k for k, _ in COLUMNS if k not in FIRST]
 HEADINGS = dict(COLUMNS)
+SHORT_HEADINGS = {"best_wer": "Best"}  # next to WER at 80 columns; the detail says "best WER"
+MODEL_WIDTH = 16  # what 80 columns leave after the run id, status, WER and best WER
+
+
+def short_models(models: set[str], width: int = MODEL_WIDTH) -> dict[str, str]:
+    """Each model as it fits `width`, still telling apart models that only differ in their
+    folders (`/ckpt/project-a/whisper-ft` and `/ckpt/project-b/whisper-ft` become
+    `project-a/whis…ft` and `project-b/whis…ft`): the shortest path tail that is unique, its
+    last part shortened in the middle."""
+    out: dict[str, str] = {}
+    split = {m: [p for p in m.replace("\\", "/").split("/") if p] or [m] for m in models}
+    for m, parts in split.items():
+        if len(m) <= width:
+            out[m] = m
+            continue
+        k = 1
+        while k < len(parts) and sum(1 for o in split.values() if o[-k:] == parts[-k:]) > 1:
+            k += 1
+        prefix = "/".join(parts[-k:-1]) + ("/" if k > 1 else "")
+        last = parts[-1]
+        if len(prefix) > width - 5:
+            prefix = "…" + prefix[-(width - 6):]
+        room = width - len(prefix)
+        out[m] = prefix + (last if len(last) <= room else last[: max(1, room - 3)] + "…" + last[-2:])
+    return out
 
 
 # (store path, store stamp) -> (records, summary rows): History's rows are derived from the
@@ -59,11 +84,15 @@ class HistoryScreen(Screen):
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter"),
         Binding("s", "cycle_sort", "Sort"),
-        Binding("r", "reverse", "Reverse"),
+        Binding("r", "reverse", "Reverse", show=False),
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare"),
-        Binding("o", "open_dashboard", "Log/dashboard"),
+        Binding("o", "open_dashboard", "Log/dashboard", show=False),
+        Binding("d", "delete_run", "Delete", show=False),
+        Binding("x", "export_run", "Export", show=False),
+        Binding("t", "transcribe", "Transcribe", show=False),
         Binding("ctrl+r", "reload", "Reload", show=False),
+        Binding("escape", "leave_filter", "Leave filter", show=False),
     ]
 
     def __init__(self, **kwargs) -> None:
@@ -76,11 +105,13 @@ class HistoryScreen(Screen):
         self.sort_reverse = True  # newest first
         self.filter_text = ""
         self.loaded = 0  # loads finished: tests wait on this
+        self._models: dict[str, str] = {}  # model -> as the Model column shows it
         self._stamp: tuple | None = None  # the store version the rows show
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="filter: model=whisper method=lora dataset=… status=finished,failed  or words", id="history-filter")
+        yield Input(placeholder="filter: model=whisper status=finished,failed wer<30% peak_gb<10 or words",
+                    id="history-filter")
         yield RunList(self._columns([]), self._format_cell, id="history-table")
         yield Static("loading runs…", id="history-status")
         yield KeysFooter()
@@ -90,18 +121,23 @@ class HistoryScreen(Screen):
         """Widths from the data for text columns (capped), fixed for numbers."""
         cols = [Column("mark", " ", 1)]
         for key in DISPLAY:
+            heading = SHORT_HEADINGS.get(key, HEADINGS[key])
             if key in ("id", "model", "dataset", "status", "method"):
-                cap = 40 if key == "id" else 24
-                width = max([len(HEADINGS[key])] + [len(str(r.get(key, ""))) for r in rows])
-                cols.append(Column(key, HEADINGS[key], min(cap, width)))
+                cap = {"id": 40, "model": MODEL_WIDTH}.get(key, 24)
+                width = max([len(heading)] + [len(str(r.get(key, ""))) for r in rows])
+                cols.append(Column(key, heading, min(cap, width)))
+            elif key in ("wer", "best_wer"):
+                cols.append(Column(key, heading, 6))  # "100.0%"
             else:
-                cols.append(Column(key, HEADINGS[key], 16 if key == "created_at" else max(8, len(HEADINGS[key]))))
+                cols.append(Column(key, heading, 16 if key == "created_at" else max(8, len(heading))))
         return cols
 
     def _format_cell(self, key: str, row: dict) -> str:
         if key == "mark":
             return MARK if row["id"] in self.marked else " "
-        if key in ("id", "model", "method", "dataset", "status"):
+        if key == "model":
+            return self._models.get(row["model"], row["model"])
+        if key in ("id", "method", "dataset", "status"):
             return str(row.get(key) or "")
         return fmt_value(key, row.get(key))
 
@@ -125,6 +161,7 @@ class HistoryScreen(Screen):
     def _loaded(self, records: list[dict], rows: list[dict], stamp: tuple | None = None) -> None:
         self._stamp = stamp
         self.query_one(RunList).columns = self._columns(rows)
+        self._models = short_models({r["model"] for r in rows})
         self.records = {r["id"]: r for r in records}
         self.rows = rows
         self.marked &= set(self.records)
@@ -150,6 +187,12 @@ class HistoryScreen(Screen):
             status = Text(f"{len(self.shown)} of {len(self.rows)} runs · sorted by {HEADINGS[self.sort_key]} {arrow}")
             if self.marked:
                 status.append(f" · {len(self.marked)} marked (c: compare)")
+            try:
+                read = compare.describe_comparisons(compare.parse_filter(self.filter_text))
+            except CompareError:
+                read = ""
+            if read:
+                status.append(f" · {read}", style="cyan")
         self.query_one("#history-status", Static).update(status)
 
     def current_id(self) -> str | None:
@@ -182,6 +225,15 @@ class HistoryScreen(Screen):
     def action_focus_filter(self) -> None:
         self.query_one("#history-filter", Input).focus()
 
+    def action_leave_filter(self) -> None:
+        """esc in the filter: back to the list (the filter stays; / edits it again)."""
+        self.query_one(RunList).focus()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "leave_filter":
+            return self.focused is not None and self.focused.id == "history-filter"
+        return True
+
     def action_cycle_sort(self) -> None:
         i = SORT_CYCLE.index(self.sort_key) if self.sort_key in SORT_CYCLE else -1
         key = SORT_CYCLE[(i + 1) % len(SORT_CYCLE)]
@@ -209,6 +261,42 @@ class HistoryScreen(Screen):
             from tui.screens.dashboard import DashboardScreen
 
             self.app.push_screen(DashboardScreen(run_id))
+
+    def action_export_run(self) -> None:
+        from tui.screens.tools import export_run
+
+        run_id = self.current_id()
+        if run_id is not None:
+            export_run(self, run_id)
+
+    def action_transcribe(self) -> None:
+        from tui.screens.tools import transcribe_with_run
+
+        run_id = self.current_id()
+        if run_id is not None:
+            transcribe_with_run(self, run_id)
+
+    def action_delete_run(self) -> None:
+        """As `voxtune runs rm`, after a yes: the folder moves to the trash."""
+        from tui.screens.runs import confirm_delete
+
+        run_id = self.current_id()
+        if run_id is not None:
+            confirm_delete(self, self.records[run_id], self._do)
+
+    def _do(self, done: str, fn, *args) -> None:
+        """An engine.queue operation in a thread; its outcome as a notification; then reload."""
+
+        def work() -> None:
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - the engine's message is meant for the user
+                self.app.call_from_thread(self.app.show_error, e)  # type: ignore[attr-defined]
+                return
+            self.app.call_from_thread(self.notify, done)
+            self.app.call_from_thread(self.action_reload)
+
+        self.run_worker(work, thread=True, group="history-action", exit_on_error=False)
 
     def action_compare(self) -> None:
         ids = [r["id"] for r in self.shown if r["id"] in self.marked]
@@ -323,10 +411,10 @@ class CompareScreen(Screen):
     """
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("t", "tab('cmp-metrics')", "Table"),
-        Binding("p", "tab('cmp-curves')", "Plot"),
-        Binding("s", "tab('cmp-samples')", "Samples"),
-        Binding("d", "tab('cmp-config')", "Config diff"),
+        Binding("t", "tab('cmp-metrics')", "Table", show=False),  # the tabs show these four
+        Binding("p", "tab('cmp-curves')", "Plot", show=False),
+        Binding("s", "tab('cmp-samples')", "Samples", show=False),
+        Binding("d", "tab('cmp-config')", "Config diff", show=False),
         Binding("w", "curve", "Next curve"),
         Binding("m", "export('md')", "Export .md"),
         Binding("v", "export('csv')", "Export .csv"),
@@ -367,16 +455,24 @@ class CompareScreen(Screen):
         self.comparison = comp
         ids = comp.run_ids
         table = self.query_one("#cmp-table", DataTable)
-        table.add_column("")
+        rows = comp.metric_table()
+        first = max([len(h) for h, _ in rows] + [1])
+        width = self._run_width(first, len(ids))
+        models = short_models({v for h, vals in rows if h == "Model" for v in vals}, width)
+        table.header_height = 2
+        table.add_column("", width=first)
         for i, rid in enumerate(ids):
-            table.add_column(Text(rid, style=_colour(i)))
-        table.add_rows([[h, *vals] for h, vals in comp.metric_table()])
+            table.add_column(_run_heading(rid, width, _colour(i)), width=width)
+        table.add_rows([[h, *[_fit(models.get(v, v) if h == "Model" else v, width) for v in vals]] for h, vals in rows])
         cfg = self.query_one("#cmp-config-table", DataTable)
-        cfg.add_column("differs")
-        for rid in ids:
-            cfg.add_column(rid)
         diffs = comp.config_differences()
-        cfg.add_rows([[k, *v] for k, v in diffs] or [["(identical)", *[""] * len(ids)]])
+        first = max([len(k) for k, _ in diffs] + [len("(identical)")])
+        width = self._run_width(first, len(ids))
+        cfg.header_height = 2
+        cfg.add_column("differs", width=first)
+        for i, rid in enumerate(ids):
+            cfg.add_column(_run_heading(rid, width, _colour(i)), width=width)
+        cfg.add_rows([[k, *[_fit(str(x), width) for x in v]] for k, v in diffs] or [["(identical)", *[""] * len(ids)]])
         t = Text()
         for sid, ref, preds in comp.sample_table():
             t.append(f"{sid}\n", style="bold underline")
@@ -389,6 +485,11 @@ class CompareScreen(Screen):
             t.append("\n")
         self.query_one("#cmp-samples-body", Static).update(t or "no sample outputs in these runs")
         self._plot()
+
+    def _run_width(self, first: int, n: int) -> int:
+        """Each run's column width: the screen shared out (at least 12; more runs scroll)."""
+        usable = self.size.width - (first + 2) - 2 * n - 1
+        return max(12, usable // max(1, n))
 
     def _plot(self) -> None:
         if self.comparison is None:
@@ -418,6 +519,18 @@ class CompareScreen(Screen):
             return
         self.exported.append(path)
         self.notify(f"comparison written to {path}", title="exported", timeout=10)
+
+
+def _run_heading(run_id: str, width: int, style: str) -> Text:
+    """A run id on two header lines (date-time, then model-method), each fitted to `width`."""
+    head, sep, rest = run_id.partition("-")
+    head2, sep2, rest2 = rest.partition("-")
+    top, bottom = (f"{head}-{head2}", rest2) if sep and sep2 else (run_id, "")
+    return Text(f"{_fit(top, width)}\n{_fit(bottom, width)}".rstrip("\n"), style=style)
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _colour(i: int) -> str:

@@ -14,7 +14,7 @@ from dataclasses import replace
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Label, Select, Static
 
@@ -28,6 +28,41 @@ METHODS = ("full", "lora", "qlora", "lora8")
 MARK = {"fits": ("✓", "green"), "tight": ("~", "yellow"), "no": ("✗", "red")}
 DEFAULT_PRESET = "rx-7700-xt"
 TERMS = ("weights", "gradients", "optimizer", "activations", "logits", "overhead")
+
+
+def this_machine_cpu() -> Gpu:
+    """"this machine (CPU)": training on the CPU holds the run in RAM, so the estimate is held
+    against the machine's physical memory (os.sysconf; 0 where the platform does not say)."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError, AttributeError):
+        total = 0.0
+    return Gpu(name="this machine (CPU)", vendor="cpu", index=None, total_gb=round(total, 1), detected=True,
+               key="cpu", source="sysconf")
+
+
+def gpu_label(g: Gpu) -> str:
+    """The picker's words: detected devices as they are, the CPU with its RAM, presets marked
+    `preset` (they are not this machine)."""
+    if g.vendor == "cpu":
+        return f"{g.name}, {g.total_gb:g} GB RAM"
+    return g.label if g.detected else f"{g.label} preset"
+
+
+def same_gpu(a: Gpu, b: Gpu) -> bool:
+    """One device in two lists (Models' picker and the new-run form's)."""
+    if a.key and b.key:
+        return a.key == b.key
+    return (a.name, a.vendor, a.index, a.detected) == (b.name, b.vendor, b.index, b.detected)
+
+
+def past_peaks(measurements: list[dict], entry: ModelEntry, limit: int = 3) -> list[dict]:
+    """This model's measured peaks from past runs, newest first, whatever their set-up (the
+    `measured` row above only shows a run of exactly the set-up on screen)."""
+    mine = [m for m in measurements if m.get("model") in (entry.name, entry.hub_id) and calibration.measured_gb(m)]
+    return sorted(mine, key=lambda m: m.get("time") or 0, reverse=True)[:limit]
 
 
 def fmt_params(n: int | None) -> str:
@@ -50,7 +85,8 @@ def fit_cell(entry: ModelEntry, method: str, cfg: FitConfig, gpu_gb: float) -> T
 
 
 def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: list[dict]) -> Text:
-    """The highlighted model: terms x methods, measured peaks, recommendation."""
+    """The highlighted model: recommendation (or why it cannot be trained), terms x methods,
+    measured peaks."""
     t = Text()
     p = entry.params or {}
     src = "" if p.get("source") == "computed" else f" ({p.get('source', 'no counts')})"
@@ -61,6 +97,11 @@ def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: 
     if not p:
         t.append("no parameter counts for this model\n", style="red")
         return t
+    # the verdict first: at 80x24 the pane shows its top, the terms below scroll
+    if not entry.trainable:
+        t.append(f"* estimates only, not trainable: {entry.reason}\n", style="yellow")
+    else:
+        t.append(recommend(entry, gpu_gb, cfg).text + "\n", style="bold green")
     ests = {m: estimate(entry, replace(cfg, method=m)) for m in METHODS}
     t.append(f"{'GB':<12}" + "".join(f"{m:>9}" for m in METHODS) + "\n", style="bold")
     for term in TERMS:
@@ -78,13 +119,13 @@ def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: 
         for _, c in measured:
             t.append(f"{c['measured_gb']:>9.1f}" if c else f"{'-':>9}", style="cyan")
         t.append("\n")
+    for m in past_peaks(measurements, entry):
+        t.append(f"past run {m.get('run_id') or '?'}: {calibration.measured_gb(m):.1f} GB measured "
+                 f"({m.get('method')}, batch {m.get('batch')}, {float(m.get('audio_seconds') or 0):g} s audio"
+                 f"{', OOM' if m.get('oom') else ''} on {m.get('device') or '?'})\n", style="cyan")
     t.append("can rewrite text" if entry.can_rewrite else "CTC, monotonic: can drop fillers, cannot rewrite",
              style="dim")
     t.append(f" · takes {_whole(entry)} whole\n", style="dim")
-    if not entry.trainable:
-        t.append(f"not trainable: {entry.reason}\n", style="yellow")
-    else:
-        t.append(recommend(entry, gpu_gb, cfg).text + "\n", style="bold green")
     t.rstrip()
     return t
 
@@ -106,7 +147,9 @@ class ModelsScreen(Screen):
     ModelsScreen #audio-input { width: 7; }
     ModelsScreen #filter-input { width: 1fr; }
     ModelsScreen #models-table { height: 1fr; }
-    ModelsScreen #models-detail { height: auto; max-height: 13; padding: 0 1; border-top: solid $primary-darken-2; }
+    ModelsScreen #models-table { min-height: 5; }
+    ModelsScreen #models-detail-scroll { height: auto; max-height: 45%; border-top: solid $primary-darken-2; }
+    ModelsScreen #models-detail { height: auto; padding: 0 1; }
     """
     BINDINGS = [
         Binding("j", "cursor_down", "Down", show=False),
@@ -114,11 +157,11 @@ class ModelsScreen(Screen):
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("g", "pick_gpu", "GPU"),
         Binding("b", "edit_batch", "Batch"),
-        Binding("a", "edit_audio", "Audio s"),
+        Binding("a", "edit_audio", "Audio s", show=False),
         Binding("w", "toggle_whole", "5-min whole"),
-        Binding("o", "cycle_output", "Rewrite/delete"),
+        Binding("o", "cycle_output", "Rewrite/delete", show=False),
         Binding("enter", "new_run", "New run for model", show=False),
-        Binding("r", "refresh", "Refresh"),
+        Binding("r", "refresh", "Refresh", show=False),
         Binding("escape", "focus_table", "Table", show=False),
     ]
 
@@ -135,15 +178,15 @@ class ModelsScreen(Screen):
 
     # -- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        self.gpus = [*detect(), *presets()]
-        default = next((i for i, g in enumerate(self.gpus) if g.detected), None)
-        if default is None:
-            default = next(i for i, g in enumerate(self.gpus) if g.key == DEFAULT_PRESET)
+        detected = list(detect())
+        self.gpus = [*detected, this_machine_cpu(), *presets()]
+        default = 0 if detected else next(i for i, g in enumerate(self.gpus) if g.key == DEFAULT_PRESET)
         self.gpu_gb = self.gpus[default].total_gb
+        self.no_gpu = not detected
         yield Header()
         with Horizontal(id="models-controls"):
-            yield Label("GPU")
-            yield Select([(g.label, i) for i, g in enumerate(self.gpus)], value=default, allow_blank=False,
+            yield Label("GPU", id="gpu-label")
+            yield Select([(gpu_label(g), i) for i, g in enumerate(self.gpus)], value=default, allow_blank=False,
                          compact=True, id="gpu-select")
             yield Label("batch")
             yield Input("1", type="integer", compact=True, id="batch-input")
@@ -152,19 +195,39 @@ class ModelsScreen(Screen):
             yield Label("/")
             yield Input("", placeholder="filter", compact=True, id="filter-input")
         yield DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
-        yield Static("", id="models-detail")
+        with VerticalScroll(id="models-detail-scroll", can_focus=False):  # long reasons scroll, never cut
+            yield Static("", id="models-detail")
         yield KeysFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#models-table", DataTable)
-        table.add_column("model", key="model", width=22)
+        table.add_column("model", key="model", width=max(len(e.name) + 1 for e in self.entries))  # + the * mark
         table.add_column("params", key="params")
         table.add_column("win", key="win")
         for m in METHODS:
             table.add_column(m, key=m, width=7)
         self._load_measurements()
         self.rebuild()
+        self._show_gpu_kind()
         table.focus()
+
+    def on_screen_resume(self) -> None:
+        """Runs that ended while another screen showed add measured peaks."""
+        self._load_measurements()
+        self.update_detail()
+
+    @property
+    def gpu(self) -> Gpu:
+        value = self.query_one("#gpu-select", Select).value
+        return self.gpus[value] if isinstance(value, int) else self.gpus[0]
+
+    def _show_gpu_kind(self) -> None:
+        """`GPU` before a device of this machine; `preset` (and no GPU detected) otherwise."""
+        g = self.gpu
+        label = "CPU" if g.vendor == "cpu" else ("GPU" if g.detected else "preset")
+        self.query_one("#gpu-label", Label).update(label)
+        if self.no_gpu and not self.sub_title:
+            self.sub_title = "no GPU detected: estimates for a preset"
 
     def _load_measurements(self) -> None:
         ws = getattr(self.app, "workspace", None)
@@ -203,7 +266,7 @@ class ModelsScreen(Screen):
         keep = self.current()
         table.clear()
         for e in self.visible():
-            name = Text(e.name, style="" if e.trainable else "dim")
+            name = Text(e.name if e.trainable else f"{e.name}*", style="" if e.trainable else "dim")
             table.add_row(name, fmt_params(e.params_total), f"{e.window_s:g}s",
                           *(fit_cell(e, m, self.cfg, self.gpu_gb) for m in METHODS), key=e.name)
         if keep is not None and keep.name in [e.name for e in self.visible()]:
@@ -229,6 +292,7 @@ class ModelsScreen(Screen):
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "gpu-select" and isinstance(event.value, int):
             self.gpu_gb = self.gpus[event.value].total_gb
+            self._show_gpu_kind()
             self.rebuild()
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -287,7 +351,7 @@ class ModelsScreen(Screen):
         self._filters_changed()
 
     def _filters_changed(self) -> None:
-        self.sub_title = self.filter_text()
+        self.sub_title = self.filter_text() or ("no GPU detected: estimates for a preset" if self.no_gpu else "")
         self.rebuild()
 
     def action_focus_table(self) -> None:
@@ -310,4 +374,4 @@ class ModelsScreen(Screen):
         if opener is None:
             self.notify("the new-run form is not available in this build", severity="warning")
             return
-        opener(model=e.name, method=rec.method)
+        opener(model=e.name, method=rec.method, gpu=self.gpu)

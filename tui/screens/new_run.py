@@ -275,8 +275,10 @@ class NewRunScreen(Screen[str | None]):
     ]
     CHECK_DELAY = 0.25
 
-    def __init__(self, model: str | None = None, clone_of: str | None = None, method: str | None = None) -> None:
+    def __init__(self, model: str | None = None, clone_of: str | None = None, method: str | None = None,
+                 gpu: Any = None) -> None:
         super().__init__()
+        self.initial_gpu = gpu  # engine.gpus.Gpu chosen on the Models screen
         self.initial_model = model
         self.initial_method = method
         self.clone_of = clone_of
@@ -291,6 +293,9 @@ class NewRunScreen(Screen[str | None]):
         self._set_by_form: dict[str, Any] = {"priority": "0", "method": "lora", "precision": "auto", "optimizer": "adamw",
                                              "gpus": "1"}
         self._generation = 0
+        # the catalog's refusal of the model field ("unknown model …; did you mean …"): while it
+        # stands, the fields its defaults would fill are empty, and only the model is at fault
+        self.model_error: str | None = None
 
     @property
     def workspace(self) -> Workspace:
@@ -353,13 +358,27 @@ class NewRunScreen(Screen[str | None]):
         gpu = self.query_one("#gpu", Select)
         gpu.set_options([(label, i) for i, (label, _) in enumerate(self._gpus)])
         if self._gpus:
-            self._set(gpu, 0)
+            self._set(gpu, self._gpu_index(self.initial_gpu))
         if prefill:
             self._fill(prefill, touch=True)
         elif self.initial_model:
             self._fill({"model": self.initial_model, "method": self.initial_method}, touch=True)
         await self._apply_defaults()
         self._schedule_check(0)
+
+    def _gpu_index(self, wanted: Any) -> int:
+        """The form's entry for the GPU chosen on Models (added when the form lacks it, e.g. the
+        CPU); the first entry when none was chosen."""
+        if wanted is None:
+            return 0
+        from tui.screens.models import gpu_label, same_gpu
+
+        for i, (_, g) in enumerate(self._gpus):
+            if same_gpu(g, wanted):
+                return i
+        self._gpus.append((gpu_label(wanted), wanted))
+        self.query_one("#gpu", Select).set_options([(label, i) for i, (label, _) in enumerate(self._gpus)])
+        return len(self._gpus) - 1
 
     def _load_choices(self):
         store = Store(self.workspace)
@@ -425,6 +444,8 @@ class NewRunScreen(Screen[str | None]):
         values, errors = parse_form(raw, method, eval_only)
         if not raw["model"]:
             errors["model"] = "Model: required (a catalog name, hub id or local folder)"
+        elif self.model_error:  # the other fields wait for this model's defaults: not their fault
+            errors = {"model": self.model_error}
         if not raw["dataset"]:
             errors["dataset"] = "Dataset: none chosen; import one first (3 opens Datasets)"
         options = dict(values, model=raw["model"], dataset=raw["dataset"])
@@ -446,12 +467,19 @@ class NewRunScreen(Screen[str | None]):
         """Defaults for this model and method, into every field the user has not edited."""
         raw = self.raw_values()
         if not raw["model"]:
+            self.model_error = None
             return
         try:
             methods, defaults = await asyncio.to_thread(_defaults_for, raw["model"], raw["method"] or "lora",
                                                         self.workspace, raw["dataset"], raw.get("eval_dataset"))
-        except Exception:  # noqa: BLE001 - unknown model: the check below names it
+        except VoxtuneError as e:  # unknown model: named with the CLI's words, the field marked
+            if raw["model"] == self.raw_values()["model"]:
+                self.model_error = f"model: {e.one_line()}"  # as `voxtune queue add` says it
+                self._schedule_check()
             return
+        except Exception:  # noqa: BLE001 - the engine check below names what is wrong
+            return
+        self.model_error = None
         method = self.query_one("#method", Select)
         if methods and tuple(methods) != tuple(v for _, v in method._options):
             current = method.value
@@ -489,6 +517,7 @@ class NewRunScreen(Screen[str | None]):
         if name:
             self.touched.add(name)
         if name == "model":
+            self.model_error = None
             self.run_worker(self._apply_defaults, group="defaults", exclusive=True, exit_on_error=False)
         elif name == "eval_only":
             self._update_applicable()
@@ -583,7 +612,10 @@ class NewRunScreen(Screen[str | None]):
         if errors:
             self.errors = errors
             self._show_errors()
-            self.notify("Fix the fields in red first.", severity="error")
+            first = next(iter(errors))
+            if self.query(f"#{first}"):
+                self.query_one(f"#{first}").focus()
+            self.notify(errors[first] if len(errors) == 1 else "Fix the fields in red first.", severity="error")
             return
         self.run_worker(partial(self._submit, options), group="submit", exclusive=True, exit_on_error=False)
 

@@ -103,18 +103,39 @@ def load_view(ws: Workspace, cache: ProgressCache, recent: int = RECENT_ENDED) -
     return RunsView(rows=rows, engine=engine, runs={r["id"]: r for r in shown}, hidden=hidden)
 
 
+def confirm_delete(screen: Screen, run: dict, do: Callable[..., None]) -> None:
+    """Ask, then remove `run` through engine.queue.remove (what `voxtune runs rm` does); `do`
+    runs it in a thread and reports. A running run is refused before asking."""
+    from engine import queue
+    from tui.screens.confirm import ConfirmScreen
+
+    run_id = run["id"]
+    if run.get("status") == RunStatus.RUNNING:
+        screen.notify(f"{run_id} is running; cancel it first (c).", severity="warning")
+        return
+    trash = screen.app.workspace.engine_dir / "trash"  # type: ignore[attr-defined]
+    question = f"Delete run {run_id} ({run.get('status')})?\nIts folder moves to {trash}."
+    screen.app.push_screen(ConfirmScreen(question, yes="delete"),
+                           lambda yes: do(f"Deleted {run_id}; its folder is in {trash}.", queue.remove,
+                                          screen.app.workspace, run_id) if yes else None)  # type: ignore[attr-defined]
+
+
 class RunsScreen(Screen):
     """Home: the queue and every past run. Enter opens a run's live dashboard."""
 
     BINDINGS = [
         Binding("enter", "open_run", "Open", show=False),
         Binding("c", "cancel_run", "Cancel"),
-        Binding("r", "retry_run", "Retry"),
+        Binding("d", "delete_run", "Delete", show=False),
+        Binding("r", "retry_run", "Retry", show=False),
         Binding("e", "resume_run", "Resume", show=False),
         Binding("y", "clone_run", "Clone", show=False),
         Binding("K", "move_up", "Move up", show=False),
         Binding("J", "move_down", "Move down", show=False),
-        Binding("p", "toggle_queue", "Pause queue", tooltip="Pause or resume the queue"),
+        Binding("x", "export_run", "Export", show=False),
+        Binding("t", "transcribe", "Transcribe", show=False),
+        Binding("p", "pause_queue", "Pause queue", tooltip="Running runs go on, nothing new starts"),
+        Binding("p", "resume_queue", "Resume queue", tooltip="Start queued runs again"),
         Binding("s", "start_engine", "Start engine"),
         Binding("f5", "refresh", "Refresh", show=False),
     ]
@@ -162,12 +183,15 @@ class RunsScreen(Screen):
         if self._starting:
             view.engine = EngineState(**{**view.engine.__dict__, "starting": True})
         first = self.view is None
+        if first or self.view.engine.queue_paused != view.engine.queue_paused:
+            self.call_later(self.refresh_bindings)  # Pause queue <-> Resume queue
         self.view = view
         if first:
             self._say_what_needs_doing(view.engine)
         self.query_one(EngineBar).show(view.engine)
         table = self.query_one(RunTable)
         table.show(view.rows)
+        self._move_to_wanted()
         self._show_detail()
 
     def _say_what_needs_doing(self, engine: EngineState) -> None:
@@ -202,6 +226,21 @@ class RunsScreen(Screen):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.action_open_run()
+
+    def select_run(self, run_id: str) -> None:
+        """Put the cursor on `run_id` now, or as soon as a poll lists it (a run just queued)."""
+        self._want = run_id
+        self._move_to_wanted()
+        if self.poller is not None:
+            self.poller.poke()
+
+    def _move_to_wanted(self) -> None:
+        want = getattr(self, "_want", None)
+        table = self.query_one(RunTable)
+        if want is not None and want in table._order:
+            table.move_cursor(row=table._order.index(want), animate=False)
+            self._want = None
+            self._show_detail()
 
     # -- helpers ----------------------------------------------------------------------
     def selected_run(self) -> dict | None:
@@ -254,9 +293,30 @@ class RunsScreen(Screen):
         self.app.push_screen(DashboardScreen(run["id"]))
 
     def action_cancel_run(self) -> None:
+        """A queued run is cancelled at once; a running one only after a yes (its training stops
+        at a checkpoint and cannot be taken back)."""
+        run = self._need_run()
+        if run is None:
+            return
+        run_id = run["id"]
+
+        def cancel() -> None:
+            self._do(f"Cancel requested for {run_id}.", self._queue().cancel, self.workspace, run_id)
+
+        if run.get("status") == RunStatus.RUNNING:
+            from tui.screens.confirm import ConfirmScreen
+
+            self.app.push_screen(ConfirmScreen(f"Stop the running run {run_id}?\nIt checkpoints and stops; "
+                                               "e resumes it later.", yes="stop it"),
+                                 lambda yes: cancel() if yes else None)
+        else:
+            cancel()
+
+    def action_delete_run(self) -> None:
+        """`voxtune runs rm`: after a yes, the run leaves the store and its folder moves to the trash."""
         run = self._need_run()
         if run is not None:
-            self._do(f"Cancel requested for {run['id']}.", self._queue().cancel, self.workspace, run["id"])
+            confirm_delete(self, run, self._do)
 
     def action_retry_run(self) -> None:
         run = self._need_run()
@@ -288,6 +348,33 @@ class RunsScreen(Screen):
             self.notify("Only queued runs can be moved.", severity="warning")
             return
         self._do(f"Moved {run['id']} {'up' if delta > 0 else 'down'}.", self._queue().move, self.workspace, run["id"], delta)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """p pauses a running queue and resumes a paused one: one of the two is offered."""
+        if action in ("pause_queue", "resume_queue"):
+            paused = self.view.engine.queue_paused if self.view else False
+            return (action == "resume_queue") == paused
+        return True
+
+    def action_pause_queue(self) -> None:
+        self.action_toggle_queue()
+
+    def action_resume_queue(self) -> None:
+        self.action_toggle_queue()
+
+    def action_export_run(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            from tui.screens.tools import export_run
+
+            export_run(self, run["id"])
+
+    def action_transcribe(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            from tui.screens.tools import transcribe_with_run
+
+            transcribe_with_run(self, run["id"])
 
     def action_toggle_queue(self) -> None:
         paused = self.view.engine.queue_paused if self.view else False

@@ -13,7 +13,18 @@ from textual.widgets import Footer
 
 
 class KeysFooter(Footer):
+    """Compact (one space between keys), so a screen's keys and `^p palette` fit 80 columns;
+    the other keys are in `?` and the palette."""
+
+    DEFAULT_CSS = """
+    KeysFooter.-compact FooterLabel { margin-right: 1; }
+    """
+
     _shown: tuple | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("compact", True)
+        super().__init__(*args, **kwargs)
 
     def _signature(self, screen: Screen) -> tuple:
         return tuple((b.key, b.description, b.action, enabled, tooltip)

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 from engine.enums import FINAL, RunStatus
 
 STATUS_GLYPH = {
@@ -23,10 +24,14 @@ STATUS_GLYPH = {
     "cancelled": ("■", "magenta"),
     "interrupted": ("!", "bold yellow"),
 }
-# Widths None = fit the content. At 80 columns status..WER are visible; the rest scrolls
-# sideways and is repeated in the detail pane under the table.
-COLUMNS = (("status", "status", None), ("run", "run", None), ("progress", "progress", None),
-           ("loss", "loss", None), ("wer", "WER", None), ("best", "best", None), ("note", "note", None))
+# Widths None = fit the content. The progress column shows the bar of a running or finished
+# run and the note (why it waits, why it failed) of the others; it takes the width the other
+# columns leave, so at 80 columns every column shows. The detail pane under the table repeats
+# the note in full and gives the train loss (the dashboard plots it).
+COLUMNS = (("status", "status", None), ("run", "run", None), ("progress", "progress · note", None),
+           ("wer", "WER%", None), ("best", "best%", None))
+NOTE_STYLE = {"queued": "yellow", "failed": "red", "interrupted": "yellow", "cancelled": "magenta", "finished": "dim"}
+MIN_PROGRESS = 16  # the bar, percent and ETA
 BAR_WIDTH = 6
 
 
@@ -81,7 +86,8 @@ def progress_bar(step: int | None, max_steps: int | None, eta_s: float | None = 
 
 
 def fmt_wer(wer: Any) -> str:
-    """WER is a fraction in metrics.jsonl; people read it as a percentage."""
+    """WER is a fraction in metrics.jsonl; voxtune shows it as a percentage everywhere (the
+    column headings say `%`)."""
     if not isinstance(wer, (int, float)):
         return ""
     return f"{wer * 100:.1f}" if wer < 10 else "≥1k"
@@ -126,19 +132,26 @@ def run_row(run: dict, progress: dict | None, position: int | None = None, queue
     step, max_steps = progress.get("step"), progress.get("max_steps")
     if status == RunStatus.FINISHED and max_steps and not step:
         step = max_steps
-    wer = progress.get("wer")
+    # an ended run's WER is its record's (the final evaluation), as History and `runs ls` show
+    # it; a live run's is its latest evaluation
+    recorded = (run.get("metrics") or {}).get("wer")
+    wer = recorded if status in FINAL and recorded is not None else progress.get("wer")
     if wer is None:
-        wer = (run.get("metrics") or {}).get("wer")
+        wer = recorded
     note = note_for(run, queue_paused)
+    bar = progress_bar(step, max_steps, progress.get("eta_s") if status == RunStatus.RUNNING else None)
+    if note and (status != RunStatus.RUNNING or run.get("cancel_requested")):  # a finished bar says nothing new
+        shown: Any = Text(note, style=NOTE_STYLE.get(status, "yellow"), no_wrap=True, overflow="ellipsis")
+    else:
+        shown = bar
     cells = (
         status_text(status, position),
         run.get("id", ""),
-        progress_bar(step, max_steps, progress.get("eta_s") if status == RunStatus.RUNNING else None),
-        fmt_loss(progress.get("loss")),
+        shown,
         fmt_wer(wer),
         fmt_wer(best_wer(run, progress)),
-        note,
     )
+    loss = fmt_loss(progress.get("loss"))
     what = f"{run.get('model', '?')} · {run.get('method', '?')} · {run.get('dataset', '?')}"
     if run.get("eval_only"):
         what += " · eval only"
@@ -148,7 +161,7 @@ def run_row(run: dict, progress: dict | None, position: int | None = None, queue
             what += f" · ETA {fmt_duration(progress['eta_s'])}"
     scores = " · ".join(
         f"{name} {value}" for name, value in
-        (("loss", cells[3]), ("WER", cells[4] and cells[4] + "%"), ("best WER", cells[5] and cells[5] + "%")) if value
+        (("loss", loss), ("WER", cells[3] and cells[3] + "%"), ("best WER", cells[4] and cells[4] + "%")) if value
     )
     lines = [f"{run.get('id', '')} · {status}", what, scores, note]
     detail = "\n".join(line for line in lines if line)
@@ -206,6 +219,22 @@ class RunTable(DataTable):
         for key, label, width in COLUMNS:
             self.add_column(label, key=key, width=width)
 
+    def on_resize(self) -> None:
+        self.fit_progress()
+
+    def fit_progress(self) -> None:
+        """The progress · note column takes what the other columns leave of the table's width
+        (a long note ends in …; the detail pane shows it whole)."""
+        if not self.columns or not self.size.width:
+            return
+        others = sum(c.get_render_width(self) for k, c in self.columns.items() if k.value != "progress")
+        width = max(MIN_PROGRESS, self.size.width - others - 2 * self.cell_padding - 1)
+        col = self.columns.get(ColumnKey("progress"))
+        if col is not None and (col.width != width or col.auto_width):
+            col.width, col.auto_width = width, False
+            self._require_update_dimensions = True
+            self.refresh()
+
     @property
     def current_key(self) -> str | None:
         if not self._order or self.cursor_row < 0 or self.cursor_row >= len(self._order):
@@ -228,6 +257,7 @@ class RunTable(DataTable):
             self._rows = {r.key: r for r in rows}
             return
         keep = self.current_key
+        self.call_after_refresh(self.fit_progress)
         self.clear()
         self._rows = {r.key: r for r in rows}
         self._order = order
