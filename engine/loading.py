@@ -166,6 +166,20 @@ def quantization_config(method: str, compute_dtype: Any):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+def keep_trainable_layout(model: Any) -> None:
+    """Keep a trainable 4-bit model's weights in the layout training uses.
+
+    On a CPU with AVX512-BF16, bitsandbytes (>= 0.48) repacks a Linear4bit's weights into an
+    inference-only layout on its first no-grad forward in eval mode -- here the word-timestamp
+    pass that segments clips over 30 s, or an evaluation -- and every later training step then
+    fails inside `matmul_4bit` ("a view of a leaf Variable that requires grad is being used in
+    an in-place operation" at `result += bias`). Turning the repacking off on this model's
+    layers keeps one layout for the whole run (inference-only models keep the faster path)."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def load_model(recipe: Any, source: ModelSource | str, *, method: str = "full", precision: str = "fp32",
                device: str = "cpu", train_texts: Any = (), trust_remote_code: bool = False,
                lora: dict | None = None, gradient_checkpointing: bool = False, trainable: bool = True,
@@ -195,6 +209,8 @@ def load_model(recipe: Any, source: ModelSource | str, *, method: str = "full", 
     model = loaded.model
     if quantized and trainable:
         from peft import prepare_model_for_kbit_training
+
+        keep_trainable_layout(model)
 
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing,

@@ -61,3 +61,37 @@ def test_nan_loss_fails_the_run_naming_the_step_and_likely_cause(ws, tiny_whispe
     assert "NaN/Inf samples in a clip" in result["reason"]
     assert [r["step"] for r in files.iter_metrics("train")] == []  # nothing NaN was recorded as progress
     assert not list(files.checkpoints.glob("checkpoint-*"))  # and nothing NaN was saved
+
+
+def test_qlora_trains_on_a_long_clip_with_and_without_the_segment_cache(ws, tiny_whisper, monkeypatch):
+    """The word-timestamp pass for clips over 30 s runs on the 4-bit model right before
+    training; on a CPU with AVX512-BF16, bitsandbytes repacked the 4-bit weights into its
+    inference-only layout on that no-grad forward, and training then failed at step 1
+    (in-place `result += bias` on a leaf view). The CPU feature flag is forced on here so the
+    repacking path is reachable on any machine; the trainable model must never be repacked."""
+    import bitsandbytes.nn.modules as bnb_modules
+    import torch
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
+    repacked = []
+    convert = bnb_modules._convert_weight_packed_for_cpu
+    monkeypatch.setattr(bnb_modules, "_convert_weight_packed_for_cpu",
+                        lambda *a, **k: repacked.append(1) or convert(*a, **k))
+
+    from engine import segment, training
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("VOXTUNE_DEVICE", "cpu")
+    make_tiny_dataset(ws, n=3, splits={"train": [0, 1, 2], "validation": [], "test": []}, pinned=0,
+                      long_clips={0: 71.0})
+    cache = segment.cache_path(ws, "tiny", str(tiny_whisper))
+    for attempt in ("no cache", "cache"):
+        assert cache.exists() == (attempt == "cache")
+        run_dir = queue_run(ws, tiny_whisper, "qlora", max_steps=2, gradient_checkpointing=True, optimizer="adamw8bit")
+        rc = training.run(run_dir)
+        result = read_json(RunFiles(run_dir).result)
+        assert rc == 0 and result["status"] == "finished", (attempt, result)
+        assert [r["step"] for r in RunFiles(run_dir).iter_metrics("train")] == [1, 2]
+        assert not repacked, f"{attempt}: 4-bit weights of the trainable model were repacked for inference"
+    prov = segment.provenance(ws, "tiny", str(tiny_whisper))
+    assert prov["methods"] == {"model_timestamps": 1} or "pause_fallback" in prov["methods"], prov
