@@ -95,3 +95,30 @@ def test_qlora_trains_on_a_long_clip_with_and_without_the_segment_cache(ws, tiny
         assert not repacked, f"{attempt}: 4-bit weights of the trainable model were repacked for inference"
     prov = segment.provenance(ws, "tiny", str(tiny_whisper))
     assert prov["methods"] == {"model_timestamps": 1} or "pause_fallback" in prov["methods"], prov
+
+
+def test_transcribe_never_sends_the_silent_stretch_to_the_model(tiny_whisper, tmp_path, monkeypatch):
+    """A random tiny model emits junk for anything it hears, so the test counts what it hears."""
+    from data_helpers import burst_audio, write_wav
+
+    from engine import transcribe as T
+    from engine.recipes.whisper import WhisperRecipe
+
+    heard: list[tuple[float, float]] = []
+    generate = WhisperRecipe.generate
+
+    def spy(self, model, loaded, batch, max_new_tokens):
+        heard.extend((ex.start_s, ex.end_s) for ex in batch)
+        return generate(self, model, loaded, batch, max_new_tokens)
+
+    monkeypatch.setattr(WhisperRecipe, "generate", spy)
+    speech = [burst_audio(10.0, seed=1), burst_audio(10.0, seed=2)]
+    gap = write_wav(tmp_path / "gap.wav", np.concatenate([speech[0], np.zeros(40 * 16000, np.float32), speech[1]]))
+    quiet = write_wav(tmp_path / "quiet.wav", np.zeros(45 * 16000, np.float32))
+
+    out = T.transcribe_detailed([gap, quiet], T.target_for_model(str(tiny_whisper)), device="cpu", max_new_tokens=4)
+
+    assert [r["pieces"] for r in out] == [2, 0]
+    assert out[1]["text"] == ""  # nothing to hear, nothing invented
+    assert len(heard) == 2 and sum(e - s for s, e in heard) < 21.0, heard
+    assert all(e <= 10.5 or s >= 49.5 for s, e in heard), heard
