@@ -122,3 +122,42 @@ def test_transcribe_never_sends_the_silent_stretch_to_the_model(tiny_whisper, tm
     assert out[1]["text"] == ""  # nothing to hear, nothing invented
     assert len(heard) == 2 and sum(e - s for s, e in heard) < 21.0, heard
     assert all(e <= 10.5 or s >= 49.5 for s, e in heard), heard
+
+
+def _mismatched_processor(model: Path) -> Path:
+    import json
+
+    pre = model / "processor_config.json"  # transformers 5 keeps the feature extractor's settings here
+    data = json.loads(pre.read_text())
+    data["feature_extractor"]["feature_size"] = 128  # large-v3's processor next to an 80-bin model
+    pre.write_text(json.dumps(data))
+    return pre
+
+
+@pytest.mark.parametrize("eval_only", [False, True])
+def test_mel_bin_mismatch_is_one_line_naming_both_files_at_queue_add_training_and_eval(
+        ws, tmp_path, capsys, monkeypatch, eval_only):
+    from tiny_models import write_run_config
+
+    from engine import training
+    from tui.cli import main
+
+    model = make_tiny_whisper(tmp_path / "odd-whisper")
+    pre = _mismatched_processor(model)
+    make_tiny_dataset(ws, n=2, splits={"train": [0, 1], "validation": [0, 1], "test": []}, pinned=0)
+    capsys.readouterr()
+    flags = ["--eval-only"] if eval_only else ["--method", "lora"]
+    assert main(["--home", str(ws.home), "queue", "add", "--model", str(model), "--dataset", "tiny", *flags,
+                 "--no-start"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("voxtune: model: ") and str(pre) in err and str(model / "config.json") in err, err
+    assert "128 mel bins" in err and "expects 80" in err and "Traceback" not in err
+    assert not ws.runs_dir.exists() or not any(ws.runs_dir.iterdir())
+
+    # a run queued before the processor changed: the worker fails it with the same line
+    monkeypatch.setenv("VOXTUNE_DEVICE", "cpu")
+    run_dir = write_run_config(ws, model_ref=model, method="full" if eval_only else "lora", eval_only=eval_only,
+                               max_steps=1)
+    assert training.run(run_dir) == 1
+    reason = read_json(RunFiles(run_dir).result)["reason"]
+    assert str(pre) in reason and str(model / "config.json") in reason and "\n" not in reason, reason
