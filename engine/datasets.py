@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import random
 import re
 import statistics
@@ -20,6 +21,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
+
+import numpy as np
 
 from engine.audio import AUDIO_EXTS, TARGET_SR, AudioError, content_hash, is_silent, probe, read_native
 from engine.runfiles import atomic_write_text
@@ -91,18 +94,44 @@ def _check_segments(segs: Any, where: str) -> list[dict] | None:
     return [{"start": float(s["start"]), "end": float(s["end"]), "text": str(s["text"])} for s in segs]
 
 
+def _dangling(path: Path) -> str | None:
+    """The problem reason for a symlink whose target is gone (None for anything else)."""
+    if path.is_symlink() and not path.exists():
+        try:
+            target = path.readlink()
+        except OSError:
+            target = "?"
+        return f"dangling symlink (points to {target}, which does not exist): restore the file or remove the link"
+    return None
+
+
+def _audio_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """(audio files, dangling audio symlinks) under root, hidden folders skipped."""
+    found, dangling = [], []
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() not in AUDIO_EXTS or any(part.startswith(".") for part in p.relative_to(root).parts):
+            continue
+        if p.is_file():
+            found.append(p)
+        elif _dangling(p):
+            dangling.append(p)
+    return found, dangling
+
+
 def _from_folder(root: Path) -> tuple[list[dict], list[dict]]:
     """clip.wav + clip.txt (+ clip.verbatim.txt, + clip.verbatim.json with timings)."""
     rows, problems = [], []
-    audio_files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTS
-                         and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    audio_files, dangling = _audio_files(root)
+    problems += [_problem(p, _dangling(p)) for p in dangling]
     for audio in audio_files:
         rel = audio.relative_to(root).with_suffix("")
         txt = audio.with_suffix(".txt")
         row = {"id": rel.as_posix(), "audio": audio, "text": None, "verbatim": None, "speaker": None,
                "verbatim_segments": None}
         if not txt.exists():
-            problems.append(_problem(audio, f"missing transcript: expected {txt.name} next to it"))
+            why = _dangling(txt)
+            problems.append(_problem(txt, f"transcript is a {why}") if why else
+                            _problem(audio, f"missing transcript: expected {txt.name} next to it"))
             continue
         row["text"], why = _read_text_file(txt)
         if why:
@@ -117,7 +146,7 @@ def _from_folder(root: Path) -> tuple[list[dict], list[dict]]:
                 row["verbatim"] = verb
         row["verbatim_segments"] = _read_segments_file(audio.with_name(audio.stem + ".verbatim.json"))
         rows.append(row)
-    if not audio_files:
+    if not audio_files and not dangling:
         raise DatasetError(
             f"{root}: no audio files found (looked for {', '.join(sorted(AUDIO_EXTS))}); "
             "point at a folder of clips with same-named .txt transcripts, a .jsonl/.csv manifest, "
@@ -193,6 +222,18 @@ def _from_manifest(path: Path, base: Path) -> tuple[list[dict], list[dict]]:
     return rows, problems
 
 
+def _unlisted(root: Path, manifest: Path, rows: list[dict], problems: list[dict]) -> list[dict]:
+    """Audio files (and dangling audio symlinks) in the dataset folder that the manifest does
+    not name: they are not imported, and the report says so instead of skipping them silently."""
+    named = {Path(os.path.abspath(r["audio"])) for r in rows}
+    named |= {Path(os.path.abspath(p["file"])) for p in problems}
+    found, dangling = _audio_files(root)
+    out = [_problem(p, _dangling(p)) for p in dangling if Path(os.path.abspath(p)) not in named]
+    out += [_problem(p, f"not listed in {manifest.name}: add a row for it to import it")
+            for p in found if Path(os.path.abspath(p)) not in named]
+    return out
+
+
 def discover(path: str | Path) -> tuple[list[dict], list[dict], str]:
     """Raw rows, early problems, and the layout name for a folder or manifest path."""
     path = Path(path).expanduser().resolve()
@@ -206,16 +247,39 @@ def discover(path: str | Path) -> tuple[list[dict], list[dict], str]:
     meta = path / "metadata.csv"
     if meta.exists():
         rows, problems = _from_manifest(meta, path)
-        return rows, problems, "audiofolder"
+        return rows, problems + _unlisted(path, meta, rows, problems), "audiofolder"
     for name in ("manifest.jsonl", "manifest.csv"):
         if (path / name).exists():
             rows, problems = _from_manifest(path / name, path)
-            return rows, problems, "manifest"
+            return rows, problems + _unlisted(path, path / name, rows, problems), "manifest"
     rows, problems = _from_folder(path)
     return rows, problems, "folder"
 
 
 # -- validation ------------------------------------------------------------------------------
+# Decoder label limits of the families that have one: Whisper's decoder has 448 positions
+# (config.max_target_positions of every OpenAI/Distil-Whisper checkpoint) per 30 s window.
+LABEL_LIMITS = {"Whisper": (448, 30.0)}
+TOKENS_PER_WORD = 1.5  # GPT-2/Whisper BPE on English prose is ~1.3; rounded up to warn early
+
+
+def estimated_tokens(text: str) -> int:
+    """Label tokens of a transcript, estimated from its words (no tokenizer at import)."""
+    return math.ceil(len(text.split()) * TOKENS_PER_WORD)
+
+
+def _label_limit_warning(text: str, duration_s: float) -> str | None:
+    """A warning when the transcript cannot fit a family's label limit: a clip longer than the
+    window is segmented, so each window gets its share of the words."""
+    for family, (limit, window_s) in LABEL_LIMITS.items():
+        per_window = estimated_tokens(text) / max(1, math.ceil(duration_s / window_s))
+        if per_window > limit:
+            return (f"warning: transcript of {len(text.split())} words (~{per_window:.0f} tokens per {window_s:.0f} s "
+                    f"window, at ~{TOKENS_PER_WORD} tokens/word) is over {family}'s {limit}-token label limit for "
+                    f"{duration_s:.1f} s of audio: {family} runs will refuse it; check the transcript belongs to this clip")
+    return None
+
+
 def validate(raw_rows: list[dict]) -> tuple[list[dict], list[dict], list[str]]:
     """Manifest rows for the usable clips, problems for the rest, and conversion notes."""
     rows, problems = [], []
@@ -232,6 +296,10 @@ def validate(raw_rows: list[dict]) -> tuple[list[dict], list[dict], list[str]]:
             continue
         if raw["id"] in by_id:
             problems.append(_problem(audio, f"duplicate id {raw['id']!r} (already used by {by_id[raw['id']]})"))
+            continue
+        why = _dangling(audio)
+        if why:
+            problems.append(_problem(audio, why))
             continue
         try:
             info = probe(audio)
@@ -252,6 +320,12 @@ def validate(raw_rows: list[dict]) -> tuple[list[dict], list[dict], list[str]]:
         except AudioError as e:
             problems.append(_problem(audio, str(e).removeprefix(f"{audio}: ")))
             continue
+        bad = ~np.isfinite(samples)
+        if bad.any():
+            first = int(np.argmax(bad)) / sr
+            problems.append(_problem(audio, f"{int(bad.sum())} non-finite sample(s) (NaN/Inf), the first at {first:.2f} s: "
+                                            "the file is damaged; re-export it (training on it would give NaN losses)"))
+            continue
         if is_silent(samples, sr):
             problems.append(_problem(audio, "silence only (no sound above -50 dBFS)"))
             continue
@@ -266,6 +340,9 @@ def validate(raw_rows: list[dict]) -> tuple[list[dict], list[dict], list[str]]:
         if raw.get("verbatim_segments"):
             row["verbatim_segments"] = raw["verbatim_segments"]
         rows.append(row)
+        over = _label_limit_warning(text, info.duration)
+        if over:
+            notes.append(f"{raw['id']}: {over}")
     notes += [f"{n} clip(s) at {r} Hz are resampled to {TARGET_SR} Hz when loaded"
              for r, n in sorted(rates.items()) if r != TARGET_SR]
     if multichannel:

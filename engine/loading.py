@@ -40,9 +40,15 @@ def looks_like_path(ref: str) -> bool:
     return ref.startswith(("/", "./", "../", "~")) or ref.count("/") > 1 or Path(ref).expanduser().exists()
 
 
-def _offline_message(ref: str) -> str:
-    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+def hub_cache() -> str:
+    """The Hugging Face hub cache folder, read from the environment now (huggingface_hub reads
+    it once, at import)."""
+    return os.environ.get("HF_HUB_CACHE") or os.path.join(
         os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
+
+
+def _offline_message(ref: str) -> str:
+    cache = hub_cache()
     why = "HF_HUB_OFFLINE is set" if offline() else "the hub could not be reached"
     return (
         f"model {ref!r} is not in the Hugging Face cache ({cache}) and {why}, so it cannot be "
@@ -57,7 +63,7 @@ def _in_cache(hub_id: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
     for name in ("config.json", "adapter_config.json"):
-        hit = try_to_load_from_cache(hub_id, name)
+        hit = try_to_load_from_cache(hub_id, name, cache_dir=hub_cache())
         if isinstance(hit, str):
             return True
     return False
@@ -134,13 +140,46 @@ def check_processor(model: Any, processor: Any, ref: str) -> None:
     have = getattr(fe, "feature_size", None)
     if want is None or not isinstance(have, int) or want == have:
         return
+    raise _mel_mismatch(ref, have, want)
+
+
+def _mel_bins_of_json(data: dict) -> int | None:
+    for cfg in (data, data.get("audio_config"), data.get("encoder_config")):
+        n = cfg.get("num_mel_bins") if isinstance(cfg, dict) else None
+        if isinstance(n, int):
+            return n
+    return None
+
+
+def check_processor_files(folder: str | Path) -> None:
+    """check_processor from the files alone (JSON, no model load), for `queue add`: a local
+    checkpoint whose processor makes another number of mel bins than its config.json expects
+    is refused naming both files. Folders without those files are left to the loader."""
+    where = Path(folder)
+    try:
+        want = _mel_bins_of_json(json.loads((where / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, AttributeError):
+        return
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        try:
+            data = json.loads((where / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        fe = data.get("feature_extractor") if isinstance(data.get("feature_extractor"), dict) else data
+        have = fe.get("feature_size") if isinstance(fe, dict) else None
+        if isinstance(have, int) and want is not None and have != want:
+            raise _mel_mismatch(str(where), have, want)
+        return
+
+
+def _mel_mismatch(ref: str, have: int, want: int) -> "ModelNotAvailable":
     where = Path(ref) if looks_like_path(ref) else None
     cfg_file = f"{where / 'config.json'}" if where else f"{ref}'s config.json"
     # transformers >= 5 keeps the feature extractor's settings inside processor_config.json
     pre_name = next((n for n in ("preprocessor_config.json", "processor_config.json")
                      if where is not None and (where / n).is_file()), "preprocessor_config.json")
     pre_file = f"{where / pre_name}" if where else f"{ref}'s {pre_name}"
-    raise ModelNotAvailable(
+    return ModelNotAvailable(
         f"{pre_file} makes {have} mel bins (feature_size) but {cfg_file} expects {want} (num_mel_bins)",
         file=str(where) if where else None,
         hint=f"the processor files belong to another model; copy the matching {pre_name} "
@@ -164,6 +203,20 @@ def quantization_config(method: str, compute_dtype: Any):
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                   bnb_4bit_compute_dtype=compute_dtype)
     return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def keep_trainable_layout(model: Any) -> None:
+    """Keep a trainable 4-bit model's weights in the layout training uses.
+
+    On a CPU with AVX512-BF16, bitsandbytes (>= 0.48) repacks a Linear4bit's weights into an
+    inference-only layout on its first no-grad forward in eval mode -- here the word-timestamp
+    pass that segments clips over 30 s, or an evaluation -- and every later training step then
+    fails inside `matmul_4bit` ("a view of a leaf Variable that requires grad is being used in
+    an in-place operation" at `result += bias`). Turning the repacking off on this model's
+    layers keeps one layout for the whole run (inference-only models keep the faster path)."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def load_model(recipe: Any, source: ModelSource | str, *, method: str = "full", precision: str = "fp32",
@@ -195,6 +248,8 @@ def load_model(recipe: Any, source: ModelSource | str, *, method: str = "full", 
     model = loaded.model
     if quantized and trainable:
         from peft import prepare_model_for_kbit_training
+
+        keep_trainable_layout(model)
 
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing,

@@ -88,6 +88,7 @@ def resolve(ws: Workspace, store: Store, **options: Any) -> RunConfig:
     cfg.model_ref = str(local.resolve()) if local.is_dir() else (getattr(entry, "hub_id", None) or str(model))
     cfg.family = getattr(entry, "family", None)
     cfg.recipe = getattr(entry, "recipe", None)
+    _check_model_files(cfg, entry)
     cfg.dataset = dataset["name"]
     cfg.dataset_manifest = dataset.get("manifest")
     cfg.dataset_manifest_hash = dataset.get("manifest_hash")
@@ -163,6 +164,23 @@ def eval_set_warning(ws: Workspace, config: RunConfig) -> str | None:
                 f"is chosen; give --eval-dataset NAME[:SPLIT] or redraw the splits (`voxtune data split`)")
     return (f"the run evaluates on {n} clip(s) of {name}:{split} (< {datasets.MIN_VALIDATION}): its WER and the "
             f"best checkpoint chosen on it are noisy; give --eval-dataset NAME[:SPLIT] or redraw the splits")
+
+
+def _check_model_files(cfg: RunConfig, entry: Any) -> None:
+    """What used to fail only when the run started, checked at `queue add` naming the option:
+    a hub model that is not cached while offline (HF_HUB_OFFLINE), a local checkpoint whose
+    processor disagrees with its config.json (mel bins), and a --language the model's family
+    does not know. Reads JSON and the hub cache only (no model is loaded)."""
+    from engine import languages, loading
+
+    try:
+        source = loading.resolve(str(cfg.model_ref))
+        if source.local:
+            loading.check_processor_files(source.ref)
+    except loading.ModelNotAvailable as e:
+        raise ConfigError(f"model: {e.message}", field="model", file=e.file, hint=e.hint) from None
+    languages.check_language(cfg.language, recipe=cfg.recipe, model=str(cfg.model), model_ref=source.ref,
+                             entry=entry)
 
 
 def _estimate_devices(config: RunConfig) -> dict | None:

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from engine.audio import FRAME_S, TARGET_SR, load_audio, pauses, voiced_seconds
+from engine.audio import FRAME_S, SILENCE_DBFS, TARGET_SR, frame_db, is_silent, load_audio, pauses, voiced_seconds
 
 WordTime = tuple[str, float, float]
 WordsFn = Callable[[np.ndarray], Sequence[WordTime]]
@@ -263,6 +263,46 @@ def audio_pieces(audio: np.ndarray, window_s: float = DEFAULT_WINDOW_S, sr: int 
     marks = sorted({0.0, *[p for ps, pe in pause_list for p in (ps, pe)], duration})
     spans = list(zip(marks[:-1], marks[1:]))
     return [(s, e) for s, e, _, _ in cut(spans, duration, window_s, pause_list)]
+
+
+MIN_SILENCE_S = 1.0  # a stretch this long below the import threshold is not sent to the model
+SILENCE_MARGIN_S = 0.2  # kept on each side of speech, so soft onsets and endings are heard
+
+
+def silent_stretches(audio: np.ndarray, sr: int = TARGET_SR, min_silence_s: float = MIN_SILENCE_S,
+                     threshold_db: float = SILENCE_DBFS) -> list[tuple[float, float]]:
+    """(start_s, end_s) of stretches of at least `min_silence_s` whose every 30 ms frame is
+    below the import's silence threshold (SILENCE_DBFS, -50 dBFS): digital silence, room tone."""
+    db = frame_db(audio, sr)
+    quiet = np.append(db < threshold_db, False)
+    out, start = [], None
+    for i, q in enumerate(quiet):
+        if q and start is None:
+            start = i
+        elif not q and start is not None:
+            if (i - start) * FRAME_S >= min_silence_s:
+                out.append((start * FRAME_S, min(i * FRAME_S, len(audio) / sr)))
+            start = None
+    return out
+
+
+def speech_pieces(audio: np.ndarray, window_s: float = DEFAULT_WINDOW_S, sr: int = TARGET_SR
+                  ) -> list[tuple[float, float]]:
+    """The (start_s, end_s) pieces of a recording to decode: its silent stretches (see
+    `silent_stretches`) are left out -- a model fed silence or room tone invents words -- and
+    each stretch of sound between them is cut at pauses into pieces of at most `window_s`.
+    An all-silent recording gives no piece at all."""
+    duration = len(audio) / sr
+    edges = [0.0]
+    for s, e in silent_stretches(audio, sr):
+        edges += [s + SILENCE_MARGIN_S if s > 0 else 0.0, e - SILENCE_MARGIN_S if e < duration else duration]
+    edges.append(duration)
+    out: list[tuple[float, float]] = []
+    for a, b in zip(edges[::2], edges[1::2]):
+        if b - a <= FRAME_S or is_silent(audio[int(a * sr): int(b * sr)], sr):
+            continue
+        out += [(a + s, a + e) for s, e in audio_pieces(audio[int(round(a * sr)): int(round(b * sr))], window_s, sr)]
+    return out
 
 
 def whisper_words_fn(model, processor, device: Any = None, batch_size: int = 1) -> WordsFn:

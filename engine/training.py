@@ -485,6 +485,7 @@ def _make_callback(files: RunFiles, tracker: Tracker, evaluator: Evaluator, eval
         def on_log(self, args, state, control, logs=None, **kw):
             if not logs or "loss" not in logs:
                 return
+            check_finite(logs, state.global_step)
             now, step = time.time(), state.global_step
             t_prev, s_prev = self.last_log
             rate = (step - s_prev) * samples_per_step / (now - t_prev) if now > t_prev and step > s_prev else None
@@ -501,6 +502,24 @@ def _make_callback(files: RunFiles, tracker: Tracker, evaluator: Evaluator, eval
             say(f"voxtune: step {step}/{state.max_steps} loss {logs['loss']:.4f}")
 
     return VoxtuneCallback()
+
+
+class NonFiniteLoss(VoxtuneError):
+    """The loss or gradient norm became NaN/Inf: the run stops instead of training on garbage."""
+
+
+def check_finite(logs: dict, step: int) -> None:
+    """Raise NonFiniteLoss naming the step and the likely cause when a logged loss or gradient
+    norm is NaN/Inf (the Trainer's logging_nan_inf_filter is off, so they are not hidden)."""
+    bad = [(k, logs[k]) for k in ("loss", "grad_norm")
+           if isinstance(logs.get(k), (int, float)) and not math.isfinite(float(logs[k]))]
+    if not bad:
+        return
+    what = " and ".join(f"{'gradient norm' if k == 'grad_norm' else k} is {float(v)}" for k, v in bad)
+    raise NonFiniteLoss(
+        f"{what} at step {step}: training diverged; likely causes: NaN/Inf samples in a clip "
+        "(re-import the dataset: import reports them), or a learning rate too high for this "
+        "precision (lower --lr, or try --precision fp32)", field="lr")
 
 
 def loss_counts_items(model) -> bool:
@@ -556,6 +575,7 @@ def training_arguments(cfg: RunConfig | dict, output_dir: Path, device: str, pre
         num_train_epochs=epochs if max_steps <= 0 else 1.0,
         logging_steps=int(cfg.get("log_every") or (1 if total <= 100 else 5)),
         logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN loss must show (and stop the run), not be averaged away
         save_strategy="steps" if save_every > 0 else "no",
         save_steps=save_every if save_every > 0 else 500,
         save_total_limit=cfg.get("save_total_limit", 3),

@@ -24,11 +24,12 @@ def windowed_examples(rows: Sequence[dict], loaded: Loaded, *, window_s: float, 
     with their slice of the clean text (engine.segment; cached per dataset and model when
     the driver put workspace/dataset in loaded.extra; `words_fn` times the words of a clip
     without verbatim timings, for the clean text to be aligned to). For evaluation it becomes audio pieces
-    cut at pauses with no target of their own: the driver joins their predictions and scores
-    the whole clip. Nothing is truncated.
+    cut at pauses with no target of their own, leaving out stretches that are silent by the
+    import threshold (engine.segment.speech_pieces: a model fed silence invents words); the
+    driver joins their predictions and scores the whole clip. Nothing is truncated.
     """
     from engine import segment
-    from engine.audio import load_audio
+    from engine.audio import is_silent, load_audio
 
     long_rows = [r for r in rows if float(r.get("duration") or 0) > window_s]
     prepared: dict[str, list[dict]] = {}
@@ -44,6 +45,8 @@ def windowed_examples(rows: Sequence[dict], loaded: Loaded, *, window_s: float, 
         audio = load_audio(row["audio"], sr=SAMPLE_RATE)
         duration = len(audio) / SAMPLE_RATE
         text = row.get("text", "") or ""
+        if not for_training and is_silent(audio, SAMPLE_RATE):
+            continue  # nothing to hear: the clip's transcript is empty, the model is not asked
         if duration <= window_s + 1e-3:
             out.append(Example(row["id"], audio, text, 0, 0.0, duration))
         elif for_training:
@@ -52,7 +55,7 @@ def windowed_examples(rows: Sequence[dict], loaded: Loaded, *, window_s: float, 
                 out.append(Example(row["id"], _slice(audio, s["start"], s["end"]), s["text"], k,
                                    s["start"], s["end"], {"segments": len(segs)}))
         else:
-            pieces = segment.audio_pieces(audio, window_s)
+            pieces = segment.speech_pieces(audio, window_s, SAMPLE_RATE)  # silent stretches never decoded
             for k, (a, b) in enumerate(pieces):
                 out.append(Example(row["id"], _slice(audio, a, b), "", k, a, b,
                                    {"segments": len(pieces), "score_text": False}))

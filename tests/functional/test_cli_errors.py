@@ -116,9 +116,10 @@ def test_bad_numbers_name_the_field(tmp_path, capsys, flag, value, field):
     assert not (tmp_path / "ws" / "runs").exists() or not any((tmp_path / "ws" / "runs").iterdir())
 
 
-def test_export_merge_of_an_uncached_hub_model_offline(ws, capsys):
+def test_export_merge_of_an_uncached_hub_model_offline(ws, capsys, monkeypatch, tmp_path):
     add_dataset(ws, "tiny")
     rid = queue.add(ws, model="whisper-small", dataset="tiny", method="lora")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf"))  # the model left the cache since
     Store(ws).set_status(rid, "finished")
     ckpt = ws.run_dir(rid) / "checkpoints" / "checkpoint-1"
     ckpt.mkdir()

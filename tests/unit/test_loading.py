@@ -33,8 +33,9 @@ def test_folder_without_model_files_is_explained(tmp_path):
         loading.resolve(str(tmp_path / "missing"))
 
 
-def test_uncached_hub_id_offline_names_hf_hub_offline_and_the_local_folder_option(monkeypatch):
+def test_uncached_hub_id_offline_names_hf_hub_offline_and_the_local_folder_option(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf"))  # conftest seeds the catalog's models
     with pytest.raises(loading.ModelNotAvailable) as err:
         loading.resolve("openai/whisper-small")
     msg = str(err.value)
