@@ -59,11 +59,11 @@ def probe() -> dict:
     devices = []
     for i in range(out["device_count"]):
         p = torch.cuda.get_device_properties(i)
-        d = {"name": p.name, "total_gb": p.total_memory / 1e9, "arch": getattr(p, "gcnArchName", None)
+        d = {"name": p.name, "total_gb": p.total_memory / 1024**3, "arch": getattr(p, "gcnArchName", None)
              or f"sm_{p.major}{p.minor}", "bf16": None}
         try:
             free, total = torch.cuda.mem_get_info(i)
-            d["free_gb"] = free / 1e9
+            d["free_gb"] = free / 1024**3
         except Exception:  # noqa: BLE001
             d["free_gb"] = None
         devices.append(d)

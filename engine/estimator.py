@@ -2,7 +2,9 @@
 
 Pure functions of a catalog entry (architecture numbers + parameter counts) and a FitConfig:
 no torch, no GPU. Every term follows ../shared/REFERENCE.md section 2; the formula sits next
-to the code that applies it. Sizes are decimal GB (1e9 bytes), like GPU spec sheets.
+to the code that applies it. Sizes are GiB (2**30 bytes) -- the unit of torch.cuda's peaks,
+of measured peaks (engine.training), of calibration and of data/gpus.json; every `_gb` name
+in voxtune (kept for compatibility: `total_gb`, `weights_gb`, ...) holds GiB.
 
 Sequence lengths come from audio length, per family:
   Whisper-style encoders (Whisper, Qwen2-Audio, Voxtral, Omni): 1500 frames per 30 s chunk;
@@ -23,7 +25,8 @@ from typing import Any
 from engine.catalog import METHODS, ModelEntry, UnknownModel, get_model
 from engine.config import RunConfig, lora_defaults
 
-GB = 1e9
+GIB = 1024**3  # bytes per GiB: the one memory unit in voxtune
+GB = GIB  # the name the `_gb` fields use; the unit is GiB
 SPEECH_TOKENS_PER_MIN = 200  # target text ~200 tokens per minute of speech (REFERENCE s.2)
 PROMPT_TOKENS = 40  # chat template + instruction around the audio in audio-LLM prompts
 SEQ2SEQ_PROMPT_TOKENS = 4  # Whisper's <|startoftranscript|><|en|><|transcribe|><|notimestamps|>
@@ -367,7 +370,7 @@ def recommend(entry: ModelEntry, gpu_gb: float, base: FitConfig | None = None,
     largest power-of-two batch <= 16; last, the same LoRA ladder with the audio encoder
     frozen (no encoder activations kept), for models that have a separate one."""
     base = replace(base or FitConfig(), gradient_checkpointing=True, training=True)
-    gpu_s = f"{gpu_gb:g} GB"
+    gpu_s = f"{gpu_gb:g} GiB"
     if not entry.trainable:
         return Recommendation(entry.name, gpu_gb, None, 0, None, True, None,
                               f"{entry.name} on {gpu_s}: cannot train here -- {entry.reason}")
@@ -391,8 +394,8 @@ def recommend(entry: ModelEntry, gpu_gb: float, base: FitConfig | None = None,
             frozen = ", audio encoder frozen" if freeze and not base.freeze_audio_encoder else ""
             return Recommendation(entry.name, gpu_gb, method, batch, rank_used, True, round(est.total_gb, 2),
                                   f"{entry.name} on {gpu_s}: {what}, batch {batch}{frozen}, checkpointing on "
-                                  f"(~{est.total_gb:.1f} GB)", freeze_audio_encoder=freeze)
-    need = f" (QLoRA at batch 1 needs ~{first.total_gb:.1f} GB)" if first else ""
+                                  f"(~{est.total_gb:.1f} GiB)", freeze_audio_encoder=freeze)
+    need = f" (QLoRA at batch 1 needs ~{first.total_gb:.1f} GiB)" if first else ""
     sdpa = " or fused attention (--attention sdpa, where `voxtune doctor` finds it)" if base.attention == "math" else ""
     return Recommendation(entry.name, gpu_gb, None, 0, None, True, None,
                           f"{entry.name} on {gpu_s}: does not fit{need}; try shorter audio{sdpa}, or a bigger GPU")
@@ -498,7 +501,7 @@ def multi_device_terms(est: Estimate) -> dict:
 
     Per device with n cards: ddp_gb, or fsdp_fixed_gb + fsdp_sharded_gb / n (`per_device_gb`).
     fsdp is None for QLoRA / 8-bit bases (quantised weights are not sharded here).
-    Same units as the estimate (decimal GB)."""
+    Same units as the estimate (GiB)."""
     frag = 1 + FRAGMENTATION
     runtime = RUNTIME_GB
     subtotal = est.weights_gb + est.gradients_gb + est.optimizer_gb + est.activations_gb + est.logits_gb
@@ -514,7 +517,7 @@ def multi_device_terms(est: Estimate) -> dict:
 
 
 def per_device_gb(terms: dict | None, devices: int, strategy: str, single_gb: float | None = None) -> float | None:
-    """Peak GB on each card for `devices` cards under `strategy` (see multi_device_terms).
+    """Peak GiB on each card for `devices` cards under `strategy` (see multi_device_terms).
     One device: `single_gb` (the plain estimate). None when the terms do not say."""
     if devices <= 1:
         return single_gb
@@ -531,7 +534,7 @@ def choose_strategy(terms: dict | None, devices: int, device_gb: float | None, s
                     margin: float = DEFAULT_MARGIN) -> tuple[str, float | None]:
     """DDP when the run fits one card (it is simpler and faster); FSDP when it does not but fits
     sharded over `devices` cards; DDP otherwise (the admission then says it cannot fit).
-    Returns (strategy, per-device GB)."""
+    Returns (strategy, per-device GiB)."""
     ddp = per_device_gb(terms, devices, "ddp", single_gb)
     if devices <= 1 or device_gb is None or ddp is None or ddp <= device_gb * (1 - margin):
         return "ddp", ddp

@@ -105,7 +105,7 @@ def test_fit_json_and_measured_next_to_estimated(tmp_path):
     out = json.loads(voxtune("--home", str(tmp_path), *args).stdout)
     assert out["measured"]["measured_gb"] == 7.8 and out["measured"]["run_id"] == "r-t4"
     text = voxtune("--home", str(tmp_path), *args[:-1]).stdout
-    assert "measured" in text and "7.80 GB" in text and "activations" in text
+    assert "measured" in text and "7.80 GiB" in text and "activations" in text
 
 
 def test_unknown_model_or_gpu_exits_2_with_close_matches(tmp_path):

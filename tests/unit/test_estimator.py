@@ -117,7 +117,7 @@ def test_max_batch_is_the_boundary():
 def test_recommendations():
     r = recommend(get_model("whisper-large-v3"), 12)
     assert r.method in ("lora", "lora8", "qlora") and r.batch >= 1 and r.gradient_checkpointing
-    assert r.text.startswith("whisper-large-v3 on 12 GB: ") and "checkpointing on" in r.text
+    assert r.text.startswith("whisper-large-v3 on 12 GiB: ") and "checkpointing on" in r.text
     assert recommend(get_model("whisper-small"), 24).method == "full"
     assert "does not fit" in recommend(get_model("voxtral-small-24b"), 8).text
     assert "cannot train" in recommend(get_model("salmonn-7b"), 80).text
@@ -130,11 +130,16 @@ def test_recommendations():
 
 def test_recommendation_freezes_the_audio_encoder_as_a_last_resort():
     vox = get_model("voxtral-mini-3b")
-    r = recommend(vox, 12, FitConfig(audio_seconds=120))
+    # a card between QLoRA r8 (encoder trained) and QLoRA r32 (encoder frozen), both batch 1
+    smallest = estimate(vox, FitConfig(method="qlora", lora_rank=8, audio_seconds=120)).total_gb
+    frozen = estimate(vox, FitConfig(method="qlora", lora_rank=32, audio_seconds=120, freeze_audio_encoder=True)).total_gb
+    assert frozen < smallest
+    card = (smallest + frozen) / 2 / 0.9
+    r = recommend(vox, card, FitConfig(audio_seconds=120))
     assert r.method == "qlora" and r.freeze_audio_encoder and "audio encoder frozen" in r.text
     cfg = FitConfig(method="qlora", lora_rank=r.lora_rank, batch=r.batch, audio_seconds=120)
-    assert not estimate(vox, cfg).fits(12)
-    assert estimate(vox, replace(cfg, freeze_audio_encoder=True)).fits(12)
+    assert not estimate(vox, cfg).fits(card)
+    assert estimate(vox, replace(cfg, freeze_audio_encoder=True)).fits(card)
     assert not recommend(vox, 16, FitConfig(audio_seconds=120)).freeze_audio_encoder
     assert "--attention sdpa" in recommend(vox, 12, FitConfig(audio_seconds=600)).text
 

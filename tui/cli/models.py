@@ -79,15 +79,15 @@ def _positive_float(v: str) -> float:
 def _gpu_args(p) -> None:
     x = p.add_mutually_exclusive_group()
     x.add_argument("--gpu", metavar="NAME", help="preset or detected device (`voxtune gpus` lists them)")
-    x.add_argument("--vram", type=_positive_float, metavar="GB", help="GPU memory in GB")
+    x.add_argument("--vram", type=_positive_float, metavar="GIB", help="GPU memory in GiB (2**30 bytes)")
 
 
 def resolve_gpu(args) -> tuple[str, float, str]:
-    """(label, GB, how chosen): --vram, --gpu, the first detected device, else the default preset."""
+    """(label, GiB, how chosen): --vram, --gpu, the first detected device, else the default preset."""
     from engine.gpus import detect, find_gpu
 
     if getattr(args, "vram", None):
-        return f"{args.vram:g} GB", float(args.vram), "--vram"
+        return f"{args.vram:g} GiB", float(args.vram), "--vram"
     if getattr(args, "gpu", None):
         g = find_gpu(args.gpu)
         return g.name, g.total_gb, "detected" if g.detected else "preset"
@@ -156,8 +156,8 @@ def cmd_models(args) -> int:
     rows = estimate_all(gb, FitConfig(batch=args.batch, audio_seconds=args.audio_seconds))
     rows = [r for r in rows if matches(r["entry"], args.takes_whole, args.output)]
     out = [model_row(r, gb) for r in rows]
-    lines = [f"GPU: {label} ({gb:g} GB, {how})",
-             f"batch {args.batch}, {args.audio_seconds:g} s audio per example; GB (1e9 bytes) per method: "
+    lines = [f"GPU: {label} ({gb:g} GiB, {how})",
+             f"batch {args.batch}, {args.audio_seconds:g} s audio per example; GiB (2**30 bytes) per method: "
              "✓ fits ~ tight ✗ no"]
     shown = [f"takes {args.takes_whole:g} s whole"] if args.takes_whole else []
     shown += {"rewrite": ["can rewrite (seq2seq, audio LLM)"], "delete": ["can only delete (CTC)"]}.get(args.output, [])
@@ -214,12 +214,12 @@ def cmd_fit(args) -> int:
              f"({est.details['text_tokens']} text tokens, {est.details['encoder_chunks']} x "
              f"{est.details['encoder_frames']} encoder frames), checkpointing {'on' if cfg.gradient_checkpointing else 'off'}"]
     for k, v in est.breakdown.items():
-        lines.append(f"  {k:<12}{v:8.2f} GB")
-    lines.append(f"  {'total':<12}{est.total_gb:8.2f} GB   on {label} ({gb:g} GB): "
+        lines.append(f"  {k:<12}{v:8.2f} GiB")
+    lines.append(f"  {'total':<12}{est.total_gb:8.2f} GiB  on {label} ({gb:g} GiB): "
                  f"{ {'fits': 'fits', 'tight': 'fits, tight', 'no': 'does NOT fit'}[est.verdict(gb)] }; "
                  f"largest batch {out['max_batch']}")
     if measured:
-        lines.append(f"  measured    {measured['measured_gb']:8.2f} GB   ({measured['device']}, run {measured['run_id']}; "
+        lines.append(f"  measured    {measured['measured_gb']:8.2f} GiB  ({measured['device']}, run {measured['run_id']}; "
                      f"estimate {measured['error_pct']:+.0f}%)")
     if "warning" in out:
         lines.append("  warning: " + out["warning"])
@@ -239,7 +239,7 @@ def cmd_gpus(args) -> int:
         lines.append(f"  {g.label}{util}  [{g.vendor}, {g.arch or '?'}, via {g.source}]")
     lines.append("Presets (use with --gpu KEY):")
     for g in presets():
-        lines.append(f"  {g.key:<12} {g.name} ({g.total_gb:g} GB)")
+        lines.append(f"  {g.key:<12} {g.name} ({g.total_gb:g} GiB)")
     emit(out, args.json, "\n".join(lines))
     return 0
 

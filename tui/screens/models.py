@@ -1,7 +1,7 @@
 """Models screen (key 2): which candidate fits the chosen GPU under which method, and why.
 
 Top: GPU picker (detected devices first), batch size, audio seconds, filter. Middle: one row
-per catalog model with a fit mark and GB per method. Bottom: the highlighted model's estimate
+per catalog model with a fit mark and GiB (2**30 bytes) per method. Bottom: the highlighted model's estimate
 term by term for every method, measured peaks where runs recorded them, and the recommended
 set-up. Estimates are pure arithmetic (engine.estimator) over the shipped parameter counts,
 so every keystroke updates them live. No torch here.
@@ -62,7 +62,7 @@ def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: 
         t.append("no parameter counts for this model\n", style="red")
         return t
     ests = {m: estimate(entry, replace(cfg, method=m)) for m in METHODS}
-    t.append(f"{'GB':<12}" + "".join(f"{m:>9}" for m in METHODS) + "\n", style="bold")
+    t.append(f"{'GiB':<12}" + "".join(f"{m:>9}" for m in METHODS) + "\n", style="bold")
     for term in TERMS:
         t.append(f"{term:<12}" + "".join(f"{ests[m].breakdown[term]:>9.2f}" for m in METHODS) + "\n")
     t.append(f"{'total':<12}", style="bold")

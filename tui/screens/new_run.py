@@ -144,9 +144,9 @@ def gpu_choices() -> list[tuple[str, Any]]:
         detected = []
     for g in detected:
         if getattr(g, "vendor", None) != "cpu" and getattr(g, "total_gb", 0):
-            out.append((f"{g.name} ({g.total_gb:g} GB, this machine)", g))
+            out.append((f"{g.name} ({g.total_gb:g} GiB, this machine)", g))
     for g in gpus.presets():
-        out.append((f"{g.name} ({g.total_gb:g} GB)", g))
+        out.append((f"{g.name} ({g.total_gb:g} GiB)", g))
     return out
 
 
@@ -206,13 +206,13 @@ def check_config(ws: Workspace, options: dict, gpu: Any) -> tuple[dict | None, s
 
 
 def estimate_text(fit: Fit | str | None) -> Text:
-    """'≈ 7.9 GB of 12 GB on RX 7700 XT: fits (largest batch 6)', or a loud warning."""
+    """'≈ 7.9 GiB of 12 GiB on RX 7700 XT: fits (largest batch 6)', or a loud warning."""
     if fit is None:
         return Text("Estimate: fill in the form (model, method, dataset).", style="dim")
     if isinstance(fit, str):
         return Text(f"Estimate: {fit}", style="yellow")
     text = Text("Estimate: ")
-    text.append(f"≈ {fit.total_gb:.1f} GB of {fit.gpu_gb:g} GB on {fit.gpu}")
+    text.append(f"≈ {fit.total_gb:.1f} GiB of {fit.gpu_gb:g} GiB on {fit.gpu}")
     if fit.verdict == "fits":
         text.append("  ✓ fits", style="bold green")
     elif fit.verdict == "tight":
@@ -222,7 +222,7 @@ def estimate_text(fit: Fit | str | None) -> Text:
     if fit.verdict != "no":
         text.append(f" (largest batch {fit.max_batch})")
         if fit.free_gb is not None and fit.free_gb < fit.total_gb:
-            text.append(f"\n  only {fit.free_gb:.1f} GB free now: the run waits until memory frees up", style="yellow")
+            text.append(f"\n  only {fit.free_gb:.1f} GiB free now: the run waits until memory frees up", style="yellow")
     else:
         text.append(f"\n  {fit.recommendation or 'try a smaller batch, qlora, or checkpointing'}", style="red")
         text.append("\n  (you can still queue it; it will wait and never start on this GPU)", style="dim")
