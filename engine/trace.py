@@ -248,19 +248,44 @@ def synthetic_batch(entry: dict, model, cfg: dict, seq: dict, input_dtype) -> di
         return {"input_features": torch.zeros(n, mel, frames, dtype=input_dtype),
                 "labels": torch.zeros(n, max(1, text), dtype=torch.long)}
     if recipe in ("qwen2_audio", "voxtral"):
-        audio_id = getattr(conf, "audio_token_id", None) or getattr(conf, "audio_token_index", None)
-        per_chunk = 750 if recipe == "qwen2_audio" else 375  # tokens per 30 s window after pooling
-        n_audio = per_chunk * chunks
-        ids = torch.zeros(b, text, dtype=torch.long)
-        ids[:, : n_audio] = audio_id
+        n_audio = AUDIO_TOKENS_PER_CHUNK[recipe] * chunks
         labels = torch.full((b, text), -100, dtype=torch.long)
         labels[:, text - int(seq["target_tokens"]) - 1:] = 0
-        out = {"input_ids": ids, "attention_mask": torch.ones(b, text, dtype=torch.long), "labels": labels,
-               "input_features": torch.zeros(b * chunks, mel, frames, dtype=input_dtype)}
-        if recipe == "qwen2_audio":
-            out["feature_attention_mask"] = torch.ones(b * chunks, frames, dtype=torch.long)
-        return out
+        return {"text_ids": torch.zeros(b, text - n_audio, dtype=torch.long), "labels": labels,
+                "input_features": torch.zeros(b * chunks, mel, frames, dtype=input_dtype)}
     raise NotImplementedError(f"{entry.get('name')}: no synthetic batch for recipe {recipe!r} yet")
+
+
+AUDIO_TOKENS_PER_CHUNK = {"qwen2_audio": 750, "voxtral": 375}  # LLM audio tokens per 30 s window
+
+
+def _unwrap(model):
+    """The transformers model under a PeftModel."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def forward_loss(entry: dict, model, batch: dict):
+    """The training loss as the recipe's model computes it. Audio LLMs: the model's own
+    pieces (audio tower, projector, LLM, head, loss function) in the model's order; the
+    placeholder merge (masked_scatter on token ids, data-dependent, not traceable on fake
+    tensors) is the equivalent concatenation of audio and text embeddings."""
+    import torch
+
+    if entry.get("recipe") not in AUDIO_TOKENS_PER_CHUNK:
+        return model(**batch).loss
+    top = _unwrap(model)
+    inner = top.model
+    b = batch["labels"].shape[0]
+    audio = inner.audio_tower(batch["input_features"]).last_hidden_state
+    if entry.get("recipe") == "voxtral":
+        audio = audio.reshape(-1, top.config.audio_config.intermediate_size)
+    audio = inner.multi_modal_projector(audio)
+    text = inner.get_input_embeddings()(batch["text_ids"])
+    embeds = torch.cat([audio.reshape(b, -1, text.shape[-1]).to(text.dtype), text], dim=1)
+    hidden = inner.language_model(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+                                  use_cache=False).last_hidden_state
+    logits = top.lm_head(hidden)
+    return top.loss_function(logits=logits, labels=batch["labels"], vocab_size=top.config.text_config.vocab_size)
 
 
 def _text_len_for(entry: dict, seq: dict) -> dict:
@@ -269,7 +294,7 @@ def _text_len_for(entry: dict, seq: dict) -> dict:
     if recipe in ("qwen2_audio", "voxtral"):
         from engine.estimator import PROMPT_TOKENS
 
-        per_chunk = 750 if recipe == "qwen2_audio" else 375
+        per_chunk = AUDIO_TOKENS_PER_CHUNK[recipe]
         seq = dict(seq, text_tokens=per_chunk * seq["encoder_chunks"] + PROMPT_TOKENS + seq["target_tokens"])
     return seq
 
@@ -339,7 +364,7 @@ def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
             batch = synthetic_batch(entry, model, cfg, seq, input_dtype)
             counter.tag = "activations"
             with ac:
-                loss = model(**batch).loss
+                loss = forward_loss(entry, model, batch)
             counter.tag = "activations"
             loss.backward()
             phases["backward"] = max(phases.get("backward", 0), counter.peak_since_mark())
