@@ -395,6 +395,83 @@ def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
             "version": TRACE_VERSION}
 
 
+# -- light side: cache and subprocess (no torch in the caller) ----------------------------------
+CACHE_DIR = "traces"  # <workspace home>/traces/<key>.json
+KEY_OPTIONS = ("method", "batch", "audio_seconds", "precision", "optimizer", "gradient_checkpointing", "lora_rank",
+               "lora_targets", "target_tokens", "freeze_audio_encoder", "attention")
+
+
+def cache_key(entry: dict, cfg: dict) -> str:
+    """sha256 over the model's config (data/model_configs/<name>.json, else its catalog
+    architecture numbers), the fit options that change memory, and TRACE_VERSION."""
+    import hashlib
+
+    from engine.params import config_path
+
+    path = config_path(entry["name"])
+    model = path.read_text(encoding="utf-8") if path.is_file() else json.dumps(
+        {"arch": entry.get("arch"), "class": entry.get("model_class"), "local": entry.get("local_path")}, sort_keys=True)
+    opts = {k: cfg.get(k) for k in KEY_OPTIONS}
+    raw = json.dumps({"model": model, "opts": opts, "v": TRACE_VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def cached(home, entry: dict, cfg: dict) -> dict | None:
+    """The cached trace of this (model config, options), or None."""
+    from pathlib import Path
+
+    path = Path(home) / CACHE_DIR / f"{cache_key(entry, cfg)}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def store(home, entry: dict, cfg: dict, result: dict) -> None:
+    from pathlib import Path
+
+    from engine.runfiles import atomic_write_json
+
+    d = Path(home) / CACHE_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(d / f"{cache_key(entry, cfg)}.json", dict(result, model=entry["name"],
+                                                                 options={k: cfg.get(k) for k in KEY_OPTIONS}))
+
+
+class TraceFailed(Exception):
+    """The tracing child failed; the message is its one-line reason."""
+
+
+def trace_in_subprocess(entry: dict, cfg: dict, timeout: float = 600) -> dict:
+    """trace() in a child (`python -P -m engine.trace`), so the caller never imports torch.
+    Raises TraceFailed with the child's reason, or on timeout."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        cp = subprocess.run([sys.executable, "-P", "-m", "engine.trace"], input=json.dumps({"entry": entry, "cfg": cfg}),
+                            capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
+    except subprocess.TimeoutExpired:
+        raise TraceFailed(f"tracing took over {timeout:.0f} s") from None
+    if cp.returncode != 0:
+        lines = [ln for ln in cp.stderr.strip().splitlines() if ln.strip() and "warn" not in ln.lower()]
+        raise TraceFailed(lines[-1] if lines else f"tracer exited with {cp.returncode}")
+    return json.loads(cp.stdout)
+
+
+def get_or_trace(home, entry: dict, cfg: dict, timeout: float = 600) -> tuple[dict, bool]:
+    """(traced result, from the cache?)."""
+    hit = cached(home, entry, cfg)
+    if hit is not None:
+        return hit, True
+    result = trace_in_subprocess(entry, cfg, timeout)
+    store(home, entry, cfg, result)
+    return result, False
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m engine.trace", description="Traced peak memory of training steps.")
     ap.add_argument("--request", default="-", help="JSON {entry, cfg} ('-': stdin)")

@@ -43,6 +43,9 @@ def register(sub) -> None:
     f.add_argument("--freeze-audio-encoder", action="store_true")
     f.add_argument("--attention", choices=("math", "sdpa"), default="math",
                    help="math stores attention matrices (RDNA3, the default); sdpa: fused kernels")
+    f.add_argument("--trace", action="store_true",
+                   help="also trace two real-size training steps on fake tensors (no GPU, no weights; "
+                        "seconds to minutes, cached in the workspace) and show the traced terms")
     _gpu_args(f)
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_fit)
@@ -113,6 +116,30 @@ def _measurements(args) -> list[dict]:
     if not ws.db_path.exists():
         return []
     return Store(ws).list_measurements()
+
+
+def _traced(args, e, cfg, est) -> dict:
+    """`fit --trace`: the traced peak (cached per model config and options in the workspace),
+    with the same runtime/allocator overhead added so the totals compare (GiB)."""
+    from dataclasses import asdict
+
+    from engine import trace as tr
+    from engine.estimator import overhead_gib
+    from engine.workspace import resolve_home
+
+    home = resolve_home(getattr(args, "home", None))
+    try:
+        result, hit = tr.get_or_trace(home, e.to_dict(), asdict(cfg))
+    except tr.TraceFailed as err:
+        raise CliError(f"{e.name}: cannot trace {cfg.method}: {err}") from None
+    tensors = float(result["total_gb"])
+    overhead = overhead_gib(tensors)
+    total = tensors + overhead
+    analytical = est.total_gb
+    return {"total_gb": round(total, 3), "tensors_gb": round(tensors, 3), "overhead_gb": round(overhead, 3),
+            "terms": result["terms"], "phases_gb": result.get("phases_gb"), "notes": result.get("notes") or [],
+            "seconds": result.get("seconds"), "cached": hit, "unit": "GiB",
+            "analytical_error_pct": round(100 * (analytical - total) / total, 1)}
 
 
 def fmt_params(n: int | None) -> str:
@@ -221,6 +248,16 @@ def cmd_fit(args) -> int:
     if measured:
         lines.append(f"  measured    {measured['measured_gb']:8.2f} GiB  ({measured['device']}, run {measured['run_id']}; "
                      f"estimate {measured['error_pct']:+.0f}%)")
+    if getattr(args, "trace", False):
+        traced = _traced(args, e, cfg, est)
+        out["traced"] = traced
+        lines.append(f"  traced (fake tensors, {traced['seconds']:g} s{', cached' if traced['cached'] else ''}):")
+        for k, v in traced["terms"].items():
+            lines.append(f"    {k:<12}{v:8.2f} GiB")
+        lines.append(f"    {'peak':<12}{traced['tensors_gb']:8.2f} GiB   + overhead {traced['overhead_gb']:.2f} = "
+                     f"{traced['total_gb']:.2f} GiB; analytical {traced['analytical_error_pct']:+.1f}% vs traced")
+        for n in traced.get("notes") or []:
+            lines.append(f"    note: {n}")
     if "warning" in out:
         lines.append("  warning: " + out["warning"])
     lines.append(rec.text)
