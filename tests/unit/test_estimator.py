@@ -51,7 +51,9 @@ def test_method_order_qlora_lora8_lora_full(entry):
         for batch in (1, 4):
             cfg = FitConfig(batch=batch, audio_seconds=audio)
             t = {m: estimate(entry, replace(cfg, method=m)).total_gb for m in ("qlora", "lora8", "lora", "full")}
-            assert t["qlora"] <= t["lora8"] <= t["lora"] <= t["full"], (audio, batch, t)
+            # an 8-bit/4-bit base can exceed a 16-bit one where embeddings dominate (big vocabularies,
+            # Gemma 3n's per-layer embeddings): prepare_model_for_kbit_training casts non-Linear to fp32
+            assert t["qlora"] <= t["lora8"] <= t["full"] and t["lora"] <= t["full"], (audio, batch, t)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
@@ -74,7 +76,9 @@ def test_knobs_move_the_estimate_the_right_way():
     base = FitConfig(method="full", batch=4)
     t = lambda **kw: estimate(e, replace(base, **kw)).total_gb  # noqa: E731
     assert t(gradient_checkpointing=False) > t()
-    assert t(attention="sdpa") < t()
+    # full fine-tuning at batch 4 peaks in the optimizer step; attention matters at batch 16
+    assert t(attention="sdpa", batch=16, gradient_checkpointing=False) < t(batch=16, gradient_checkpointing=False)
+    assert estimate(e, replace(base, **{"batch": 4})).details["peak_phase"] == "optimizer step"
     assert t(optimizer="adamw8bit") < t(optimizer="adafactor") < t()
     assert t(freeze_audio_encoder=True) < t()
     lora = replace(base, method="lora")
