@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 import weakref
@@ -164,6 +163,17 @@ def _fakeify(model, dtype_of) -> None:
             model.tie_weights()
         except Exception:  # noqa: BLE001 - models without tied weights
             pass
+
+
+def _nbytes(tensors) -> int:
+    """Bytes of distinct storages."""
+    seen, n = set(), 0
+    for t in tensors:
+        st = t.untyped_storage()
+        if st._cdata not in seen:
+            seen.add(st._cdata)
+            n += st.nbytes()
+    return n
 
 
 def _lora_targets(entry: dict, cfg: dict) -> list[str]:
@@ -380,6 +390,11 @@ def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
                 optim |= {counter.held(v) for s in opt.state.values() for v in s.values() if torch.is_tensor(v)}
             else:
                 optim |= {counter.held(t) for t in state8}
+            held = {"gradients": _nbytes(p.grad for p in trainable if p.grad is not None),
+                    "optimizer": _nbytes(v for st in (opt.state.values() if opt is not None else [])
+                                         for v in st.values() if torch.is_tensor(v) and v.dim() > 0)
+                    + _nbytes(state8),
+                    "weights": _nbytes(model.parameters()) - sum(counter.discount.values())}
             (opt.zero_grad(set_to_none=True) if opt is not None else
              [setattr(p, "grad", None) for p in trainable])
             del loss, batch
@@ -390,6 +405,7 @@ def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
     return {"total_gb": round(counter.peak / GIB, 4), "terms": terms, "unit": "GiB",
             "trainable_params": sum(p.numel() for p in trainable), "steps": steps,
             "phases_gb": {k: round(v / GIB, 4) for k, v in phases.items()},
+            "state_gb": {k: round(v / GIB, 4) for k, v in held.items()},  # after the last step, exact
             "seq": {k: seq[k] for k in ("encoder_chunks", "text_tokens", "target_tokens")},
             "notes": notes, "seconds": round(time.monotonic() - t0, 1), "torch": torch.__version__,
             "version": TRACE_VERSION}

@@ -231,7 +231,7 @@ def cmd_fit(args) -> int:
     label, gb, how = resolve_gpu(args)
     measured = calibration.compare(est, _measurements(args), e, cfg)
     rec = recommend(e, gb, replace(cfg, batch=1))
-    out = {"model": e.name, "method": cfg.method, "gpu": label, "gpu_gb": gb, "total_gb": round(est.total_gb, 3),
+    out = {"model": e.name, "method": cfg.method, "unit": "GiB", "gpu": label, "gpu_gb": gb, "total_gb": round(est.total_gb, 3),
            "breakdown": est.breakdown, "fits": est.fits(gb), "verdict": est.verdict(gb),
            "max_batch": est.max_batch(gb), "trainable_params": est.trainable_params, "details": est.details,
            "recommendation": rec.text, "measured": measured}

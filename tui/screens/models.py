@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Header, Input, Label, Select, Static
 
 from engine import calibration
 from engine.catalog import WHOLE_5_MIN_S, ModelEntry, load_catalog, matches
-from engine.estimator import FitConfig, estimate, max_batch, recommend
+from engine.estimator import FitConfig, estimate, max_batch, recommend, traced_gb
 from engine.gpus import Gpu, detect, presets
 from tui.widgets.footer import KeysFooter
 
@@ -49,8 +49,9 @@ def fit_cell(entry: ModelEntry, method: str, cfg: FitConfig, gpu_gb: float) -> T
     return Text(f"{mark} {est.total_gb:.1f}", style=style)
 
 
-def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: list[dict]) -> Text:
-    """The highlighted model: terms x methods, measured peaks, recommendation."""
+def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: list[dict], home=None) -> Text:
+    """The highlighted model: terms x methods, traced peaks (`voxtune fit --trace`, cached in
+    the workspace `home`), measured peaks, recommendation. GiB throughout."""
     t = Text()
     p = entry.params or {}
     src = "" if p.get("source") == "computed" else f" ({p.get('source', 'no counts')})"
@@ -72,6 +73,12 @@ def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: 
     t.append("\n")
     t.append(f"{'max batch':<12}" + "".join(f"{max_batch(entry, replace(cfg, method=m), gpu_gb):>9}" for m in METHODS)
              + "\n", style="dim")
+    traced = {m: traced_gb(entry, replace(cfg, method=m), home) for m in METHODS}
+    if any(v is not None for v in traced.values()):
+        t.append(f"{'traced':<12}", style="magenta")
+        for m in METHODS:
+            t.append(f"{traced[m]:>9.1f}" if traced[m] is not None else f"{'-':>9}", style="magenta")
+        t.append("\n")
     measured = [(m, calibration.compare(ests[m], measurements, entry, replace(cfg, method=m))) for m in METHODS]
     if any(c for _, c in measured):
         t.append(f"{'measured':<12}", style="cyan")
@@ -217,7 +224,8 @@ class ModelsScreen(Screen):
             what = " and ".join(x for x in (repr(self.filter) if self.filter else "", self.filter_text()) if x)
             detail.update(Text(f"no model matches {what} (/ changes the text filter, w and o the others)", style="dim"))
         else:
-            detail.update(detail_text(e, self.cfg, self.gpu_gb, self.measurements))
+            ws = getattr(self.app, "workspace", None)
+            detail.update(detail_text(e, self.cfg, self.gpu_gb, self.measurements, getattr(ws, "home", None)))
 
     # -- events -----------------------------------------------------------------------------
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

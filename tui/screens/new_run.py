@@ -161,6 +161,7 @@ class Fit:
     max_batch: int
     free_gb: float | None = None
     recommendation: str | None = None
+    traced_gb: float | None = None  # `voxtune fit --trace`'s figure for this config, when cached
 
 
 def fit_for(cfg: dict, gpu: Any) -> Fit | str | None:
@@ -185,8 +186,12 @@ def fit_for(cfg: dict, gpu: Any) -> Fit | str | None:
         entry = est._entry
         rec = estimator.recommend(entry, gpu_gb, base=estimator.fit_config_from_run(cfg, entry))
         recommendation = rec.text
+    try:
+        traced = estimator.traced_for_run(cfg)
+    except Exception:  # noqa: BLE001 - a traced figure is extra information, never a reason to fail
+        traced = None
     return Fit(total_gb=est.total_gb, gpu=gpu.name, gpu_gb=gpu_gb, verdict=verdict, max_batch=est.max_batch(gpu_gb),
-               free_gb=getattr(gpu, "free_gb", None), recommendation=recommendation)
+               free_gb=getattr(gpu, "free_gb", None), recommendation=recommendation, traced_gb=traced)
 
 
 def check_config(ws: Workspace, options: dict, gpu: Any) -> tuple[dict | None, str | None, str | None, Any]:
@@ -213,6 +218,8 @@ def estimate_text(fit: Fit | str | None) -> Text:
         return Text(f"Estimate: {fit}", style="yellow")
     text = Text("Estimate: ")
     text.append(f"≈ {fit.total_gb:.1f} GiB of {fit.gpu_gb:g} GiB on {fit.gpu}")
+    if fit.traced_gb is not None:
+        text.append(f" (traced {fit.traced_gb:.1f} GiB)", style="magenta")
     if fit.verdict == "fits":
         text.append("  ✓ fits", style="bold green")
     elif fit.verdict == "tight":
