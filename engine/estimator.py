@@ -276,14 +276,17 @@ def _stack_activation_bytes(s, b, h, a, layers, cfg: FitConfig, needs_grad: bool
                             gated: bool, cross_s: float = 0, lora_in: float = 0) -> float:
     """A stack of layers. With gradient checkpointing each layer keeps only its input
     (RESIDUAL_BYTES*s*b*h) plus one layer recomputed in full; without it, every layer in full.
-    A stack that needs no gradient keeps nothing: one layer's forward is transient."""
+    A stack that needs no gradient keeps nothing: one layer's forward is transient.
+    Returns (bytes kept for the whole backward pass, bytes of the one layer being worked on):
+    only one layer of the whole model is recomputed at a time, so callers add the largest
+    transient term of all stacks, not their sum."""
     kw = dict(full=full, gated=gated, cross_s=cross_s, lora_in=lora_in)
     if not cfg.training or not needs_grad:
-        return _layer_activation_bytes(s, b, h, a, ffn, cfg.attention, **kw)
+        return 0.0, _layer_activation_bytes(s, b, h, a, ffn, cfg.attention, **kw)
     if cfg.gradient_checkpointing:
         one = _layer_activation_bytes(s, b, h, a, ffn, cfg.attention, attn_bytes=ATTN_PEAK_BYTES, **kw)
-        return layers * RESIDUAL_BYTES[full] * s * b * h + one
-    return layers * _layer_activation_bytes(s, b, h, a, ffn, cfg.attention, **kw)
+        return layers * RESIDUAL_BYTES[full] * s * b * h, one
+    return layers * _layer_activation_bytes(s, b, h, a, ffn, cfg.attention, **kw), 0.0
 
 
 def _lora_input_bytes(entry: ModelEntry, cfg: FitConfig, part: str, layers: int) -> float:
@@ -337,26 +340,30 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
     audio, text = entry.arch.get("audio", {}), entry.arch.get("text", {})
     audio_needs_grad = not cfg.freeze_audio_encoder and (cfg.method == "full" or _lora_in_audio(entry, cfg))
     llm = entry.family == "audio-llm"
-    acts = 0.0
+    acts, transient = 0.0, [0.0]
     enc_b = b * seq["encoder_chunks"]
     if audio.get("hidden"):
         h = audio["hidden"]
-        acts += _stack_activation_bytes(seq["encoder_frames"], enc_b, h, audio["heads"], audio["layers"],
+        kept, one = _stack_activation_bytes(seq["encoder_frames"], enc_b, h, audio["heads"], audio["layers"],
                                         cfg, audio_needs_grad, ffn=audio.get("ffn", 4 * h), full=full, gated=False,
                                         lora_in=_lora_input_bytes(entry, cfg, "audio", audio["layers"]))
+        acts += kept
+        transient.append(one)
         if audio.get("mel_bins") and audio_needs_grad and cfg.training:  # conv front end, not checkpointed
             acts += FRONTEND_FRAMES * enc_b * h * (4 if full else 2)
     if text.get("hidden") and seq["text_tokens"]:
         cross = seq["encoder_frames"] if entry.family in ("seq2seq", "speech-to-text") else 0
         h = text["hidden"]
-        acts += _stack_activation_bytes(seq["text_tokens"], b, h, text["heads"], text["layers"],
-                                        cfg, True, ffn=text.get("ffn", 4 * h), full=full, gated=llm, cross_s=cross,
-                                        lora_in=_lora_input_bytes(entry, cfg, "text", text["layers"]))
+        kept, one = _stack_activation_bytes(seq["text_tokens"], b, h, text["heads"], text["layers"],
+                                            cfg, True, ffn=text.get("ffn", 4 * h), full=full, gated=llm,
+                                            cross_s=cross, lora_in=_lora_input_bytes(entry, cfg, "text", text["layers"]))
+        acts += kept
+        transient.append(one)
         if cross:  # the encoder output every decoder layer cross-attends to
             acts += (4 if full else 2) * seq["encoder_frames"] * enc_b * h
         elif llm and audio.get("hidden"):  # audio embeddings spliced into the LLM's input
             acts += 2 * seq["text_tokens"] * b * h
-    acts *= act_scale
+    acts = (acts + max(transient)) * act_scale
     if full and mixed:
         acts += 2.0 * total_p  # autocast's cached 16-bit copies of the fp32 weights
     if not cfg.training and text.get("hidden") and seq["text_tokens"]:
