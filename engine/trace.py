@@ -411,6 +411,57 @@ def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
             "version": TRACE_VERSION}
 
 
+def train_steps_on_device(entry: dict, cfg: dict, device, steps: int = 3) -> None:
+    """The same steps as trace() with real tensors on `device` (CUDA/ROCm): the model built
+    from its config at real size, random init (normal, std 0.02; buffers zero), no download.
+    For `bench_fit_accuracy.py --gpu`; the caller reads torch.cuda.max_memory_*. qlora/lora8
+    need bitsandbytes layers built from weights: refused here (ValueError)."""
+    import torch
+
+    from engine.estimator import FitConfig, sequence_lengths
+    from engine.catalog import ModelEntry
+
+    fc = FitConfig(**{k: v for k, v in cfg.items() if k in FitConfig.__dataclass_fields__}).validate()
+    cfg = asdict(fc)
+    if cfg["method"] in ("qlora", "lora8"):
+        raise ValueError(f"{cfg['method']}: needs bitsandbytes layers; not measured by this bench")
+    e = ModelEntry(**{k: v for k, v in entry.items() if k in ModelEntry.__dataclass_fields__})
+    seq = _text_len_for(entry, sequence_lengths(e, fc))
+    model, _ = _build(entry, cfg, [])
+    dtype_of, half, mixed = _dtypes(cfg, {})
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for name, prm in model.named_parameters():
+            prm.data = torch.empty(prm.shape, dtype=dtype_of(name, prm), device=device).normal_(0, 0.02)
+        for buf in model.buffers():
+            if buf.dtype.is_floating_point:
+                buf.zero_()
+    if hasattr(model, "tie_weights"):
+        try:
+            model.tie_weights()
+        except Exception:  # noqa: BLE001
+            pass
+    if cfg["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg["method"] != "full" and hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-6)  # foreach on CUDA, as the HF Trainer's adamw_torch
+    input_dtype = half if (cfg["method"] != "full" and mixed) else torch.float32
+    for _ in range(steps):
+        with torch.device(device):
+            batch = synthetic_batch(entry, model, cfg, seq, input_dtype)
+        with torch.autocast(device.type if hasattr(device, "type") else "cuda", dtype=half, enabled=mixed):
+            loss = forward_loss(entry, model, batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        del loss, batch
+    torch.cuda.synchronize()
+    del model, opt
+
+
 # -- light side: cache and subprocess (no torch in the caller) ----------------------------------
 CACHE_DIR = "traces"  # <workspace home>/traces/<key>.json
 KEY_OPTIONS = ("method", "batch", "audio_seconds", "precision", "optimizer", "gradient_checkpointing", "lora_rank",

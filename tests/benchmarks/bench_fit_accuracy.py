@@ -14,7 +14,7 @@ config and options (engine.trace.cache_key), so a rerun after an estimator chang
 nothing. Run under the CPU lock: a cold run traces ~30 configurations (~20-60 s each).
 
 --gpu: trains each configuration for a few steps on the GPU, from random init at real size
-(transformers + peft + torch only; bitsandbytes for qlora/lora8 rows when installed), records
+(transformers + peft + torch only: no qlora/lora8 rows, they need bitsandbytes), records
 torch.cuda.max_memory_reserved/allocated against the estimate, and writes
 data/fit_calibration_gpu.json (device, torch/CUDA/ROCm versions, date) that `voxtune fit` shows.
 """
@@ -88,7 +88,7 @@ def run_trace(cache: Path, only: str | None) -> int:
 # -- on a GPU ---------------------------------------------------------------------------------
 GPU_ROWS = [("whisper-small", "full", 4, 30), ("whisper-small", "lora", 4, 30), ("whisper-large-v3", "lora", 1, 30),
             ("whisper-large-v3", "full", 1, 30), ("voxtral-mini-3b", "lora", 1, 30), ("voxtral-mini-3b", "lora", 1, 300),
-            ("voxtral-mini-3b", "qlora", 1, 30), ("qwen2-audio-7b-instruct", "qlora", 1, 30)]
+            ("qwen2-audio-7b-instruct", "lora", 1, 30)]  # qlora/lora8 need bitsandbytes: not in this bench
 
 
 def run_gpu(out_path: Path, steps: int) -> int:
@@ -118,6 +118,9 @@ def run_gpu(out_path: Path, steps: int) -> int:
             oom = False
         except torch.cuda.OutOfMemoryError:
             oom = True
+        except Exception as err:  # noqa: BLE001 - one row failing must not lose the others
+            print(f"{name} {method}: {type(err).__name__}: {err}", file=sys.stderr)
+            continue
         reserved = torch.cuda.max_memory_reserved() / tr.GIB
         allocated = torch.cuda.max_memory_allocated() / tr.GIB
         points.append({"model": name, "method": method, "batch": batch, "audio_seconds": seconds,

@@ -91,3 +91,13 @@ def test_one_unit_a_perfect_estimate_has_zero_error():
     assert calibration.error(est, measured)["error_pct"] == 0.0
     rx = gpus.find_gpu("rx-7700-xt", detected=[])
     assert rx.total_gb * 2**30 == 12 * 1024**3  # the card's 12 GiB, not 12e9 bytes
+
+
+def test_gpu_points_from_the_shipped_file_format(tmp_path):
+    f = tmp_path / "fit_calibration_gpu.json"
+    assert calibration.gpu_points("whisper-small", "lora", path=f) == []  # no file: nothing
+    f.write_text('{"schema": 1, "device": "NVIDIA H100", "torch": "2.9", "date": "2026-12-07", "points": '
+                 '[{"model": "whisper-small", "method": "lora", "batch": 4, "audio_seconds": 30, "peak_reserved_gb": 2.1}]}')
+    pts = calibration.gpu_points("whisper-small", "lora", path=f)
+    assert len(pts) == 1 and pts[0]["device"] == "NVIDIA H100" and pts[0]["peak_reserved_gb"] == 2.1
+    assert calibration.gpu_points("whisper-small", "full", path=f) == []

@@ -248,6 +248,13 @@ def cmd_fit(args) -> int:
     if measured:
         lines.append(f"  measured    {measured['measured_gb']:8.2f} GiB  ({measured['device']}, run {measured['run_id']}; "
                      f"estimate {measured['error_pct']:+.0f}%)")
+    points = calibration.gpu_points(e.name, cfg.method)
+    if points:
+        out["gpu_points"] = points
+        for pt in points:
+            lines.append(f"  GPU point   {pt.get('peak_reserved_gb') or 0:8.2f} GiB   reserved, batch {pt.get('batch')}, "
+                         f"{pt.get('audio_seconds'):g} s ({pt.get('device')}, {pt.get('date')}; estimate then "
+                         f"{pt.get('estimate_gb')} GiB)")
     if getattr(args, "trace", False):
         traced = _traced(args, e, cfg, est)
         out["traced"] = traced
