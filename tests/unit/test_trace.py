@@ -103,3 +103,17 @@ def test_subprocess_reports_one_line_on_failure():
     with pytest.raises(tr.TraceFailed) as err:
         tr.trace_in_subprocess(e, asdict(FitConfig(method="lora")), timeout=120)
     assert "\n" not in str(err.value) and str(err.value)
+
+
+def test_models_screen_and_new_run_form_show_a_cached_trace(tmp_path):
+    from tui.screens.models import detail_text
+    from tui.screens.new_run import Fit, estimate_text
+
+    entry = get_model("whisper-small")
+    cfg = FitConfig(method="lora", batch=4)
+    assert "traced" not in detail_text(entry, cfg, 12.0, [], tmp_path).plain
+    tr.store(tmp_path, entry.to_dict(), asdict(cfg), {"total_gb": 1.3, "terms": {}})
+    text = detail_text(entry, cfg, 12.0, [], tmp_path).plain
+    assert "traced" in text and "GiB" in text
+    fit = Fit(total_gb=2.4, gpu="RX 7700 XT", gpu_gb=12.0, verdict="fits", max_batch=8, traced_gb=2.43)
+    assert "traced 2.4 GiB" in estimate_text(fit).plain
