@@ -108,6 +108,12 @@ class _Counter:
                 self._snap_at = self.total
                 self.peak_items = {s: (n - self.discount.get(s, 0), tag) for s, n, tag in self.live.values()}
 
+    def restart_peak(self) -> None:
+        """Forget the peak so far (the model's construction): the peak starts at what is live now."""
+        self.peak = self.phase_peak = self.total
+        self._snap_at = 0
+        self.peak_items = {s: (n - self.discount.get(s, 0), tag) for s, n, tag in self.live.values()}
+
     def mark(self) -> None:
         """Start a new phase: peak_since_mark() reports the highest total from here."""
         self.phase_peak = self.total
@@ -342,6 +348,7 @@ def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
                 n = p.numel()
                 q = (NF4_BYTES_PER_PARAM * n) if quant[bare] == "qlora" else (INT8_BYTES_PER_PARAM * n + 4 * p.shape[0])
                 counter.set_discount(p, int(p.untyped_storage().nbytes() - q))
+        counter.restart_peak()  # building the stand-ins briefly held them at 16-bit size
         if cfg["gradient_checkpointing"]:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if cfg["method"] != "full" and hasattr(model, "enable_input_require_grads"):

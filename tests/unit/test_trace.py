@@ -72,6 +72,8 @@ def test_quantised_base_is_counted_at_its_size_and_said_so():
     adapters = q["trainable_params"]
     expect = linear * tr.NF4_BYTES_PER_PARAM + rest * 4 + adapters * 4
     assert q["state_gb"]["weights"] * GIB == pytest.approx(expect, rel=0.01)
+    # and the peak is of the quantised weights, not of their 16-bit stand-ins while built
+    assert q["terms"]["weights"] == pytest.approx(q["state_gb"]["weights"], rel=0.01)
     assert lora["state_gb"]["weights"] * GIB == pytest.approx((linear + rest) * 2 + adapters * 4, rel=0.01)
 
 
