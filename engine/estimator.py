@@ -252,7 +252,9 @@ FFN_BYTES = {False: 4, True: 8}  # per ffn unit: GELU MLP (fc1 out, act out); ga
 ATTN_STORED_BYTES = {False: 2, True: 6}  # kept per layer without checkpointing: {whisper-style, LLM}
 ATTN_PEAK_BYTES = {False: 4, True: 8.5}  # while one layer is recomputed and back-propagated
 RESIDUAL_BYTES = {True: 4, False: 2}  # a checkpointed layer keeps its input: fp32 (full) or 16-bit
-LOGIT_BYTES = {True: 8, False: 4}  # per s*V element at the peak: full, LoRA (bf16 logits + fp32 loss upcast)
+LOGIT_BYTES = {True: 12, False: 12}  # per s*V element while the loss back-propagates (16-bit logits, fp32
+# upcast, their gradients): {full, LoRA}
+LORA_LOGITS_KEPT = 4  # per s*V element still live while the layers back-propagate, frozen head
 FOREACH_TEMP_BYTES = {"adamw": 4.0, "adamw8bit": 0.0, "adafactor": 4.0}  # optimizer-step temporaries / param
 FRONTEND_FRAMES = 10500  # Whisper-style conv front end per 30 s: conv1+GELU at 3000 frames, conv2+GELU+pos at 1500
 
@@ -379,20 +381,27 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
     s_logit = seq["encoder_frames"] * seq["encoder_chunks"] if entry.family == "ctc" else seq["text_tokens"]
     logits = (LOGIT_BYTES[full] * act_scale if cfg.training else 2) * s_logit * vocab * b
 
-    # Full fine-tuning frees the logits (and their fp32 loss copies) before the layers' backward
-    # starts, so the logits and the one-layer transient do not coincide; with a frozen head
-    # (LoRA) the traced peaks show them together (bench_fit_accuracy: Voxtral 300 s rows).
+    # Two moments compete for the forward/backward peak: the loss's backward (logits, their fp32
+    # copies and gradients: LOGIT_BYTES per element) and one layer's recomputation + backward
+    # (the transient). Full fine-tuning frees the logits before the layers' backward; with a
+    # frozen head (LoRA) LORA_LOGITS_KEPT bytes per element stay live through it (traced peaks,
+    # bench_fit_accuracy: the 30 s rows peak at the loss, the 300 s rows in a layer).
     transient_now = max(transient) * act_scale
-    if full and cfg.training:
-        fwd_bwd = weights + optim + acts - transient_now + max(transient_now, logits)
+    if cfg.training:
+        kept_logits = 0.0 if full else LORA_LOGITS_KEPT * act_scale * s_logit * vocab * b
+        if logits > transient_now + kept_logits:  # the peak is the loss's backward
+            acts_at_peak, logits_at_peak = acts - transient_now, logits
+        else:  # the peak is inside a layer's backward
+            acts_at_peak, logits_at_peak = acts, kept_logits
     else:
-        fwd_bwd = weights + optim + acts + logits
+        acts_at_peak, logits_at_peak = acts, logits
+    fwd_bwd = weights + optim + acts_at_peak + logits_at_peak
     step = weights + grads + optim + step_temp if cfg.training else 0.0
     phases = {"forward_backward_gb": round(fwd_bwd / GB, 3), "optimizer_step_gb": round(step / GB, 3)}
     if step > fwd_bwd:
         shown = dict(grads=grads, acts=step_temp, logits=0.0)
     else:
-        shown = dict(grads=0.0, acts=acts, logits=logits)
+        shown = dict(grads=0.0, acts=acts_at_peak, logits=logits_at_peak)
     subtotal = max(fwd_bwd, step)
     overhead = overhead_gib(subtotal / GB) * GB
     total = subtotal + overhead
@@ -406,7 +415,8 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
                                                  gradient_checkpointing=cfg.gradient_checkpointing,
                                                  phases=phases, peak_phase="optimizer step" if step > fwd_bwd
                                                  else "forward/backward", all_gradients_gb=round(grads / GB, 3),
-                                                 activations_fb_gb=round(acts / GB, 3), logits_fb_gb=round(logits / GB, 3),
+                                                 activations_fb_gb=round(acts_at_peak / GB, 3),
+                                                 logits_fb_gb=round(logits_at_peak / GB, 3),
                                                  step_temporaries_gb=round(step_temp / GB, 3)),
         _entry=entry, _cfg=cfg,
     )
