@@ -137,7 +137,7 @@ def _traced(args, e, cfg, est) -> dict:
     total = tensors + overhead
     analytical = est.total_gb
     return {"total_gb": round(total, 3), "tensors_gb": round(tensors, 3), "overhead_gb": round(overhead, 3),
-            "terms": result["terms"], "phases_gb": result.get("phases_gb"), "notes": result.get("notes") or [],
+            "terms": {k: result["terms"].get(k, 0.0) for k in tr.TERMS}, "phases_gb": result.get("phases_gb"), "notes": result.get("notes") or [],
             "seconds": result.get("seconds"), "cached": hit, "unit": "GiB",
             "analytical_error_pct": round(100 * (analytical - total) / total, 1)}
 
