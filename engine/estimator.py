@@ -252,9 +252,10 @@ FFN_BYTES = {False: 4, True: 8}  # per ffn unit: GELU MLP (fc1 out, act out); ga
 ATTN_STORED_BYTES = {False: 2, True: 6}  # kept per layer without checkpointing: {whisper-style, LLM}
 ATTN_PEAK_BYTES = {False: 4, True: 8.5}  # while one layer is recomputed and back-propagated
 RESIDUAL_BYTES = {True: 4, False: 2}  # a checkpointed layer keeps its input: fp32 (full) or 16-bit
-LOGIT_BYTES = {True: 12, False: 12}  # per s*V element while the loss back-propagates (16-bit logits, fp32
-# upcast, their gradients): {full, LoRA}
-LORA_LOGITS_KEPT = 4  # per s*V element still live while the layers back-propagate, frozen head
+# Per s*V element while the loss back-propagates (16-bit logits, fp32 upcast, their gradients);
+# qlora/lora8 run an fp32 lm_head (prepare_model_for_kbit_training), so fp32 logits throughout.
+LOGIT_BYTES = {"full": 12, "lora": 12, "kbit": 20}
+LORA_LOGITS_KEPT = {"lora": 4, "kbit": 8}  # per s*V element still live while the layers back-propagate
 FOREACH_TEMP_BYTES = {"adamw": 4.0, "adamw8bit": 0.0, "adafactor": 4.0}  # optimizer-step temporaries / param
 FRONTEND_FRAMES = 10500  # Whisper-style conv front end per 30 s: conv1+GELU at 3000 frames, conv2+GELU+pos at 1500
 
@@ -322,6 +323,11 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
     act_scale = 1.0 if mixed else 2.0  # fp32 activations are twice the 16-bit ones
     trainable = trainable_params(entry, cfg) if cfg.training else 0
     full = cfg.method == "full" and cfg.training
+    kbit = cfg.method in ("qlora", "lora8")
+    # fp32 residual stream: fp32 master weights (full), or the fp32 embeddings and norms
+    # prepare_model_for_kbit_training leaves around a quantised base (qlora/lora8)
+    wide = full or kbit
+    regime = "full" if full else "kbit" if kbit else "lora"
 
     # Weights. Full: fp32 master weights (4 B). LoRA: the frozen base in 16-bit (lora), int8
     # (lora8, ~1 B) or NF4 (qlora, ~0.52 B) for nn.Linear only -- the rest is cast to fp32 by
@@ -349,22 +355,22 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
     if audio.get("hidden"):
         h = audio["hidden"]
         kept, one = _stack_activation_bytes(seq["encoder_frames"], enc_b, h, audio["heads"], audio["layers"],
-                                        cfg, audio_needs_grad, ffn=audio.get("ffn", 4 * h), full=full, gated=False,
+                                        cfg, audio_needs_grad, ffn=audio.get("ffn", 4 * h), full=wide, gated=False,
                                         lora_in=_lora_input_bytes(entry, cfg, "audio", audio["layers"]))
         acts += kept
         transient.append(one)
         if audio.get("mel_bins") and audio_needs_grad and cfg.training:  # conv front end, not checkpointed
-            acts += FRONTEND_FRAMES * enc_b * h * (4 if full else 2)
+            acts += FRONTEND_FRAMES * enc_b * h * (4 if wide else 2)
     if text.get("hidden") and seq["text_tokens"]:
         cross = seq["encoder_frames"] if entry.family in ("seq2seq", "speech-to-text") else 0
         h = text["hidden"]
         kept, one = _stack_activation_bytes(seq["text_tokens"], b, h, text["heads"], text["layers"],
-                                            cfg, True, ffn=text.get("ffn", 4 * h), full=full, gated=llm,
+                                            cfg, True, ffn=text.get("ffn", 4 * h), full=wide, gated=llm,
                                             cross_s=cross, lora_in=_lora_input_bytes(entry, cfg, "text", text["layers"]))
         acts += kept
         transient.append(one)
         if cross:  # the encoder output every decoder layer cross-attends to
-            acts += (4 if full else 2) * seq["encoder_frames"] * enc_b * h
+            acts += (4 if wide else 2) * seq["encoder_frames"] * enc_b * h
         elif llm and audio.get("hidden"):  # audio embeddings spliced into the LLM's input
             acts += 2 * seq["text_tokens"] * b * h
     acts = (acts + max(transient)) * act_scale
@@ -379,7 +385,7 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
     # CTC: logits over encoder frames (small vocabulary). Generation: 16-bit logits only.
     vocab = text.get("vocab", 0)
     s_logit = seq["encoder_frames"] * seq["encoder_chunks"] if entry.family == "ctc" else seq["text_tokens"]
-    logits = (LOGIT_BYTES[full] * act_scale if cfg.training else 2) * s_logit * vocab * b
+    logits = (LOGIT_BYTES[regime] * act_scale if cfg.training else 2) * s_logit * vocab * b
 
     # Two moments compete for the forward/backward peak: the loss's backward (logits, their fp32
     # copies and gradients: LOGIT_BYTES per element) and one layer's recomputation + backward
@@ -388,7 +394,7 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
     # bench_fit_accuracy: the 30 s rows peak at the loss, the 300 s rows in a layer).
     transient_now = max(transient) * act_scale
     if cfg.training:
-        kept_logits = 0.0 if full else LORA_LOGITS_KEPT * act_scale * s_logit * vocab * b
+        kept_logits = 0.0 if full else LORA_LOGITS_KEPT[regime] * act_scale * s_logit * vocab * b
         if logits > transient_now + kept_logits:  # the peak is the loss's backward
             acts_at_peak, logits_at_peak = acts - transient_now, logits
         else:  # the peak is inside a layer's backward
