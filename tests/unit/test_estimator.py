@@ -53,7 +53,9 @@ def test_method_order_qlora_lora8_lora_full(entry):
             t = {m: estimate(entry, replace(cfg, method=m)).total_gb for m in ("qlora", "lora8", "lora", "full")}
             # an 8-bit/4-bit base can exceed a 16-bit one where embeddings dominate (big vocabularies,
             # Gemma 3n's per-layer embeddings): prepare_model_for_kbit_training casts non-Linear to fp32
-            assert t["qlora"] <= t["lora8"] <= t["full"] and t["lora"] <= t["full"], (audio, batch, t)
+            # and with a huge vocabulary at long audio (Qwen3-ASR 0.6B, 152k tokens) the fp32 head's
+            # logits of a quantised base can outgrow a full fine-tune's (traced: 20 vs 12 B/element)
+            assert t["qlora"] <= t["lora8"] and t["lora"] <= t["full"], (audio, batch, t)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
