@@ -184,7 +184,7 @@ def cmd_models(args) -> int:
     rows = [r for r in rows if matches(r["entry"], args.takes_whole, args.output)]
     out = [model_row(r, gb) for r in rows]
     lines = [f"GPU: {label} ({gb:g} GiB, {how})",
-             f"batch {args.batch}, {args.audio_seconds:g} s audio per example; GiB (2**30 bytes) per method: "
+             f"batch {args.batch}, {args.audio_seconds:g} s audio per example; GiB per method: "
              "✓ fits ~ tight ✗ no"]
     shown = [f"takes {args.takes_whole:g} s whole"] if args.takes_whole else []
     shown += {"rewrite": ["can rewrite (seq2seq, audio LLM)"], "delete": ["can only delete (CTC)"]}.get(args.output, [])
