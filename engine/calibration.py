@@ -115,3 +115,21 @@ def compare(estimate: Estimate, store_measurements: Iterable[dict], entry: Model
     out = error(estimate, measured_gb(m))  # type: ignore[arg-type]
     out.update(device=m.get("device"), run_id=m.get("run_id"), count=len(found))
     return out
+
+
+GPU_CALIBRATION = __import__("pathlib").Path(__file__).resolve().parents[1] / "data" / "fit_calibration_gpu.json"
+
+
+def gpu_points(model: str, method: str | None = None, path=None) -> list[dict]:
+    """Shipped GPU measurements (data/fit_calibration_gpu.json, written by
+    `tests/benchmarks/bench_fit_accuracy.py --gpu`) for this model (and method), each with the
+    file's device/torch/date. Empty when the file is missing or has no such point."""
+    import json
+
+    try:
+        doc = json.loads((path or GPU_CALIBRATION).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    meta = {k: doc.get(k) for k in ("device", "torch", "cuda", "rocm", "date")}
+    return [dict(pt, **meta) for pt in doc.get("points", [])
+            if pt.get("model") == model and (method is None or pt.get("method") == method)]

@@ -34,8 +34,8 @@ METRIC_COLUMNS = [
     ("filler_rate", "Fillers"),
     ("deletion_rate", "Deletions"),
     ("duration_s", "Duration"),
-    ("peak_gb", "Peak GB"),
-    ("estimate_gb", "Est. GB"),
+    ("peak_gb", "Peak GiB"),
+    ("estimate_gb", "Est. GiB"),
     ("created_at", "Created"),
 ]
 COLUMNS = TEXT_COLUMNS + METRIC_COLUMNS

@@ -197,7 +197,7 @@ def _log(msg: str) -> None:
 
 
 def _gb(x: Any) -> str:
-    return f"{x:.1f} GB" if isinstance(x, (int, float)) else "?"
+    return f"{x:.1f} GiB" if isinstance(x, (int, float)) else "?"
 
 
 def gpu_devices(gpus: list) -> list[scheduler.Device]:
@@ -216,7 +216,7 @@ def gpu_devices(gpus: list) -> list[scheduler.Device]:
 
 
 def oom_reason(config: RunConfig, result: dict, budget_gb: float | None, fallback: str | None = None) -> str:
-    """'out of memory at step 40 (peak 11.6 GB); try `voxtune runs clone ...`' with a config the
+    """'out of memory at step 40 (peak 11.6 GiB); try `voxtune runs clone ...`' with a config the
     estimator says fits `budget_gb`; without an estimate, the worker's own advice (`fallback`)."""
     peak = (result.get("peak_memory") or {})
     peak_gb = peak.get("reserved_gb") or peak.get("allocated_gb") or peak.get("proc_gpu_gb")

@@ -59,11 +59,11 @@ def probe() -> dict:
     devices = []
     for i in range(out["device_count"]):
         p = torch.cuda.get_device_properties(i)
-        d = {"name": p.name, "total_gb": p.total_memory / 1e9, "arch": getattr(p, "gcnArchName", None)
+        d = {"name": p.name, "total_gb": p.total_memory / 1024**3, "arch": getattr(p, "gcnArchName", None)
              or f"sm_{p.major}{p.minor}", "bf16": None}
         try:
             free, total = torch.cuda.mem_get_info(i)
-            d["free_gb"] = free / 1e9
+            d["free_gb"] = free / 1024**3
         except Exception:  # noqa: BLE001
             d["free_gb"] = None
         devices.append(d)
@@ -209,7 +209,7 @@ def findings(probe: dict, gpus: list[Gpu], home: Path, env: dict | None = None,
     for g in gpus:
         if g.free_gb is not None:
             status = "ok" if g.free_gb >= 0.8 * g.total_gb else "warn"
-            add("vram", status, f"{g.name}: {g.free_gb:.1f} of {g.total_gb:.1f} GB free",
+            add("vram", status, f"{g.name}: {g.free_gb:.1f} of {g.total_gb:.1f} GiB free",
                 None if status == "ok" else "other processes (display, another run) hold VRAM: "
                 "voxtune admits runs against free memory")
 

@@ -2,7 +2,9 @@
 
 Pure functions of a catalog entry (architecture numbers + parameter counts) and a FitConfig:
 no torch, no GPU. Every term follows ../shared/REFERENCE.md section 2; the formula sits next
-to the code that applies it. Sizes are decimal GB (1e9 bytes), like GPU spec sheets.
+to the code that applies it. Sizes are GiB (2**30 bytes) -- the unit of torch.cuda's peaks,
+of measured peaks (engine.training), of calibration and of data/gpus.json; every `_gb` name
+in voxtune (kept for compatibility: `total_gb`, `weights_gb`, ...) holds GiB.
 
 Sequence lengths come from audio length, per family:
   Whisper-style encoders (Whisper, Qwen2-Audio, Voxtral, Omni): 1500 frames per 30 s chunk;
@@ -23,7 +25,8 @@ from typing import Any
 from engine.catalog import METHODS, ModelEntry, UnknownModel, get_model
 from engine.config import RunConfig, lora_defaults
 
-GB = 1e9
+GIB = 1024**3  # bytes per GiB: the one memory unit in voxtune
+GB = GIB  # the name the `_gb` fields use; the unit is GiB
 SPEECH_TOKENS_PER_MIN = 200  # target text ~200 tokens per minute of speech (REFERENCE s.2)
 PROMPT_TOKENS = 40  # chat template + instruction around the audio in audio-LLM prompts
 SEQ2SEQ_PROMPT_TOKENS = 4  # Whisper's <|startoftranscript|><|en|><|transcribe|><|notimestamps|>
@@ -93,6 +96,12 @@ class Estimate:
     def breakdown(self) -> dict[str, float]:
         return {k: round(getattr(self, f"{k}_gb"), 3) for k in
                 ("weights", "gradients", "optimizer", "activations", "logits", "overhead")}
+
+    @property
+    def tensors_gb(self) -> float:
+        """Peak GiB of live tensors: the total less the runtime/allocator overhead (what
+        engine.trace measures on fake tensors)."""
+        return self.total_gb - self.overhead_gb
 
     @property
     def entry(self) -> ModelEntry:
@@ -232,30 +241,80 @@ def sequence_lengths(entry: ModelEntry, cfg: FitConfig) -> dict:
             "target_tokens": target}
 
 
-def _layer_activation_bytes(s: float, b: float, h: int, a: int, attention: str, cross_s: float = 0) -> float:
-    """One transformer layer, 16-bit, no recomputation (Korthikanti et al. 2022):
-    s*b*h*(34 + 5*a*s/h) bytes; fused SDPA does not store the 5*a*s^2*b attention term.
-    A decoder layer with cross-attention adds 5*a*s*s_enc*b for its cross-attention matrix."""
-    bytes_ = s * b * h * 34
+# Activation coefficients, fit to traced peaks (engine.trace: real-size training steps on fake
+# tensors; tests/benchmarks/bench_fit_accuracy.py prints the check). Bytes stored for the
+# backward pass per token and per unit of width, one layer, 16-bit compute (x2 in fp32):
+HIDDEN_BYTES_LORA = 12  # frozen 16-bit base: LN in/out, q/k/v, attention out, o_proj in, residual
+HIDDEN_BYTES_FULL = 25  # fp32 master weights under autocast: LN outputs and residual stream in fp32
+FFN_BYTES = {False: 4, True: 8}  # per ffn unit: GELU MLP (fc1 out, act out); gated (gate, up, act, product)
+# Eager ("math") attention, bytes per a*s*s_k element. Whisper-style layers take the softmax in
+# the compute dtype; HF's LLM layers (Llama, Qwen2) in fp32, then cast back (fp32 + 16-bit copy).
+ATTN_STORED_BYTES = {False: 2, True: 6}  # kept per layer without checkpointing: {whisper-style, LLM}
+ATTN_PEAK_BYTES = {False: 4, True: 8.5}  # while one layer is recomputed and back-propagated
+RESIDUAL_BYTES = {True: 4, False: 2}  # a checkpointed layer keeps its input: fp32 (full) or 16-bit
+# Per s*V element while the loss back-propagates (16-bit logits, fp32 upcast, their gradients);
+# qlora/lora8 run an fp32 lm_head (prepare_model_for_kbit_training), so fp32 logits throughout.
+LOGIT_BYTES = {"full": 12, "lora": 12, "kbit": 20}
+LORA_LOGITS_KEPT = {"lora": 4, "kbit": 8}  # per s*V element still live while the layers back-propagate
+FOREACH_TEMP_BYTES = {"adamw": 4.0, "adamw8bit": 0.0, "adafactor": 4.0}  # optimizer-step temporaries / param
+FRONTEND_FRAMES = 10500  # Whisper-style conv front end per 30 s: conv1+GELU at 3000 frames, conv2+GELU+pos at 1500
+
+
+def _layer_activation_bytes(s: float, b: float, h: int, a: int, ffn: int, attention: str, *, full: bool,
+                            gated: bool, cross_s: float = 0, lora_in: float = 0, peak: bool = False) -> float:
+    """One transformer layer, 16-bit, no recomputation: s*b*(c_h*h + c_f*ffn) bytes
+    (Korthikanti et al. 2022's layout, coefficients fit to traced peaks), + eager attention's
+    probabilities (ATTN_*_BYTES x a*s*s*b), + for a decoder layer the cross-attention K/V of the
+    encoder output (2 x 2*s_enc*b*h) and its probabilities, + `lora_in` bytes per token: the
+    16-bit copies of the inputs PEFT's LoRA layers keep (sum of targeted in_features x 2)."""
+    c_h = HIDDEN_BYTES_FULL if full else HIDDEN_BYTES_LORA
+    bytes_ = s * b * (c_h * h + FFN_BYTES[gated] * ffn) + s * b * lora_in
+    if cross_s:
+        bytes_ += 4 * cross_s * b * h
     if attention == "math":
-        bytes_ += 5 * a * s * s * b + 5 * a * s * cross_s * b
+        attn_bytes = (ATTN_PEAK_BYTES if peak else ATTN_STORED_BYTES)[gated]
+        bytes_ += attn_bytes * a * s * (s + cross_s) * b
     return bytes_
 
 
-def _stack_activation_bytes(s, b, h, a, layers, cfg: FitConfig, needs_grad: bool, cross_s: float = 0) -> float:
-    """A stack of layers. With gradient checkpointing only each layer's input is kept
-    (2*s*b*h bytes) plus one layer recomputed in full; without it, every layer in full.
-    A stack that needs no gradient keeps nothing: one layer's forward is transient."""
-    one = _layer_activation_bytes(s, b, h, a, cfg.attention, cross_s)
+def _stack_activation_bytes(s, b, h, a, layers, cfg: FitConfig, needs_grad: bool, *, ffn: int, full: bool,
+                            gated: bool, cross_s: float = 0, lora_in: float = 0) -> float:
+    """A stack of layers. With gradient checkpointing each layer keeps only its input
+    (RESIDUAL_BYTES*s*b*h) plus one layer recomputed in full; without it, every layer in full.
+    A stack that needs no gradient keeps nothing: one layer's forward is transient.
+    Returns (bytes kept for the whole backward pass, bytes of the one layer being worked on):
+    only one layer of the whole model is recomputed at a time, so callers add the largest
+    transient term of all stacks, not their sum."""
+    kw = dict(full=full, gated=gated, cross_s=cross_s, lora_in=lora_in)
     if not cfg.training or not needs_grad:
-        return one
+        return 0.0, _layer_activation_bytes(s, b, h, a, ffn, cfg.attention, **kw)
     if cfg.gradient_checkpointing:
-        return layers * 2 * s * b * h + one
-    return layers * one
+        one = _layer_activation_bytes(s, b, h, a, ffn, cfg.attention, peak=True, **kw)
+        return layers * RESIDUAL_BYTES[full] * s * b * h, one
+    return layers * _layer_activation_bytes(s, b, h, a, ffn, cfg.attention, **kw), 0.0
+
+
+def _lora_input_bytes(entry: ModelEntry, cfg: FitConfig, part: str, layers: int) -> float:
+    """Per token and layer: PEFT casts each LoRA layer's input for its fp32 adapter; the
+    16-bit copy autocast makes for lora_A is kept, ~2 B x in_features (~ (in+out)/2)."""
+    if cfg.method == "full" or not layers:
+        return 0.0
+    dims = sum(_lora_dims(entry, t).get(part, 0) for t in (cfg.lora_targets or entry.lora_targets))
+    return dims / layers  # 2 B x (in+out)/2
 
 
 # -- the estimate ----------------------------------------------------------------------------
 def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
+    """Peak GiB of one training step: the larger of two phases, each the sum of its live terms.
+
+    forward/backward: weights + optimizer state + activations + logits (at the start of the
+    backward pass, before gradients pile up; full fine-tuning under autocast adds the 16-bit
+    weight copies autocast caches, counted in activations);
+    optimizer step: weights + gradients + optimizer state + the step's temporaries (PyTorch's
+    foreach AdamW, the HF Trainer's default on a GPU, works on whole lists: ~4 B/param,
+    counted in activations when that phase peaks).
+    The terms shown are those of the phase that peaks (both phases are in details).
+    Plus the runtime/allocator overhead (overhead_gib)."""
     cfg.validate()
     p = _counts(entry)
     total_p = int(p["total"])
@@ -263,61 +322,117 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
     w16 = 2.0 if mixed else 4.0  # bytes per weight in the compute dtype
     act_scale = 1.0 if mixed else 2.0  # fp32 activations are twice the 16-bit ones
     trainable = trainable_params(entry, cfg) if cfg.training else 0
+    full = cfg.method == "full" and cfg.training
+    kbit = cfg.method in ("qlora", "lora8")
+    # fp32 residual stream: fp32 master weights (full), or the fp32 embeddings and norms
+    # prepare_model_for_kbit_training leaves around a quantised base (qlora/lora8)
+    wide = full or kbit
+    regime = "full" if full else "kbit" if kbit else "lora"
 
-    # Weights. Full: fp32 master weights + a 16-bit copy of the trained ones under mixed
-    # precision (4 + 2 B). LoRA: the frozen base in 16-bit (lora), int8 (lora8, ~1 B) or NF4
-    # (qlora, ~0.52 B) for nn.Linear only -- the rest stays 16-bit -- plus fp32 adapters (4 B).
+    # Weights. Full: fp32 master weights (4 B). LoRA: the frozen base in 16-bit (lora), int8
+    # (lora8, ~1 B) or NF4 (qlora, ~0.52 B) for nn.Linear only -- the rest is cast to fp32 by
+    # peft's prepare_model_for_kbit_training (embeddings, norms, lm_head) -- plus fp32 adapters.
     q = _quantizable(entry)
     if cfg.method == "full":
-        weights = (total_p * w16) if not cfg.training else (total_p * 4 + (trainable * 2 if mixed else 0))
+        weights = (total_p * w16) if not cfg.training else total_p * 4.0
     elif cfg.method == "lora":
         weights = total_p * w16 + trainable * 4
     else:
         per_linear = INT8_BYTES if cfg.method == "lora8" else NF4_BYTES
-        weights = q * per_linear + (total_p - q) * w16 + trainable * 4
+        weights = q * per_linear + (total_p - q) * 4.0 + trainable * 4
     # Gradients: fp32, one per trainable parameter (4 B). Optimizer: see OPTIMIZER_BYTES.
     grads = trainable * 4.0
     optim = trainable * OPTIMIZER_BYTES[cfg.optimizer]
+    step_temp = trainable * FOREACH_TEMP_BYTES[cfg.optimizer]
 
     seq = sequence_lengths(entry, cfg)
     b = cfg.batch
     audio, text = entry.arch.get("audio", {}), entry.arch.get("text", {})
     audio_needs_grad = not cfg.freeze_audio_encoder and (cfg.method == "full" or _lora_in_audio(entry, cfg))
-    acts = 0.0
+    llm = entry.family == "audio-llm"
+    acts, transient = 0.0, [0.0]
+    enc_b = b * seq["encoder_chunks"]
     if audio.get("hidden"):
-        enc_b = b * seq["encoder_chunks"]
-        acts += _stack_activation_bytes(seq["encoder_frames"], enc_b, audio["hidden"], audio["heads"], audio["layers"],
-                                        cfg, audio_needs_grad)
+        h = audio["hidden"]
+        kept, one = _stack_activation_bytes(seq["encoder_frames"], enc_b, h, audio["heads"], audio["layers"],
+                                        cfg, audio_needs_grad, ffn=audio.get("ffn", 4 * h), full=wide, gated=False,
+                                        lora_in=_lora_input_bytes(entry, cfg, "audio", audio["layers"]))
+        acts += kept
+        transient.append(one)
+        if audio.get("mel_bins") and audio_needs_grad and cfg.training:  # conv front end, not checkpointed
+            acts += FRONTEND_FRAMES * enc_b * h * (4 if wide else 2)
     if text.get("hidden") and seq["text_tokens"]:
         cross = seq["encoder_frames"] if entry.family in ("seq2seq", "speech-to-text") else 0
-        acts += _stack_activation_bytes(seq["text_tokens"], b, text["hidden"], text["heads"], text["layers"],
-                                        cfg, True, cross)
+        h = text["hidden"]
+        kept, one = _stack_activation_bytes(seq["text_tokens"], b, h, text["heads"], text["layers"],
+                                            cfg, True, ffn=text.get("ffn", 4 * h), full=wide, gated=llm,
+                                            cross_s=cross, lora_in=_lora_input_bytes(entry, cfg, "text", text["layers"]))
+        acts += kept
+        transient.append(one)
         if cross:  # the encoder output every decoder layer cross-attends to
-            acts += 2 * seq["encoder_frames"] * b * text["hidden"]
-    acts *= act_scale
+            acts += (4 if wide else 2) * seq["encoder_frames"] * enc_b * h
+        elif llm and audio.get("hidden"):  # audio embeddings spliced into the LLM's input
+            acts += 2 * seq["text_tokens"] * b * h
+    acts = (acts + max(transient)) * act_scale
+    if full and mixed:
+        acts += 2.0 * total_p  # autocast's cached 16-bit copies of the fp32 weights
     if not cfg.training and text.get("hidden") and seq["text_tokens"]:
         # generation keeps a K/V cache: 2 x layers x tokens x kv_heads x head_dim x 2 B
         kv = text.get("kv_heads", text["heads"]) * _head_dim(text)
         acts += 2 * text["layers"] * seq["text_tokens"] * kv * 2 * b
 
-    # Logits: ~10*s*V bytes per example (bf16 logits, fp32 upcast in the loss, its gradient).
+    # Logits at the peak: LOGIT_BYTES per s*V element (16-bit logits, the loss's fp32 upcast).
     # CTC: logits over encoder frames (small vocabulary). Generation: 16-bit logits only.
     vocab = text.get("vocab", 0)
     s_logit = seq["encoder_frames"] * seq["encoder_chunks"] if entry.family == "ctc" else seq["text_tokens"]
-    logits = (10 if cfg.training else 2) * s_logit * vocab * b
+    logits = (LOGIT_BYTES[regime] * act_scale if cfg.training else 2) * s_logit * vocab * b
 
-    subtotal = weights + grads + optim + acts + logits
-    overhead = RUNTIME_GB * GB + FRAGMENTATION * subtotal
+    # Two moments compete for the forward/backward peak: the loss's backward (logits, their fp32
+    # copies and gradients: LOGIT_BYTES per element) and one layer's recomputation + backward
+    # (the transient). Full fine-tuning frees the logits before the layers' backward; with a
+    # frozen head (LoRA) LORA_LOGITS_KEPT bytes per element stay live through it (traced peaks,
+    # bench_fit_accuracy: the 30 s rows peak at the loss, the 300 s rows in a layer).
+    transient_now = max(transient) * act_scale
+    if cfg.training:
+        kept_logits = 0.0 if full else LORA_LOGITS_KEPT[regime] * act_scale * s_logit * vocab * b
+        if logits > transient_now + kept_logits:  # the peak is the loss's backward
+            acts_at_peak, logits_at_peak = acts - transient_now, logits
+        else:  # the peak is inside a layer's backward
+            acts_at_peak, logits_at_peak = acts, kept_logits
+    else:
+        acts_at_peak, logits_at_peak = acts, logits
+    fwd_bwd = weights + optim + acts_at_peak + logits_at_peak
+    step = weights + grads + optim + step_temp if cfg.training else 0.0
+    phases = {"forward_backward_gb": round(fwd_bwd / GB, 3), "optimizer_step_gb": round(step / GB, 3)}
+    if step > fwd_bwd:
+        shown = dict(grads=grads, acts=step_temp, logits=0.0)
+    else:
+        shown = dict(grads=0.0, acts=acts_at_peak, logits=logits_at_peak)
+    subtotal = max(fwd_bwd, step)
+    overhead = overhead_gib(subtotal / GB) * GB
     total = subtotal + overhead
     return Estimate(
         model=entry.name, method=cfg.method, batch=b,
-        weights_gb=weights / GB, gradients_gb=grads / GB, optimizer_gb=optim / GB,
-        activations_gb=acts / GB, logits_gb=logits / GB, overhead_gb=overhead / GB, total_gb=total / GB,
+        weights_gb=weights / GB, gradients_gb=shown["grads"] / GB, optimizer_gb=optim / GB,
+        activations_gb=shown["acts"] / GB, logits_gb=shown["logits"] / GB,
+        overhead_gb=overhead / GB, total_gb=total / GB,
         trainable_params=trainable, details=dict(seq, attention=cfg.attention, precision=cfg.precision,
                                                  optimizer=cfg.optimizer, lora_rank=rank_of(entry, cfg),
-                                                 gradient_checkpointing=cfg.gradient_checkpointing),
+                                                 gradient_checkpointing=cfg.gradient_checkpointing,
+                                                 phases=phases, peak_phase="optimizer step" if step > fwd_bwd
+                                                 else "forward/backward", all_gradients_gb=round(grads / GB, 3),
+                                                 activations_fb_gb=round(acts_at_peak / GB, 3),
+                                                 logits_fb_gb=round(logits_at_peak / GB, 3),
+                                                 step_temporaries_gb=round(step_temp / GB, 3)),
         _entry=entry, _cfg=cfg,
     )
+
+
+def overhead_gib(tensors_gib: float) -> float:
+    """Runtime and allocator overhead on top of a peak of live tensors (GiB): the CUDA/HIP
+    context and library workspaces (RUNTIME_GB) plus the caching allocator's slack
+    (FRAGMENTATION x tensors). One term, shared by the analytical and the traced figure."""
+    return RUNTIME_GB + FRAGMENTATION * tensors_gib
 
 
 def max_batch(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, margin: float = DEFAULT_MARGIN,
@@ -367,7 +482,7 @@ def recommend(entry: ModelEntry, gpu_gb: float, base: FitConfig | None = None,
     largest power-of-two batch <= 16; last, the same LoRA ladder with the audio encoder
     frozen (no encoder activations kept), for models that have a separate one."""
     base = replace(base or FitConfig(), gradient_checkpointing=True, training=True)
-    gpu_s = f"{gpu_gb:g} GB"
+    gpu_s = f"{gpu_gb:g} GiB"
     if not entry.trainable:
         return Recommendation(entry.name, gpu_gb, None, 0, None, True, None,
                               f"{entry.name} on {gpu_s}: cannot train here -- {entry.reason}")
@@ -391,8 +506,8 @@ def recommend(entry: ModelEntry, gpu_gb: float, base: FitConfig | None = None,
             frozen = ", audio encoder frozen" if freeze and not base.freeze_audio_encoder else ""
             return Recommendation(entry.name, gpu_gb, method, batch, rank_used, True, round(est.total_gb, 2),
                                   f"{entry.name} on {gpu_s}: {what}, batch {batch}{frozen}, checkpointing on "
-                                  f"(~{est.total_gb:.1f} GB)", freeze_audio_encoder=freeze)
-    need = f" (QLoRA at batch 1 needs ~{first.total_gb:.1f} GB)" if first else ""
+                                  f"(~{est.total_gb:.1f} GiB)", freeze_audio_encoder=freeze)
+    need = f" (QLoRA at batch 1 needs ~{first.total_gb:.1f} GiB)" if first else ""
     sdpa = " or fused attention (--attention sdpa, where `voxtune doctor` finds it)" if base.attention == "math" else ""
     return Recommendation(entry.name, gpu_gb, None, 0, None, True, None,
                           f"{entry.name} on {gpu_s}: does not fit{need}; try shorter audio{sdpa}, or a bigger GPU")
@@ -458,6 +573,40 @@ def estimate_for_run(config: RunConfig | dict) -> Estimate | None:
         return None
 
 
+def traced_gb(entry: ModelEntry, cfg: FitConfig, home) -> float | None:
+    """The traced peak (engine.trace, cached in the workspace by `voxtune fit --trace`) plus
+    the overhead term, GiB; None when this configuration has not been traced. Light: reads
+    one small JSON file."""
+    if not home:
+        return None
+    from engine import trace
+
+    try:
+        hit = trace.cached(home, entry.to_dict(), asdict(cfg))
+    except Exception:  # noqa: BLE001 - a broken cache file is as good as none
+        return None
+    if not hit or hit.get("total_gb") is None:
+        return None
+    return round(float(hit["total_gb"]) + overhead_gib(float(hit["total_gb"])), 3)
+
+
+def traced_for_run(config: RunConfig | dict, home=None) -> float | None:
+    """traced_gb for a run's resolved config (home: its workspace, else config.workspace)."""
+    if not isinstance(config, RunConfig):
+        config = RunConfig.from_dict(config)
+    for ref in (config.model_ref, config.model):
+        try:
+            entry = get_model(ref) if ref else None
+        except UnknownModel:
+            continue
+        if entry is not None:
+            try:
+                return traced_gb(entry, fit_config_from_run(config, entry), home or config.workspace)
+            except ValueError:
+                return None
+    return None
+
+
 def estimate_all(gpu_gb: float, cfg: FitConfig | None = None, entries: list[ModelEntry] | None = None,
                  margin: float = DEFAULT_MARGIN) -> list[dict]:
     """Every catalog model x every method: what `voxtune models` and the Models screen show."""
@@ -498,23 +647,25 @@ def multi_device_terms(est: Estimate) -> dict:
 
     Per device with n cards: ddp_gb, or fsdp_fixed_gb + fsdp_sharded_gb / n (`per_device_gb`).
     fsdp is None for QLoRA / 8-bit bases (quantised weights are not sharded here).
-    Same units as the estimate (decimal GB)."""
+    Same units as the estimate (GiB)."""
     frag = 1 + FRAGMENTATION
     runtime = RUNTIME_GB
-    subtotal = est.weights_gb + est.gradients_gb + est.optimizer_gb + est.activations_gb + est.logits_gb
-    out = {"ddp_gb": round((subtotal + est.gradients_gb) * frag + runtime, 3),
+    subtotal = est.tensors_gb
+    grads = est.details.get("all_gradients_gb", est.gradients_gb)  # all of them, whichever phase peaks
+    out = {"ddp_gb": round((subtotal + grads) * frag + runtime, 3),
            "fsdp_fixed_gb": None, "fsdp_sharded_gb": None}
     if est.method in ("full", "lora"):
         arch = est.entry.arch if est.entry is not None else {}
         layers = max(1, sum(int(arch.get(part, {}).get("layers") or 0) for part in ("audio", "text")))
         unit = 2 * est.weights_gb / layers
-        out["fsdp_fixed_gb"] = round((est.activations_gb + est.logits_gb + unit) * frag + runtime, 3)
-        out["fsdp_sharded_gb"] = round((est.weights_gb + est.gradients_gb + est.optimizer_gb) * frag, 3)
+        acts = est.details.get("activations_fb_gb", est.activations_gb) + est.details.get("logits_fb_gb", est.logits_gb)
+        out["fsdp_fixed_gb"] = round((acts + unit) * frag + runtime, 3)
+        out["fsdp_sharded_gb"] = round((est.weights_gb + grads + est.optimizer_gb) * frag, 3)
     return out
 
 
 def per_device_gb(terms: dict | None, devices: int, strategy: str, single_gb: float | None = None) -> float | None:
-    """Peak GB on each card for `devices` cards under `strategy` (see multi_device_terms).
+    """Peak GiB on each card for `devices` cards under `strategy` (see multi_device_terms).
     One device: `single_gb` (the plain estimate). None when the terms do not say."""
     if devices <= 1:
         return single_gb
@@ -531,7 +682,7 @@ def choose_strategy(terms: dict | None, devices: int, device_gb: float | None, s
                     margin: float = DEFAULT_MARGIN) -> tuple[str, float | None]:
     """DDP when the run fits one card (it is simpler and faster); FSDP when it does not but fits
     sharded over `devices` cards; DDP otherwise (the admission then says it cannot fit).
-    Returns (strategy, per-device GB)."""
+    Returns (strategy, per-device GiB)."""
     ddp = per_device_gb(terms, devices, "ddp", single_gb)
     if devices <= 1 or device_gb is None or ddp is None or ddp <= device_gb * (1 - margin):
         return "ddp", ddp

@@ -18,7 +18,8 @@ from pathlib import Path
 from engine.errors import VoxtuneError
 
 GPUS_PATH = Path(__file__).resolve().parents[1] / "data" / "gpus.json"
-GB = 1e9
+GIB = 1024**3  # every memory size in voxtune is GiB (2**30 bytes), like torch.cuda peaks
+GB = GIB  # the `_gb` names are kept for compatibility; the unit is GiB
 
 # PCI device ids of common AMD cards, for a name when sysfs has no product_name.
 AMD_PCI_NAMES = {
@@ -37,7 +38,7 @@ class Gpu:
     name: str
     vendor: str  # nvidia | amd | cpu
     index: int | None
-    total_gb: float
+    total_gb: float  # GiB (2**30 bytes), like every `_gb` field in voxtune
     used_gb: float | None = None
     free_gb: float | None = None
     util_percent: float | None = None
@@ -50,9 +51,9 @@ class Gpu:
     @property
     def label(self) -> str:
         if not self.detected:
-            return f"{self.name} ({self.total_gb:g} GB)"
-        free = f", {self.free_gb:.1f} GB free" if self.free_gb is not None else ""
-        return f"#{self.index} {self.name} ({self.total_gb:.1f} GB{free})"
+            return f"{self.name} ({self.total_gb:g} GiB)"
+        free = f", {self.free_gb:.1f} GiB free" if self.free_gb is not None else ""
+        return f"#{self.index} {self.name} ({self.total_gb:.1f} GiB{free})"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,16 +63,26 @@ class UnknownGpu(VoxtuneError, LookupError):
     def __init__(self, ref: str, matches: list[str]) -> None:
         self.ref, self.matches = ref, matches
         hint = f"; did you mean {', '.join(matches)}?" if matches else ""
-        super().__init__(f"unknown GPU {ref!r}{hint} (`voxtune gpus` lists them; or give --vram GB)", field="gpu")
+        super().__init__(f"unknown GPU {ref!r}{hint} (`voxtune gpus` lists them; or give --vram GIB)", field="gpu")
 
 
 # -- presets -------------------------------------------------------------------------------
 @lru_cache(maxsize=1)
 def _presets() -> tuple[Gpu, ...]:
     raw = json.loads(GPUS_PATH.read_text(encoding="utf-8"))
-    return tuple(Gpu(name=p["name"], vendor=p["vendor"], index=None, total_gb=float(p["total_gb"]), arch=p.get("arch"),
+    return tuple(Gpu(name=p["name"], vendor=p["vendor"], index=None, total_gb=_preset_gib(p), arch=p.get("arch"),
                      detected=False, key=p["key"], fast_attention=p.get("fast_attention"), source="preset")
                  for p in raw["presets"])
+
+
+def _preset_gib(p: dict) -> float:
+    """A preset's memory in GiB: `total_gib` (the card's real byte count / 2**30); an older
+    file's `total_gb` is the vendor's nominal figure, which for these cards is the GiB count."""
+    if p.get("total_gib") is not None:
+        return float(p["total_gib"])
+    if p.get("total_gb") is not None:
+        return float(p["total_gb"])
+    raise VoxtuneError(f"GPU preset {p.get('key')!r} has no total_gib", file=str(GPUS_PATH), field="total_gib")
 
 
 def presets() -> list[Gpu]:

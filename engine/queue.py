@@ -44,10 +44,15 @@ def library_versions() -> dict:
 
 
 def _estimate_gb(config: RunConfig) -> float | None:
-    """The estimator's peak for this config; None when it cannot say (admission then trusts luck)."""
+    """The peak admission uses for this config, GiB: the traced figure when `voxtune fit
+    --trace` cached one for it, else the estimator's; None when neither can say (admission
+    then trusts luck)."""
     try:
         from engine import estimator
 
+        traced = estimator.traced_for_run(config)
+        if traced is not None:
+            return round(traced, 2)
         est = estimator.estimate_for_run(config)
     except Exception:  # noqa: BLE001 - an estimator bug must not block queueing; the daemon still runs it
         return None

@@ -69,7 +69,7 @@ def order(runs: Iterable[dict]) -> list[dict]:
 
 
 def _gb(x: float) -> str:
-    return f"{x:.1f} GB"
+    return f"{x:.1f} GiB"
 
 
 def plan(

@@ -40,7 +40,9 @@ def test_models_vram_12_json(tmp_path):
         assert set(m) == {"full", "lora", "qlora", "lora8"}
         for v in m.values():
             assert set(v) >= {"total_gb", "fits", "max_batch"}
-        assert m["qlora"]["total_gb"] <= m["lora8"]["total_gb"] <= m["lora"]["total_gb"] <= m["full"]["total_gb"]
+        # a quantised base keeps embeddings/head in fp32 (prepare_model_for_kbit_training), so it
+        # can exceed a 16-bit LoRA on small models with big vocabularies (engine.estimator)
+        assert m["qlora"]["total_gb"] <= m["lora8"]["total_gb"] and m["lora"]["total_gb"] <= m["full"]["total_gb"]
     by = {r["name"]: r for r in rows}
     assert by["whisper-small"]["methods"]["full"]["fits"] is True
     assert by["qwen2-audio-7b-instruct"]["methods"]["full"]["fits"] is False
@@ -105,7 +107,7 @@ def test_fit_json_and_measured_next_to_estimated(tmp_path):
     out = json.loads(voxtune("--home", str(tmp_path), *args).stdout)
     assert out["measured"]["measured_gb"] == 7.8 and out["measured"]["run_id"] == "r-t4"
     text = voxtune("--home", str(tmp_path), *args[:-1]).stdout
-    assert "measured" in text and "7.80 GB" in text and "activations" in text
+    assert "measured" in text and "7.80 GiB" in text and "activations" in text
 
 
 def test_unknown_model_or_gpu_exits_2_with_close_matches(tmp_path):

@@ -110,7 +110,7 @@ async def test_finished_run_shows_its_whole_history(ws):
         assert screen.query_one("#plot-wer", Plot).series[0].points == [(20, 0.42), (40, 0.27)]
         await pilot.press("g")
         gauge = text_of(screen.query_one("#gpu-gauge"))
-        assert "RX 7700 XT" in gauge and "6.8/12.0 GB" in gauge
+        assert "RX 7700 XT" in gauge and "6.8/12.0 GiB" in gauge
         assert len(screen.query_one(GpuPanel).records) == 10
         await pilot.press("s")
         panel = screen.query_one(SamplesPanel)
@@ -174,7 +174,7 @@ async def test_cpu_only_run_shows_ram_and_cpu(ws):
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_dashboard(app, pilot, rid)
         await pilot.press("g")
-        assert "RAM" in text_of(screen.query_one("#gpu-gauge")) and "9.0/32.0 GB" in text_of(screen.query_one("#gpu-gauge"))
+        assert "RAM" in text_of(screen.query_one("#gpu-gauge")) and "9.0/32.0 GiB" in text_of(screen.query_one("#gpu-gauge"))
         assert "CPU-only" in text_of(screen.query_one("#gpu-load"))
 
 
@@ -334,7 +334,7 @@ async def test_wide_terminal_shows_curves_and_memory_beside_the_log(ws):
         screen = await open_dashboard(app, pilot, rid)
         assert screen.has_class("-wide") and screen.query_one("#log-side").display
         assert screen.query_one("#side-wer", Plot).series[0].points == [(20, 0.42), (40, 0.27)]
-        assert "6.8/12.0 GB" in text_of(screen.query_one("#side-gpu"))
+        assert "6.8/12.0 GiB" in text_of(screen.query_one("#side-gpu"))
         await pilot.resize_terminal(80, 24)
         await pilot.pause()
         assert not screen.has_class("-wide") and not screen.query_one("#log-side").display

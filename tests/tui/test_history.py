@@ -115,7 +115,7 @@ async def test_run_detail_shows_config_metrics_memory_samples(ws):
                 break
             await pilot.pause(0.05)
         body = str(detail.query_one("#detail-body").render())
-        assert a in body and "measured peak 5.6 GB" in body and "estimated 6.2 GB" in body
+        assert a in body and "measured peak 5.6 GiB" in body and "estimated 6.2 GiB" in body
         assert "estimate over by 11%" in body and "duration 2m00s" in body
         assert "WER        27.0%" in body and "clip03 (step 40)" in body
         assert "lora_rank" in body and "16" in body

@@ -43,11 +43,11 @@ def test_parse_form_ignores_lora_fields_for_full_fine_tunes():
 
 def test_estimate_text_warns_loudly_when_it_does_not_fit():
     ok = estimate_text(Fit(7.9, RX7700, 12, "fits", 6)).plain
-    assert "7.9 GB of 12 GB" in ok and "✓ fits" in ok and "largest batch 6" in ok
+    assert "7.9 GiB of 12 GiB" in ok and "✓ fits" in ok and "largest batch 6" in ok
     no = estimate_text(Fit(48.8, RX7700, 12, "no", 0, recommendation="LoRA r=32, batch 8")).plain
     assert "DOES NOT FIT" in no and "LoRA r=32, batch 8" in no
     waits = estimate_text(Fit(7.9, RX7700, 12, "fits", 6, free_gb=5.0)).plain
-    assert "only 5.0 GB free now" in waits
+    assert "only 5.0 GiB free now" in waits
 
 
 # -- the screen ---------------------------------------------------------------------------------
@@ -143,9 +143,9 @@ async def test_estimate_for_the_chosen_gpu_and_a_clear_warning(ws):
         await wait_for(pilot, lambda: value(app, "lr") != "", what="defaults")
         screen.query_one("#method", Select).value = "full"
         await wait_for(pilot, lambda: "DOES NOT FIT" in estimate(app), what="warning")
-        assert f"of 12 GB on {RX7700}" in estimate(app)
+        assert f"of 12 GiB on {RX7700}" in estimate(app)
         screen.query_one("#gpu", Select).value = h100
-        await wait_for(pilot, lambda: "of 80 GB on NVIDIA H100" in estimate(app), what="H100 estimate")
+        await wait_for(pilot, lambda: "of 80 GiB on NVIDIA H100" in estimate(app), what="H100 estimate")
         screen.query_one("#method", Select).value = "qlora"
         await wait_for(pilot, lambda: "✓ fits" in estimate(app), what="qlora fits an H100")
         assert "largest batch" in estimate(app)

@@ -77,3 +77,27 @@ def test_daemon_hook_builds_the_record_from_run_files():
     assert calibration.matches(m, entry, FitConfig(method="lora8", batch=8, lora_rank=32))
     assert calibration.measurement_from_run(dict(config, model="nope", model_ref="nope"), result, {"id": "x"}) is None
     assert calibration.measurement_from_run(config, {"peak_memory": {"device": "cpu"}}, {"id": "x"}) is None
+
+
+def test_one_unit_a_perfect_estimate_has_zero_error():
+    """Estimate, measured peak and GPU presets are all GiB (2**30 bytes): an estimator whose
+    terms add up to exactly the bytes torch.cuda.max_memory_reserved() reports shows 0%."""
+    from engine import estimator, gpus, training
+
+    assert estimator.GB == training.GIB == gpus.GB == 2**30
+    est = estimate(get_model("whisper-small"), FitConfig(method="full", batch=4))
+    reserved_bytes = int(est.total_gb * 2**30)  # what the allocator would report, in bytes
+    measured = reserved_bytes / training.GIB  # engine.training's conversion of the peak
+    assert calibration.error(est, measured)["error_pct"] == 0.0
+    rx = gpus.find_gpu("rx-7700-xt", detected=[])
+    assert rx.total_gb * 2**30 == 12 * 1024**3  # the card's 12 GiB, not 12e9 bytes
+
+
+def test_gpu_points_from_the_shipped_file_format(tmp_path):
+    f = tmp_path / "fit_calibration_gpu.json"
+    assert calibration.gpu_points("whisper-small", "lora", path=f) == []  # no file: nothing
+    f.write_text('{"schema": 1, "device": "NVIDIA H100", "torch": "2.9", "date": "2026-12-07", "points": '
+                 '[{"model": "whisper-small", "method": "lora", "batch": 4, "audio_seconds": 30, "peak_reserved_gb": 2.1}]}')
+    pts = calibration.gpu_points("whisper-small", "lora", path=f)
+    assert len(pts) == 1 and pts[0]["device"] == "NVIDIA H100" and pts[0]["peak_reserved_gb"] == 2.1
+    assert calibration.gpu_points("whisper-small", "full", path=f) == []

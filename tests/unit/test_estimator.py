@@ -51,7 +51,11 @@ def test_method_order_qlora_lora8_lora_full(entry):
         for batch in (1, 4):
             cfg = FitConfig(batch=batch, audio_seconds=audio)
             t = {m: estimate(entry, replace(cfg, method=m)).total_gb for m in ("qlora", "lora8", "lora", "full")}
-            assert t["qlora"] <= t["lora8"] <= t["lora"] <= t["full"], (audio, batch, t)
+            # an 8-bit/4-bit base can exceed a 16-bit one where embeddings dominate (big vocabularies,
+            # Gemma 3n's per-layer embeddings): prepare_model_for_kbit_training casts non-Linear to fp32
+            # and with a huge vocabulary at long audio (Qwen3-ASR 0.6B, 152k tokens) the fp32 head's
+            # logits of a quantised base can outgrow a full fine-tune's (traced: 20 vs 12 B/element)
+            assert t["qlora"] <= t["lora8"] and t["lora"] <= t["full"], (audio, batch, t)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
@@ -74,7 +78,9 @@ def test_knobs_move_the_estimate_the_right_way():
     base = FitConfig(method="full", batch=4)
     t = lambda **kw: estimate(e, replace(base, **kw)).total_gb  # noqa: E731
     assert t(gradient_checkpointing=False) > t()
-    assert t(attention="sdpa") < t()
+    # full fine-tuning at batch 4 peaks in the optimizer step; attention matters at batch 16
+    assert t(attention="sdpa", batch=16, gradient_checkpointing=False) < t(batch=16, gradient_checkpointing=False)
+    assert estimate(e, replace(base, **{"batch": 4})).details["peak_phase"] == "optimizer step"
     assert t(optimizer="adamw8bit") < t(optimizer="adafactor") < t()
     assert t(freeze_audio_encoder=True) < t()
     lora = replace(base, method="lora")
@@ -117,7 +123,7 @@ def test_max_batch_is_the_boundary():
 def test_recommendations():
     r = recommend(get_model("whisper-large-v3"), 12)
     assert r.method in ("lora", "lora8", "qlora") and r.batch >= 1 and r.gradient_checkpointing
-    assert r.text.startswith("whisper-large-v3 on 12 GB: ") and "checkpointing on" in r.text
+    assert r.text.startswith("whisper-large-v3 on 12 GiB: ") and "checkpointing on" in r.text
     assert recommend(get_model("whisper-small"), 24).method == "full"
     assert "does not fit" in recommend(get_model("voxtral-small-24b"), 8).text
     assert "cannot train" in recommend(get_model("salmonn-7b"), 80).text
@@ -130,11 +136,16 @@ def test_recommendations():
 
 def test_recommendation_freezes_the_audio_encoder_as_a_last_resort():
     vox = get_model("voxtral-mini-3b")
-    r = recommend(vox, 12, FitConfig(audio_seconds=120))
+    # a card between QLoRA r8 (encoder trained) and QLoRA r32 (encoder frozen), both batch 1
+    smallest = estimate(vox, FitConfig(method="qlora", lora_rank=8, audio_seconds=120)).total_gb
+    frozen = estimate(vox, FitConfig(method="qlora", lora_rank=32, audio_seconds=120, freeze_audio_encoder=True)).total_gb
+    assert frozen < smallest
+    card = (smallest + frozen) / 2 / 0.9
+    r = recommend(vox, card, FitConfig(audio_seconds=120))
     assert r.method == "qlora" and r.freeze_audio_encoder and "audio encoder frozen" in r.text
     cfg = FitConfig(method="qlora", lora_rank=r.lora_rank, batch=r.batch, audio_seconds=120)
-    assert not estimate(vox, cfg).fits(12)
-    assert estimate(vox, replace(cfg, freeze_audio_encoder=True)).fits(12)
+    assert not estimate(vox, cfg).fits(card)
+    assert estimate(vox, replace(cfg, freeze_audio_encoder=True)).fits(card)
     assert not recommend(vox, 16, FitConfig(audio_seconds=120)).freeze_audio_encoder
     assert "--attention sdpa" in recommend(vox, 12, FitConfig(audio_seconds=600)).text
 

@@ -62,7 +62,7 @@ def test_amd_through_sysfs(tmp_path):
     g = found[0]
     assert (g.vendor, g.index, g.arch, g.source) == ("amd", 0, "gfx1101", "sysfs")
     assert "7700 XT" in g.name
-    assert g.total_gb == pytest.approx(12.868, abs=1e-3) and g.used_gb == pytest.approx(1.074, abs=1e-3)
+    assert g.total_gb == pytest.approx(12.868e9 / 2**30, abs=1e-3) and g.used_gb == pytest.approx(1.074e9 / 2**30, abs=1e-3)
     assert g.free_gb == pytest.approx(g.total_gb - g.used_gb)
     assert g.util_percent == 37.0 and g.fast_attention is False
 
@@ -111,7 +111,7 @@ class FakeNvml:
 def test_nvidia_through_nvml(tmp_path):
     g = detect(sysfs_root=tmp_path, nvml=FakeNvml(), use_amdsmi=False)[0]
     assert (g.name, g.vendor, g.index, g.arch, g.source) == ("NVIDIA GeForce RTX 3060", "nvidia", 0, "sm_86", "nvml")
-    assert g.total_gb == pytest.approx(12.885, abs=1e-3) and g.free_gb == pytest.approx(10.885, abs=1e-3)
+    assert g.total_gb == pytest.approx(12.0, abs=1e-3) and g.free_gb == pytest.approx(12.0 - 2e9 / 2**30, abs=1e-3)
     assert g.util_percent == 55.0 and g.fast_attention is True
     assert find_gpu("0", detected=[g]) is g and find_gpu("local", detected=[g]) is g
 
@@ -136,14 +136,14 @@ def test_nvml_failure_is_remembered_not_raised(monkeypatch):
 
 
 def test_process_memory_from_nvml_and_from_drm_fdinfo(tmp_path):
-    assert process_gpu_memory_gb(42, nvml=FakeNvml(procs=[(42, 3_000_000_000), (7, 1)])) == pytest.approx(3.0)
+    assert process_gpu_memory_gb(42, nvml=FakeNvml(procs=[(42, 3 * 2**30), (7, 1)])) == pytest.approx(3.0)
     fd = tmp_path / "42" / "fdinfo"
     fd.mkdir(parents=True)
     entry = "pos:\t0\nflags:\t02\ndrm-driver:\tamdgpu\ndrm-client-id:\t9\ndrm-memory-vram:\t2048000 KiB\n"
     (fd / "5").write_text(entry)
     (fd / "6").write_text(entry)  # the same client through a second fd counts once
     (fd / "7").write_text("pos:\t0\nflags:\t0100002\n")
-    assert process_gpu_memory_gb(42, proc_root=tmp_path, nvml=_NoNvml()) == pytest.approx(2048000 * 1024 / 1e9)
+    assert process_gpu_memory_gb(42, proc_root=tmp_path, nvml=_NoNvml()) == pytest.approx(2048000 * 1024 / 2**30)
     assert process_gpu_memory_gb(43, proc_root=tmp_path, nvml=_NoNvml()) is None
 
 
@@ -160,7 +160,7 @@ def test_amd_through_amdsmi_when_installed(monkeypatch, tmp_path):
     monkeypatch.setitem(gpus._amdsmi_state, "ok", None)
     g = detect(sysfs_root=tmp_path, nvml=_NoNvml())[0]
     assert (g.name, g.arch, g.source, g.util_percent) == ("AMD Radeon RX 7700 XT", "gfx1101", "amdsmi", 12.0)
-    assert g.total_gb == pytest.approx(12272 * 1024 ** 2 / 1e9) and g.free_gb < g.total_gb
+    assert g.total_gb == pytest.approx(12272 * 1024 ** 2 / 2**30) and g.free_gb < g.total_gb
 
 
 def test_amdsmi_that_fails_falls_back_to_sysfs(monkeypatch, tmp_path):

@@ -24,7 +24,7 @@ def test_waits_for_free_memory_with_the_numbers():
     gpu = Device("0", "RX 7700 XT", free_gb=7.1, total_gb=12.0)
     p = plan([run("big", 1, est=9.8), run("small", 2, est=2.0)], [], [gpu])
     assert p.start == []
-    assert p.waiting["big"] == "waiting: needs 9.8 GB, 7.1 GB free"
+    assert p.waiting["big"] == "waiting: needs 9.8 GiB, 7.1 GiB free"
     assert p.waiting["small"] == "waiting: behind big"  # strict order: the big run is not starved
     p = plan([run("big", 1, est=9.8)], [], [Device("0", "RX", free_gb=10.5, total_gb=12.0)])
     assert p.start == [("big", "0")]
@@ -36,7 +36,7 @@ def test_one_training_run_per_gpu_by_default():
     assert p.start == [("a", "0")] and p.waiting["b"] == "waiting: RX busy with a"
     p = plan([run("a", 1, est=2.0), run("b", 2, est=2.0), run("c", 3, est=8.0)], [], [gpu], max_per_device=3)
     assert p.start == [("a", "0"), ("b", "0")]  # c no longer fits once a and b take theirs
-    assert p.waiting["c"].startswith("waiting: needs 8.0 GB, 7.0 GB free")
+    assert p.waiting["c"].startswith("waiting: needs 8.0 GiB, 7.0 GiB free")
 
 
 def test_second_gpu_takes_the_next_run():
@@ -49,7 +49,7 @@ def test_a_run_that_can_never_fit_does_not_block_the_queue():
     gpu = Device("0", "RX", free_gb=11.0, total_gb=12.0)
     p = plan([run("huge", 1, est=40.0), run("ok", 2, est=3.0)], [], [gpu])
     assert p.start == [("ok", "0")]
-    assert "it cannot fit" in p.waiting["huge"] and "12.0 GB in total" in p.waiting["huge"]
+    assert "it cannot fit" in p.waiting["huge"] and "12.0 GiB in total" in p.waiting["huge"]
 
 
 def test_paused_queue_starts_nothing_and_says_why():

@@ -43,6 +43,9 @@ def register(sub) -> None:
     f.add_argument("--freeze-audio-encoder", action="store_true")
     f.add_argument("--attention", choices=("math", "sdpa"), default="math",
                    help="math stores attention matrices (RDNA3, the default); sdpa: fused kernels")
+    f.add_argument("--trace", action="store_true",
+                   help="also trace two real-size training steps on fake tensors (no GPU, no weights; "
+                        "seconds to minutes, cached in the workspace) and show the traced terms")
     _gpu_args(f)
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_fit)
@@ -79,15 +82,15 @@ def _positive_float(v: str) -> float:
 def _gpu_args(p) -> None:
     x = p.add_mutually_exclusive_group()
     x.add_argument("--gpu", metavar="NAME", help="preset or detected device (`voxtune gpus` lists them)")
-    x.add_argument("--vram", type=_positive_float, metavar="GB", help="GPU memory in GB")
+    x.add_argument("--vram", type=_positive_float, metavar="GIB", help="GPU memory in GiB (2**30 bytes)")
 
 
 def resolve_gpu(args) -> tuple[str, float, str]:
-    """(label, GB, how chosen): --vram, --gpu, the first detected device, else the default preset."""
+    """(label, GiB, how chosen): --vram, --gpu, the first detected device, else the default preset."""
     from engine.gpus import detect, find_gpu
 
     if getattr(args, "vram", None):
-        return f"{args.vram:g} GB", float(args.vram), "--vram"
+        return f"{args.vram:g} GiB", float(args.vram), "--vram"
     if getattr(args, "gpu", None):
         g = find_gpu(args.gpu)
         return g.name, g.total_gb, "detected" if g.detected else "preset"
@@ -113,6 +116,30 @@ def _measurements(args) -> list[dict]:
     if not ws.db_path.exists():
         return []
     return Store(ws).list_measurements()
+
+
+def _traced(args, e, cfg, est) -> dict:
+    """`fit --trace`: the traced peak (cached per model config and options in the workspace),
+    with the same runtime/allocator overhead added so the totals compare (GiB)."""
+    from dataclasses import asdict
+
+    from engine import trace as tr
+    from engine.estimator import overhead_gib
+    from engine.workspace import resolve_home
+
+    home = resolve_home(getattr(args, "home", None))
+    try:
+        result, hit = tr.get_or_trace(home, e.to_dict(), asdict(cfg))
+    except tr.TraceFailed as err:
+        raise CliError(f"{e.name}: cannot trace {cfg.method}: {err}") from None
+    tensors = float(result["total_gb"])
+    overhead = overhead_gib(tensors)
+    total = tensors + overhead
+    analytical = est.total_gb
+    return {"total_gb": round(total, 3), "tensors_gb": round(tensors, 3), "overhead_gb": round(overhead, 3),
+            "terms": {k: result["terms"].get(k, 0.0) for k in tr.TERMS}, "phases_gb": result.get("phases_gb"), "notes": result.get("notes") or [],
+            "seconds": result.get("seconds"), "cached": hit, "unit": "GiB",
+            "analytical_error_pct": round(100 * (analytical - total) / total, 1)}
 
 
 def fmt_params(n: int | None) -> str:
@@ -156,8 +183,8 @@ def cmd_models(args) -> int:
     rows = estimate_all(gb, FitConfig(batch=args.batch, audio_seconds=args.audio_seconds))
     rows = [r for r in rows if matches(r["entry"], args.takes_whole, args.output)]
     out = [model_row(r, gb) for r in rows]
-    lines = [f"GPU: {label} ({gb:g} GB, {how})",
-             f"batch {args.batch}, {args.audio_seconds:g} s audio per example; GB (1e9 bytes) per method: "
+    lines = [f"GPU: {label} ({gb:g} GiB, {how})",
+             f"batch {args.batch}, {args.audio_seconds:g} s audio per example; GiB per method: "
              "✓ fits ~ tight ✗ no"]
     shown = [f"takes {args.takes_whole:g} s whole"] if args.takes_whole else []
     shown += {"rewrite": ["can rewrite (seq2seq, audio LLM)"], "delete": ["can only delete (CTC)"]}.get(args.output, [])
@@ -204,7 +231,7 @@ def cmd_fit(args) -> int:
     label, gb, how = resolve_gpu(args)
     measured = calibration.compare(est, _measurements(args), e, cfg)
     rec = recommend(e, gb, replace(cfg, batch=1))
-    out = {"model": e.name, "method": cfg.method, "gpu": label, "gpu_gb": gb, "total_gb": round(est.total_gb, 3),
+    out = {"model": e.name, "method": cfg.method, "unit": "GiB", "gpu": label, "gpu_gb": gb, "total_gb": round(est.total_gb, 3),
            "breakdown": est.breakdown, "fits": est.fits(gb), "verdict": est.verdict(gb),
            "max_batch": est.max_batch(gb), "trainable_params": est.trainable_params, "details": est.details,
            "recommendation": rec.text, "measured": measured}
@@ -214,13 +241,30 @@ def cmd_fit(args) -> int:
              f"({est.details['text_tokens']} text tokens, {est.details['encoder_chunks']} x "
              f"{est.details['encoder_frames']} encoder frames), checkpointing {'on' if cfg.gradient_checkpointing else 'off'}"]
     for k, v in est.breakdown.items():
-        lines.append(f"  {k:<12}{v:8.2f} GB")
-    lines.append(f"  {'total':<12}{est.total_gb:8.2f} GB   on {label} ({gb:g} GB): "
+        lines.append(f"  {k:<12}{v:8.2f} GiB")
+    lines.append(f"  {'total':<12}{est.total_gb:8.2f} GiB  on {label} ({gb:g} GiB): "
                  f"{ {'fits': 'fits', 'tight': 'fits, tight', 'no': 'does NOT fit'}[est.verdict(gb)] }; "
                  f"largest batch {out['max_batch']}")
     if measured:
-        lines.append(f"  measured    {measured['measured_gb']:8.2f} GB   ({measured['device']}, run {measured['run_id']}; "
+        lines.append(f"  measured    {measured['measured_gb']:8.2f} GiB  ({measured['device']}, run {measured['run_id']}; "
                      f"estimate {measured['error_pct']:+.0f}%)")
+    points = calibration.gpu_points(e.name, cfg.method)
+    if points:
+        out["gpu_points"] = points
+        for pt in points:
+            lines.append(f"  GPU point   {pt.get('peak_reserved_gb') or 0:8.2f} GiB   reserved, batch {pt.get('batch')}, "
+                         f"{pt.get('audio_seconds'):g} s ({pt.get('device')}, {pt.get('date')}; estimate then "
+                         f"{pt.get('estimate_gb')} GiB)")
+    if getattr(args, "trace", False):
+        traced = _traced(args, e, cfg, est)
+        out["traced"] = traced
+        lines.append(f"  traced (fake tensors, {traced['seconds']:g} s{', cached' if traced['cached'] else ''}):")
+        for k, v in traced["terms"].items():
+            lines.append(f"    {k:<12}{v:8.2f} GiB")
+        lines.append(f"    {'peak':<12}{traced['tensors_gb']:8.2f} GiB   + overhead {traced['overhead_gb']:.2f} = "
+                     f"{traced['total_gb']:.2f} GiB; analytical {traced['analytical_error_pct']:+.1f}% vs traced")
+        for n in traced.get("notes") or []:
+            lines.append(f"    note: {n}")
     if "warning" in out:
         lines.append("  warning: " + out["warning"])
     lines.append(rec.text)
@@ -239,7 +283,7 @@ def cmd_gpus(args) -> int:
         lines.append(f"  {g.label}{util}  [{g.vendor}, {g.arch or '?'}, via {g.source}]")
     lines.append("Presets (use with --gpu KEY):")
     for g in presets():
-        lines.append(f"  {g.key:<12} {g.name} ({g.total_gb:g} GB)")
+        lines.append(f"  {g.key:<12} {g.name} ({g.total_gb:g} GiB)")
     emit(out, args.json, "\n".join(lines))
     return 0
 

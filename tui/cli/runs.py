@@ -75,7 +75,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     lines = [f"{run['id']}: {run['status']}" + (f" -- {run.get('status_reason')}" if run.get("status_reason") else "")]
     lines.append(f"  model {config.get('model')} ({config.get('method')}), dataset {config.get('dataset')}, "
                  f"batch {config.get('batch_size')} x {config.get('grad_accum')}, lr {config.get('lr')}, "
-                 f"estimate {_fmt_num(config.get('estimate_gb'), '.1f')} GB")
+                 f"estimate {_fmt_num(config.get('estimate_gb'), '.1f')} GiB")
     if config.get("defaults_note"):
         lines.append(f"  why: {config['defaults_note']}")
     if config.get("eval_dataset"):

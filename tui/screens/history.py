@@ -356,11 +356,11 @@ class RunDetailScreen(Screen):
             t.append(f" · {d['result']['train_samples_per_s']:.2f} samples/s")
         t.append("\n\nMemory\n", style="bold underline")
         peak = d["peak_memory"]
-        t.append(f"measured peak {fmt_value('peak_gb', row['peak_gb'])} GB")
+        t.append(f"measured peak {fmt_value('peak_gb', row['peak_gb'])} GiB")
         if peak:
             t.append(f" (allocated {fmt_value('peak_gb', peak.get('allocated_gb'))}, reserved {fmt_value('peak_gb', peak.get('reserved_gb'))}, "
                      f"process RSS {fmt_value('peak_gb', peak.get('rss_gb'))} on {peak.get('device', '?')})")
-        t.append(f"\nestimated {fmt_value('estimate_gb', row['estimate_gb'])} GB")
+        t.append(f"\nestimated {fmt_value('estimate_gb', row['estimate_gb'])} GiB")
         if row["peak_gb"] is not None and row["estimate_gb"]:
             err = (row["estimate_gb"] - row["peak_gb"]) / row["peak_gb"] * 100
             t.append(f"  (estimate {'over' if err >= 0 else 'under'} by {abs(err):.0f}%)", style="yellow" if err < 0 else "")

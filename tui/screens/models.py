@@ -1,7 +1,7 @@
 """Models screen (key 2): which candidate fits the chosen GPU under which method, and why.
 
 Top: GPU picker (detected devices first), batch size, audio seconds, filter. Middle: one row
-per catalog model with a fit mark and GB per method. Bottom: the highlighted model's estimate
+per catalog model with a fit mark and GiB (2**30 bytes) per method. Bottom: the highlighted model's estimate
 term by term for every method, measured peaks where runs recorded them, and the recommended
 set-up. Estimates are pure arithmetic (engine.estimator) over the shipped parameter counts,
 so every keystroke updates them live. No torch here.
@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Header, Input, Label, Select, Static
 
 from engine import calibration
 from engine.catalog import WHOLE_5_MIN_S, ModelEntry, load_catalog, matches
-from engine.estimator import FitConfig, estimate, max_batch, recommend
+from engine.estimator import FitConfig, estimate, max_batch, recommend, traced_gb
 from engine.gpus import Gpu, detect, presets
 from tui.widgets.footer import KeysFooter
 
@@ -36,7 +36,7 @@ def this_machine_cpu() -> Gpu:
     import os
 
     try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError, AttributeError):
         total = 0.0
     return Gpu(name="this machine (CPU)", vendor="cpu", index=None, total_gb=round(total, 1), detected=True,
@@ -47,7 +47,7 @@ def gpu_label(g: Gpu) -> str:
     """The picker's words: detected devices as they are, the CPU with its RAM, presets marked
     `preset` (they are not this machine)."""
     if g.vendor == "cpu":
-        return f"{g.name}, {g.total_gb:g} GB RAM"
+        return f"{g.name}, {g.total_gb:g} GiB RAM"
     return g.label if g.detected else f"{g.label} preset"
 
 
@@ -84,9 +84,9 @@ def fit_cell(entry: ModelEntry, method: str, cfg: FitConfig, gpu_gb: float) -> T
     return Text(f"{mark} {est.total_gb:.1f}", style=style)
 
 
-def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: list[dict]) -> Text:
+def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: list[dict], home=None) -> Text:
     """The highlighted model: recommendation (or why it cannot be trained), terms x methods,
-    measured peaks."""
+    traced peaks (`voxtune fit --trace`, cached in the workspace `home`), measured peaks. GiB throughout."""
     t = Text()
     p = entry.params or {}
     src = "" if p.get("source") == "computed" else f" ({p.get('source', 'no counts')})"
@@ -103,7 +103,7 @@ def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: 
     else:
         t.append(recommend(entry, gpu_gb, cfg).text + "\n", style="bold green")
     ests = {m: estimate(entry, replace(cfg, method=m)) for m in METHODS}
-    t.append(f"{'GB':<12}" + "".join(f"{m:>9}" for m in METHODS) + "\n", style="bold")
+    t.append(f"{'GiB':<12}" + "".join(f"{m:>9}" for m in METHODS) + "\n", style="bold")
     for term in TERMS:
         t.append(f"{term:<12}" + "".join(f"{ests[m].breakdown[term]:>9.2f}" for m in METHODS) + "\n")
     t.append(f"{'total':<12}", style="bold")
@@ -113,6 +113,12 @@ def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: 
     t.append("\n")
     t.append(f"{'max batch':<12}" + "".join(f"{max_batch(entry, replace(cfg, method=m), gpu_gb):>9}" for m in METHODS)
              + "\n", style="dim")
+    traced = {m: traced_gb(entry, replace(cfg, method=m), home) for m in METHODS}
+    if any(v is not None for v in traced.values()):
+        t.append(f"{'traced':<12}", style="magenta")
+        for m in METHODS:
+            t.append(f"{traced[m]:>9.1f}" if traced[m] is not None else f"{'-':>9}", style="magenta")
+        t.append("\n")
     measured = [(m, calibration.compare(ests[m], measurements, entry, replace(cfg, method=m))) for m in METHODS]
     if any(c for _, c in measured):
         t.append(f"{'measured':<12}", style="cyan")
@@ -120,7 +126,7 @@ def detail_text(entry: ModelEntry, cfg: FitConfig, gpu_gb: float, measurements: 
             t.append(f"{c['measured_gb']:>9.1f}" if c else f"{'-':>9}", style="cyan")
         t.append("\n")
     for m in past_peaks(measurements, entry):
-        t.append(f"past run {m.get('run_id') or '?'}: {calibration.measured_gb(m):.1f} GB measured "
+        t.append(f"past run {m.get('run_id') or '?'}: {calibration.measured_gb(m):.1f} GiB measured "
                  f"({m.get('method')}, batch {m.get('batch')}, {float(m.get('audio_seconds') or 0):g} s audio"
                  f"{', OOM' if m.get('oom') else ''} on {m.get('device') or '?'})\n", style="cyan")
     t.append("can rewrite text" if entry.can_rewrite else "CTC, monotonic: can drop fillers, cannot rewrite",
@@ -280,7 +286,8 @@ class ModelsScreen(Screen):
             what = " and ".join(x for x in (repr(self.filter) if self.filter else "", self.filter_text()) if x)
             detail.update(Text(f"no model matches {what} (/ changes the text filter, w and o the others)", style="dim"))
         else:
-            detail.update(detail_text(e, self.cfg, self.gpu_gb, self.measurements))
+            ws = getattr(self.app, "workspace", None)
+            detail.update(detail_text(e, self.cfg, self.gpu_gb, self.measurements, getattr(ws, "home", None)))
 
     # -- events -----------------------------------------------------------------------------
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

@@ -144,9 +144,9 @@ def gpu_choices() -> list[tuple[str, Any]]:
         detected = []
     for g in detected:
         if getattr(g, "vendor", None) != "cpu" and getattr(g, "total_gb", 0):
-            out.append((f"{g.name} ({g.total_gb:g} GB, this machine)", g))
+            out.append((f"{g.name} ({g.total_gb:g} GiB, this machine)", g))
     for g in gpus.presets():
-        out.append((f"{g.name} ({g.total_gb:g} GB)", g))
+        out.append((f"{g.name} ({g.total_gb:g} GiB)", g))
     return out
 
 
@@ -161,6 +161,7 @@ class Fit:
     max_batch: int
     free_gb: float | None = None
     recommendation: str | None = None
+    traced_gb: float | None = None  # `voxtune fit --trace`'s figure for this config, when cached
 
 
 def fit_for(cfg: dict, gpu: Any) -> Fit | str | None:
@@ -185,8 +186,12 @@ def fit_for(cfg: dict, gpu: Any) -> Fit | str | None:
         entry = est._entry
         rec = estimator.recommend(entry, gpu_gb, base=estimator.fit_config_from_run(cfg, entry))
         recommendation = rec.text
+    try:
+        traced = estimator.traced_for_run(cfg)
+    except Exception:  # noqa: BLE001 - a traced figure is extra information, never a reason to fail
+        traced = None
     return Fit(total_gb=est.total_gb, gpu=gpu.name, gpu_gb=gpu_gb, verdict=verdict, max_batch=est.max_batch(gpu_gb),
-               free_gb=getattr(gpu, "free_gb", None), recommendation=recommendation)
+               free_gb=getattr(gpu, "free_gb", None), recommendation=recommendation, traced_gb=traced)
 
 
 def check_config(ws: Workspace, options: dict, gpu: Any) -> tuple[dict | None, str | None, str | None, Any]:
@@ -215,13 +220,15 @@ def _eval_warning(ws: Workspace, cfg: Any) -> str | None:
 
 
 def estimate_text(fit: Fit | str | None) -> Text:
-    """'≈ 7.9 GB of 12 GB on RX 7700 XT: fits (largest batch 6)', or a loud warning."""
+    """'≈ 7.9 GiB of 12 GiB on RX 7700 XT: fits (largest batch 6)', or a loud warning."""
     if fit is None:
         return Text("Estimate: fill in the form (model, method, dataset).", style="dim")
     if isinstance(fit, str):
         return Text(f"Estimate: {fit}", style="yellow")
     text = Text("Estimate: ")
-    text.append(f"≈ {fit.total_gb:.1f} GB of {fit.gpu_gb:g} GB on {fit.gpu}")
+    text.append(f"≈ {fit.total_gb:.1f} GiB of {fit.gpu_gb:g} GiB on {fit.gpu}")
+    if fit.traced_gb is not None:
+        text.append(f" (traced {fit.traced_gb:.1f} GiB)", style="magenta")
     if fit.verdict == "fits":
         text.append("  ✓ fits", style="bold green")
     elif fit.verdict == "tight":
@@ -231,7 +238,7 @@ def estimate_text(fit: Fit | str | None) -> Text:
     if fit.verdict != "no":
         text.append(f" (largest batch {fit.max_batch})")
         if fit.free_gb is not None and fit.free_gb < fit.total_gb:
-            text.append(f"\n  only {fit.free_gb:.1f} GB free now: the run waits until memory frees up", style="yellow")
+            text.append(f"\n  only {fit.free_gb:.1f} GiB free now: the run waits until memory frees up", style="yellow")
     else:
         text.append(f"\n  {fit.recommendation or 'try a smaller batch, qlora, or checkpointing'}", style="red")
         text.append("\n  (you can still queue it; it will wait and never start on this GPU)", style="dim")

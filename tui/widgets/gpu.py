@@ -17,19 +17,19 @@ KEEP = 600  # ten minutes at one sample a second
 
 
 def gauge(used: float, total: float, width: int = 30) -> Text:
-    """`██████░░░░ 6.1/12.0 GB 51%`, red past 90% (the OOM zone)."""
+    """`██████░░░░ 6.1/12.0 GiB 51%`, red past 90% (the OOM zone)."""
     frac = 0.0 if total <= 0 else max(0.0, min(1.0, used / total))
     filled = round(frac * width)
     colour = "red" if frac >= 0.9 else "yellow" if frac >= 0.75 else "green"
     t = Text()
     t.append("█" * filled, style=colour)
     t.append("░" * (width - filled), style="dim")
-    t.append(f" {used:.1f}/{total:.1f} GB {frac * 100:.0f}%")
+    t.append(f" {used:.1f}/{total:.1f} GiB {frac * 100:.0f}%")
     return t
 
 
 def memory_of(rec: dict) -> tuple[str, float | None, float | None]:
-    """(label, used GB, total GB) of the device that matters for this sample."""
+    """(label, used GiB, total GiB) of the device that matters for this sample."""
     gpu = rec.get("gpu")
     if gpu:
         return f"GPU {gpu.get('name') or ''}".strip(), gpu.get("used_gb"), gpu.get("total_gb")
@@ -67,9 +67,9 @@ class GpuPanel(Vertical):
         else:
             head.append("memory not reported", style="dim")
         if last.get("proc_gpu_gb") is not None:
-            head.append(f"\nthis run: {last['proc_gpu_gb']:.2f} GB")
+            head.append(f"\nthis run: {last['proc_gpu_gb']:.2f} GiB")
         if last.get("rss_gb") is not None:
-            head.append(f"\nworker RSS: {last['rss_gb']:.2f} GB")
+            head.append(f"\nworker RSS: {last['rss_gb']:.2f} GiB")
         self.query_one("#gpu-gauge", Static).update(head)
         mems = [memory_of(r)[1] or 0.0 for r in self.records]
         self.query_one("#gpu-mem-spark", Sparkline).data = mems
