@@ -30,6 +30,7 @@ from engine import executors
 from engine import queue as runqueue
 from engine import scheduler
 from engine.config import ConfigError, RunConfig
+from engine.procs import python_module, safe_env
 from engine.progress import read_progress
 from engine.runfiles import RunFiles, atomic_write_json, read_json, tail_lines
 from engine.store import Store
@@ -152,7 +153,7 @@ def start(ws: Workspace, wait_s: float = 30.0) -> int:
         os.replace(log_file, log_file.with_name(log_file.name + ".1"))  # keep one previous log
     with open(log_file, "ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "engine.daemon", "--home", str(ws.home)],
+            python_module("engine.daemon", "--home", str(ws.home)), env=safe_env(),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True, cwd=str(ws.home),
         )
@@ -461,7 +462,7 @@ class Daemon:
         self.store.set_status(rid, RunStatus.RUNNING, "resuming from last checkpoint" if run.get("resume") else None,
                               device=device, pid=None, pid_create_time=None, cancel_requested=False,
                               exit_code=None, signal=None, procs=procs, strategy=strategy)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = safe_env(PYTHONUNBUFFERED="1")
         if multi_gpu and device != scheduler.CPU:
             env["CUDA_VISIBLE_DEVICES"] = device  # ROCm builds of torch honour it too
         env.update(distributed_env(procs, strategy))
@@ -471,7 +472,7 @@ class Daemon:
                       f"on {on} ===\n".encode())
             log.flush()
             child = subprocess.Popen(
-                [sys.executable, "-m", "engine.worker", str(files.root)],
+                python_module("engine.worker", str(files.root)),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True, cwd=str(files.root), env=env,
             )
