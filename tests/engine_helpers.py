@@ -39,6 +39,15 @@ def _last_checkpoint(files: RunFiles) -> int:
 
 
 def _save(files: RunFiles, step: int) -> None:
+    ballast = int(os.environ.get("VOXTUNE_TEST_CKPT_BYTES") or 0)
+    if ballast:  # like HF Trainer: weights straight into checkpoint-N/, the state file last
+        final = files.checkpoints / f"checkpoint-{step}"
+        final.mkdir(parents=True, exist_ok=True)
+        with open(final / "model.safetensors", "wb") as f:
+            for _ in range(0, ballast, 1 << 20):
+                f.write(os.urandom(min(1 << 20, ballast)))
+        atomic_write_json(final / "state.json", {"step": step})
+        return
     tmp = files.checkpoints / f".tmp-checkpoint-{step}-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
     atomic_write_json(tmp / "state.json", {"step": step})
