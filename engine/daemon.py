@@ -662,7 +662,10 @@ class Daemon:
         if oom and status == RunStatus.FAILED:
             result["oom"] = True
             budget = next((d.total_gb for d in gpu_devices(self.gpus()) if d.id == run.get("device")), None)
+            killed = bool(sig)
             reason = oom_reason(config, result, budget, fallback=reason if result.get("oom") else None)
+            if killed:
+                reason += f" (the kernel's out-of-memory killer sent {sig}: its oom_kill count rose while the run trained)"
             if ended is not None and ended.detail:
                 reason += f" ({ended.detail})"
         result.update(status=status, reason=reason, exit_code=returncode, signal=sig, error_tail=tail)

@@ -83,6 +83,11 @@ def step_job(run_dir: str | Path) -> int:
             return 1
         if fail == "crash" and step == 2:
             raise RuntimeError("boom: the recipe failed")
+        if fail == "cpu-oom" and step == 2:  # the message torch's CPU allocator raises
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                               "you tried to allocate 8589934592 bytes. Error code 12 (Cannot allocate memory)")
+        if fail == "enomem" and step == 2:
+            raise OSError(12, "Cannot allocate memory")
         append_jsonl(files.metrics, {"kind": "train", "step": step, "max_steps": max_steps, "loss": 1.0 / step,
                                      "time": time.time()})
         if step % save_every == 0:
