@@ -474,11 +474,25 @@ class Daemon:
             self.spawn(by_id[rid], device, multi_gpu=len(devices) > 1, procs=plan.procs.get(rid, 1),
                        strategy=plan.strategy.get(rid))
 
+    def _refuse_changed_dataset(self, rid: str, files: RunFiles) -> bool:
+        """A queued run whose dataset was re-imported since it was queued (or since it was
+        interrupted) does not start: failed, with both manifest hashes (engine.queue.dataset_drift)."""
+        try:
+            drift = runqueue.dataset_drift(self.store, RunConfig.load(files.config))
+        except ConfigError as e:
+            drift = f"{files.config} cannot be read ({e})"
+        if drift:
+            self.store.set_status(rid, RunStatus.FAILED, f"not started: {drift}")
+            _log(f"{rid}: not started: {drift}")
+        return bool(drift)
+
     def spawn(self, run: dict, device: str, multi_gpu: bool = False, procs: int = 1, strategy: str | None = None) -> None:
         rid = run["id"]
         files = RunFiles(self.ws.run_dir(rid))
         if not files.config.exists():
             self.store.set_status(rid, RunStatus.FAILED, f"{files.config} is missing; the run cannot start")
+            return
+        if self._refuse_changed_dataset(rid, files):
             return
         # Recorded as running before the process exists: if the daemon dies in between, the
         # run comes back as interrupted (resumable) rather than queued and started twice.
@@ -562,6 +576,8 @@ class Daemon:
         config = read_json(files.config, None)
         if not isinstance(config, dict):
             self.store.set_status(rid, "failed", f"{files.config} is missing; the run cannot start")
+            return
+        if self._refuse_changed_dataset(rid, files):
             return
         # running before the job exists, as in spawn(): a crash in between leaves it interrupted, not twice submitted
         self.store.set_status(rid, "running", "submitting to Slurm", device=None, pid=None, pid_create_time=None,
