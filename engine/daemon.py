@@ -37,7 +37,7 @@ from engine.runfiles import RunFiles, atomic_write_json, read_json, tail_lines
 from engine.store import Store
 from engine.telemetry import Sampler, detect_gpus
 from engine.worker import BUSY_EXIT, lock_holder
-from engine.workspace import Workspace
+from engine.workspace import Workspace, open_private, private_umask
 from engine.errors import VoxtuneError
 from engine.enums import RunStatus
 
@@ -162,7 +162,7 @@ def start(ws: Workspace, wait_s: float = 30.0) -> int:
     log_file = log_path(ws)
     if log_file.exists() and log_file.stat().st_size > LOG_ROTATE_BYTES:
         os.replace(log_file, log_file.with_name(log_file.name + ".1"))  # keep one previous log
-    with open(log_file, "ab") as log:
+    with os.fdopen(open_private(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log:
         child = subprocess.Popen(
             python_module("engine.daemon", "--home", str(ws.home)), env=safe_env(),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -280,7 +280,7 @@ class Daemon:
 
     # lifecycle
     def acquire(self) -> bool:
-        fd = os.open(_lock_path(self.ws), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_private(_lock_path(self.ws))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -741,6 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.daemon")
     parser.add_argument("--home", required=True)
     args = parser.parse_args(argv)
+    private_umask()  # runs/, logs, checkpoints: 0700/0600 (engine.workspace)
     from engine.workspace import open_workspace
 
     return serve(open_workspace(args.home))

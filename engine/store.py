@@ -30,7 +30,7 @@ from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
 from engine.runfiles import atomic_write_text
-from engine.workspace import Workspace
+from engine.workspace import Workspace, open_private
 from engine.errors import VoxtuneError
 from engine.enums import FINAL, RunStatus
 
@@ -188,7 +188,7 @@ class Store:
         with self._tlock:
             if self._depth == 0:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+                fd = open_private(self.lock_path)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._lock_fd = fd
                 try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from engine.enums import RunStatus
 from engine.faults import DISK_FULL_EXIT, OOM_MARKERS, disk_full_error, disk_full_reason, drop_partial, is_oom
 from engine.runfiles import RunFiles, atomic_write_json
+from engine.workspace import open_private, private_umask
 
 LOCK_NAME = ".worker.lock"
 # Tests and diagnostics point this at another `module:function(run_dir) -> int`.
@@ -27,7 +28,7 @@ BUSY_EXIT = 75  # EX_TEMPFAIL: another live worker holds this run's lock
 
 
 def acquire_lock(run_dir: Path) -> int | None:
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_private(run_dir / LOCK_NAME)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -70,6 +71,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m engine.worker RUN_DIR", file=sys.stderr)
         return 2
+    private_umask()  # checkpoints, samples, metrics: the user's only (engine.workspace)
     run_dir = Path(argv[0]).resolve()
     files = RunFiles(run_dir)
     if acquire_lock(run_dir) is None:

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.workspace import private_umask
+
+    private_umask()  # what voxtune writes is 0700/0600 (engine.workspace's policy)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
