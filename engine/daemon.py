@@ -270,6 +270,7 @@ class Daemon:
         self.samplers: dict[str, Sampler] = {}
         self.term_sent: dict[str, float] = {}
         self.forced: set[str] = set()
+        self.unrecorded: set[str] = set()  # runs whose ending could not be written to the store yet
         self.oom_base: dict[str, int | None] = {}  # kernel OOM-kill count when each worker started (faults)
         self.stopping = False
         self._last_sample = 0.0
@@ -604,8 +605,11 @@ class Daemon:
         except _Following:
             return
         except Exception:
-            _log(f"{rid}: could not record the worker's end yet (tried again at the next poll):\n{traceback.format_exc()}")
+            if rid not in self.unrecorded:  # the traceback once, not at every poll
+                self.unrecorded.add(rid)
+                _log(f"{rid}: could not record the worker's end yet (tried again at every poll):\n{traceback.format_exc()}")
             return
+        self.unrecorded.discard(rid)
         self.children.pop(rid, None)
         self.adopted.pop(rid, None)
         self.samplers.pop(rid, None)
