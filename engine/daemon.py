@@ -14,6 +14,7 @@ life; .voxtune/engine.pid says who it is (pid + create_time, checked with psutil
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import os
 import signal
@@ -26,16 +27,17 @@ from typing import Any
 
 import psutil
 
-from engine import executors
+from engine import executors, faults
 from engine import queue as runqueue
 from engine import scheduler
 from engine.config import ConfigError, RunConfig
+from engine.procs import python_module, safe_env
 from engine.progress import read_progress
 from engine.runfiles import RunFiles, atomic_write_json, read_json, tail_lines
 from engine.store import Store
 from engine.telemetry import Sampler, detect_gpus
-from engine.worker import BUSY_EXIT, OOM_MARKERS, lock_holder
-from engine.workspace import Workspace
+from engine.worker import BUSY_EXIT, lock_holder
+from engine.workspace import Workspace, open_private, private_umask
 from engine.errors import VoxtuneError
 from engine.enums import RunStatus
 
@@ -95,6 +97,15 @@ def _lock_held(ws: Workspace) -> bool:
         os.close(fd)
 
 
+def _worker_alive(ws: Workspace, run: dict) -> bool:
+    """Whether a live worker trains `run`: it holds the run's lock, or its recorded pid lives."""
+    try:
+        holder = lock_holder(ws.run_dir(run["id"]))
+    except OSError:
+        holder = None
+    return bool(holder) or _proc_matches(run.get("pid"), run.get("pid_create_time")) is not None
+
+
 def _daemon_process(ws: Workspace) -> psutil.Process | None:
     info = read_json(_pid_path(ws)) or {}
     proc = _proc_matches(info.get("pid"), info.get("create_time"))
@@ -123,6 +134,7 @@ def status(ws: Workspace) -> dict:
             "id": r["id"], "pid": r.get("pid"), "device": r.get("device"), "started_at": r.get("started_at"),
             "cancel_requested": bool(r.get("cancel_requested")), "step": prog["step"],
             "max_steps": prog["max_steps"], "eta_s": prog["eta_s"], "slurm_job_id": r.get("slurm_job_id"),
+            "worker_alive": bool(r.get("slurm_job_id")) or _worker_alive(ws, r),
         })
     queued = scheduler.order(x for x in runs if x["status"] == RunStatus.QUEUED)
     return {
@@ -150,9 +162,9 @@ def start(ws: Workspace, wait_s: float = 30.0) -> int:
     log_file = log_path(ws)
     if log_file.exists() and log_file.stat().st_size > LOG_ROTATE_BYTES:
         os.replace(log_file, log_file.with_name(log_file.name + ".1"))  # keep one previous log
-    with open(log_file, "ab") as log:
+    with os.fdopen(open_private(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "engine.daemon", "--home", str(ws.home)],
+            python_module("engine.daemon", "--home", str(ws.home)), env=safe_env(),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True, cwd=str(ws.home),
         )
@@ -193,7 +205,11 @@ def stop(ws: Workspace, timeout_s: float = 30.0) -> bool:
 
 # -- the daemon itself ------------------------------------------------------------------------
 def _log(msg: str) -> None:
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}", flush=True)
+    """A line in engine.log (the daemon's stdout); on a full disk the line is lost, never the daemon."""
+    try:
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}", flush=True)
+    except OSError:
+        pass
 
 
 def _gb(x: Any) -> str:
@@ -241,6 +257,10 @@ def distributed_env(procs: int, strategy: str | None) -> dict[str, str]:
     return {NPROC_ENV: str(max(1, int(procs))), STRATEGY_ENV: strategy or "ddp"}
 
 
+class _Following(Exception):
+    """finalize(): the run's worker was another live process, now followed instead."""
+
+
 class Daemon:
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws.ensure()
@@ -250,6 +270,8 @@ class Daemon:
         self.samplers: dict[str, Sampler] = {}
         self.term_sent: dict[str, float] = {}
         self.forced: set[str] = set()
+        self.unrecorded: set[str] = set()  # runs whose ending could not be written to the store yet
+        self.oom_base: dict[str, int | None] = {}  # kernel OOM-kill count when each worker started (faults)
         self.stopping = False
         self._last_sample = 0.0
         self._gpus: list = []
@@ -259,7 +281,7 @@ class Daemon:
 
     # lifecycle
     def acquire(self) -> bool:
-        fd = os.open(_lock_path(self.ws), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_private(_lock_path(self.ws))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -410,8 +432,11 @@ class Daemon:
             if not run.get("cancel_requested"):
                 continue
             files = RunFiles(self.ws.run_dir(rid))
-            if not files.cancel_request.exists():
-                files.cancel_request.write_text(f"{now}\n")
+            try:
+                if not files.cancel_request.exists():
+                    files.cancel_request.write_text(f"{now}\n")
+            except OSError as e:  # a full disk: the signals below still stop the worker
+                _log(f"{rid}: cannot write cancel.request ({e})")
             pid = self._pid_of(rid)
             if pid is None:
                 continue
@@ -450,32 +475,63 @@ class Daemon:
             self.spawn(by_id[rid], device, multi_gpu=len(devices) > 1, procs=plan.procs.get(rid, 1),
                        strategy=plan.strategy.get(rid))
 
+    def _refuse_changed_dataset(self, rid: str, files: RunFiles) -> bool:
+        """A queued run whose dataset was re-imported since it was queued (or since it was
+        interrupted) does not start: failed, with both manifest hashes (engine.queue.dataset_drift)."""
+        try:
+            drift = runqueue.dataset_drift(self.store, RunConfig.load(files.config))
+        except ConfigError as e:
+            drift = f"{files.config} cannot be read ({e})"
+        if drift:
+            self.store.set_status(rid, RunStatus.FAILED, f"not started: {drift}")
+            _log(f"{rid}: not started: {drift}")
+        return bool(drift)
+
     def spawn(self, run: dict, device: str, multi_gpu: bool = False, procs: int = 1, strategy: str | None = None) -> None:
         rid = run["id"]
         files = RunFiles(self.ws.run_dir(rid))
         if not files.config.exists():
             self.store.set_status(rid, RunStatus.FAILED, f"{files.config} is missing; the run cannot start")
             return
+        if self._refuse_changed_dataset(rid, files):
+            return
         # Recorded as running before the process exists: if the daemon dies in between, the
         # run comes back as interrupted (resumable) rather than queued and started twice.
+        oom_base = faults.oom_kill_count()
         self.store.set_status(rid, RunStatus.RUNNING, "resuming from last checkpoint" if run.get("resume") else None,
                               device=device, pid=None, pid_create_time=None, cancel_requested=False,
-                              exit_code=None, signal=None, procs=procs, strategy=strategy)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+                              exit_code=None, signal=None, procs=procs, strategy=strategy, oom_kills_at_start=oom_base)
+        env = safe_env(PYTHONUNBUFFERED="1")
         if multi_gpu and device != scheduler.CPU:
             env["CUDA_VISIBLE_DEVICES"] = device  # ROCm builds of torch honour it too
         env.update(distributed_env(procs, strategy))
-        with open(files.log, "ab") as log:
-            on = f"{device} ({procs} processes, {strategy})" if procs > 1 else device
-            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if run.get('resume') else 'start'} "
-                      f"on {on} ===\n".encode())
-            log.flush()
-            child = subprocess.Popen(
-                [sys.executable, "-m", "engine.worker", str(files.root)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True, cwd=str(files.root), env=env,
-            )
+        try:
+            with open(files.log, "ab") as log:
+                on = f"{device} ({procs} processes, {strategy})" if procs > 1 else device
+                try:  # a header that does not fit on a full disk is no reason not to start
+                    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if run.get('resume') else 'start'} "
+                              f"on {on} ===\n".encode())
+                    log.flush()
+                except OSError:
+                    pass
+                child = subprocess.Popen(
+                    python_module("engine.worker", str(files.root)),
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True, close_fds=True, cwd=str(files.root), env=env,
+                )
+        except OSError as e:  # never leave a run `running` without a worker
+            from engine.errors import from_os_error
+
+            why = from_os_error(e, "the worker could not start")
+            reason = why.one_line() if why is not None else f"the worker could not start: {e}"
+            self.store.set_status(rid, RunStatus.FAILED, reason, pid=None, pid_create_time=None,
+                                  disk_full=faults.disk_full_error(e) is not None)
+            if faults.disk_full_error(e) is not None:
+                runqueue.pause(self.ws, f"paused: {rid}: {reason}; free some space, then `voxtune queue resume`")
+            _log(f"{rid}: {reason}")
+            return
         self.children[rid] = child
+        self.oom_base[rid] = oom_base
         try:
             ctime = psutil.Process(child.pid).create_time()
         except psutil.Error:
@@ -522,6 +578,8 @@ class Daemon:
         if not isinstance(config, dict):
             self.store.set_status(rid, "failed", f"{files.config} is missing; the run cannot start")
             return
+        if self._refuse_changed_dataset(rid, files):
+            return
         # running before the job exists, as in spawn(): a crash in between leaves it interrupted, not twice submitted
         self.store.set_status(rid, "running", "submitting to Slurm", device=None, pid=None, pid_create_time=None,
                               cancel_requested=False, exit_code=None, signal=None, slurm_job_id=None,
@@ -537,22 +595,39 @@ class Daemon:
 
     def finalize(self, rid: str, returncode: int | None, ended: executors.Ended | None = None) -> None:
         """A worker ended: decide the run's status and record everything we know. `ended`: what
-        a remote executor knows about how its job ended (used when result.json does not say)."""
+        a remote executor knows about how its job ended (used when result.json does not say).
+
+        The store is written first and nothing depends on a run file being written: on a full
+        disk result.json may stay as the worker left it. If even the store cannot be written the
+        run stays tracked and the next poll tries again (so freeing space is enough)."""
+        try:
+            self._finalize(rid, returncode, ended)
+        except _Following:
+            return
+        except Exception:
+            if rid not in self.unrecorded:  # the traceback once, not at every poll
+                self.unrecorded.add(rid)
+                _log(f"{rid}: could not record the worker's end yet (tried again at every poll):\n{traceback.format_exc()}")
+            return
+        self.unrecorded.discard(rid)
         self.children.pop(rid, None)
         self.adopted.pop(rid, None)
-        sampler = self.samplers.pop(rid, None)
+        self.samplers.pop(rid, None)
+        self.oom_base.pop(rid, None)
+
+    def _finalize(self, rid: str, returncode: int | None, ended: executors.Ended | None = None) -> None:
+        sampler = self.samplers.get(rid)
         if returncode == BUSY_EXIT:  # our worker found another one training this run: follow that one
             holder = lock_holder(self.ws.run_dir(rid))
             proc = _proc_matches(holder, None) if holder and holder > 0 else None
             if proc is not None:
+                self.store.update_run(rid, pid=proc.pid, pid_create_time=proc.create_time())
+                self.children.pop(rid, None)
                 self.adopted[rid] = proc
                 self.samplers[rid] = Sampler(RunFiles(self.ws.run_dir(rid)), proc.pid)
-                self.store.update_run(rid, pid=proc.pid, pid_create_time=proc.create_time())
                 _log(f"{rid}: already trained by worker pid {proc.pid}; following it")
-                return
+                raise _Following()
         forced = rid in self.forced
-        self.forced.discard(rid)
-        self.term_sent.pop(rid, None)
         files = RunFiles(self.ws.run_dir(rid))
         run = self.store.get_run(rid)
         if run is None:
@@ -570,6 +645,7 @@ class Daemon:
         sig = signal.Signals(-returncode).name if returncode is not None and returncode < 0 else None
         last_line = next((ln.strip() for ln in reversed(tail) if ln.strip() and not ln.startswith("===")), "")
 
+        disk_full = bool(result.get("disk_full"))
         if result.get("status") in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED):
             status, reason = result["status"], result.get("reason")
         elif ended is not None and ended.status:
@@ -577,15 +653,24 @@ class Daemon:
         elif forced:
             status, reason = RunStatus.CANCELLED, f"cancelled: the worker ignored the cancel request and was stopped ({sig or 'signal'})"
         elif sig:
-            status, reason = RunStatus.FAILED, f"killed by {sig}" + (" (the kernel's out-of-memory killer does this)" if sig == "SIGKILL" else "")
+            base = self.oom_base.get(rid, run.get("oom_kills_at_start"))
+            reason, killed_oom = faults.signal_reason(sig, base, faults.oom_kill_count())
+            status = RunStatus.FAILED
+            if killed_oom:
+                result["oom"] = True
+        elif returncode == faults.DISK_FULL_EXIT or (returncode and faults.is_disk_full_text("\n".join(tail))):
+            line = next((ln for ln in reversed(tail) if faults.is_disk_full_text(ln)), "")
+            reason, partial = faults.disk_full_reason(OSError(errno.ENOSPC, line, line), files.checkpoints)
+            faults.drop_partial(partial)
+            status, disk_full = RunStatus.FAILED, True
         elif returncode is None:
             status, reason = RunStatus.FAILED, f"the worker ended while the engine was not watching, without a result; last line: {last_line[:200]}"
         elif returncode != 0:
             status, reason = RunStatus.FAILED, f"worker exited with code {returncode}: {last_line[:200]}"
         else:
             status, reason = RunStatus.FAILED, "the worker exited without writing result.json"
-        oom = bool(result.get("oom")) or bool(ended is not None and ended.oom) or (
-            status == RunStatus.FAILED and any(m in "\n".join(tail).lower() for m in OOM_MARKERS))
+        oom = not disk_full and (bool(result.get("oom")) or bool(ended is not None and ended.oom) or (
+            status == RunStatus.FAILED and not sig and faults.is_oom_text("\n".join(tail))))
         peaks = sampler.peaks() if sampler else {}
         peak = dict(result.get("peak_memory") or {})
         peak.setdefault("device", run.get("device"))
@@ -597,19 +682,32 @@ class Daemon:
         if oom and status == RunStatus.FAILED:
             result["oom"] = True
             budget = next((d.total_gb for d in gpu_devices(self.gpus()) if d.id == run.get("device")), None)
+            killed = bool(sig)
             reason = oom_reason(config, result, budget, fallback=reason if result.get("oom") else None)
+            if killed:
+                reason += f" (the kernel's out-of-memory killer sent {sig}: its oom_kill count rose while the run trained)"
             if ended is not None and ended.detail:
                 reason += f" ({ended.detail})"
         result.update(status=status, reason=reason, exit_code=returncode, signal=sig, error_tail=tail)
-        atomic_write_json(files.result, result)
         prog = read_progress(files)
         metrics = result.get("metrics") or prog["last_eval"]
-        self.store.set_status(
+        try:  # a calibration point (a store write, before the status others wait on)
+            self._measure(rid, run, config.to_dict(), result)
+        except Exception:
+            _log(f"{rid}: measurement not recorded:\n{traceback.format_exc()}")
+        self.store.set_status(  # the store first: it must never wait on a run file (a full disk)
             rid, status, reason, pid=None, pid_create_time=None, exit_code=returncode, signal=sig,
             peak_memory=peak, metrics=metrics, best=result.get("best") or run.get("best"),
-            resume=False, cancel_requested=False, oom=oom,
+            resume=False, cancel_requested=False, oom=oom, disk_full=disk_full,
         )
-        self._measure(rid, run, config.to_dict(), result)
+        self.forced.discard(rid)
+        self.term_sent.pop(rid, None)
+        if disk_full:
+            runqueue.pause(self.ws, f"paused: {rid}: {reason.split(';')[0]}; free some space, then `voxtune queue resume`")
+        try:
+            atomic_write_json(files.result, result)
+        except OSError as e:
+            _log(f"{rid}: result.json not completed ({e}); the store has the ending")
         _log(f"{rid}: {status} ({reason or 'ok'}), exit code {returncode}, signal {sig}")
 
     def _measure(self, rid: str, run: dict, config: dict, result: dict) -> None:
@@ -647,6 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.daemon")
     parser.add_argument("--home", required=True)
     args = parser.parse_args(argv)
+    private_umask()  # runs/, logs, checkpoints: 0700/0600 (engine.workspace)
     from engine.workspace import open_workspace
 
     return serve(open_workspace(args.home))

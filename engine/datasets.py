@@ -476,13 +476,21 @@ def check_name(name: str) -> str:
 
 
 def import_dataset(ws: Workspace, path: str | Path, name: str, seed: int | None = None,
-                   split: str | None = None, pinned: list[str] | None = None) -> dict:
+                   split: str | None = None, pinned: list[str] | None = None, replace: bool = False) -> dict:
     """Import (or re-import) PATH as NAME; returns the report the CLI prints.
 
     On re-import, clips already assigned keep their split unless `seed` or `split` is given;
-    new clips join train. Nothing is written when no clip is usable.
+    new clips join train. Nothing is written when no clip is usable. Re-importing NAME from
+    another source than the first import needs `replace` (DatasetError otherwise): runs queued
+    on the old data refuse to start once its manifest changed (engine.queue.dataset_drift).
     """
     check_name(name)
+    prev = Store(ws).get_dataset(name)
+    source = str(Path(path).expanduser().resolve())
+    if prev is not None and prev.get("source") and prev["source"] != source and not replace:
+        raise DatasetError(f"dataset {name!r} was imported from {prev['source']}, not {source}",
+                           hint=f"`voxtune data import {path} --name {name} --replace` replaces it (runs queued on it "
+                                "must then be re-queued), or choose another --name")
     raw_rows, problems, layout = discover(path)
     rows, more_problems, notes = validate(raw_rows)
     problems += more_problems
@@ -642,7 +650,7 @@ def ensure_demo(ws: Workspace) -> dict:
             return rec
     if not manifest.exists():
         raise DatasetError(f"{manifest}: the demo dataset is missing from this install; run `python data/make_demo.py`")
-    import_dataset(ws, manifest, DEMO_NAME, seed=DEFAULT_SEED, split=DEMO_SPLIT)
+    import_dataset(ws, manifest, DEMO_NAME, seed=DEFAULT_SEED, split=DEMO_SPLIT, replace=True)
     return Store(ws).get_dataset(DEMO_NAME)  # type: ignore[return-value]
 
 

@@ -26,7 +26,6 @@ import ctypes
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from engine.runfiles import RunFiles, atomic_write_json, read_json
@@ -78,8 +77,10 @@ def requested_procs(environ: dict | None = None) -> int:
 def launch_command(run_dir: str | Path, nproc: int) -> list[str]:
     """torchrun for `nproc` local processes. `--standalone` picks a free rendezvous port on
     localhost, so two multi-process runs on one box never collide."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={int(nproc)}",
-            "-m", "engine.rank", str(Path(run_dir).resolve())]
+    from engine.procs import python_module
+
+    return python_module("torch.distributed.run", "--standalone", f"--nproc-per-node={int(nproc)}",
+                         "-m", "engine.rank", str(Path(run_dir).resolve()))
 
 
 def launch(run_dir: str | Path, nproc: int) -> int:
@@ -92,7 +93,9 @@ def launch(run_dir: str | Path, nproc: int) -> int:
     ranks.mkdir(exist_ok=True)
     for old in ranks.glob("rank-*.json"):  # a resumed run's earlier attempt
         old.unlink()
-    env = dict(os.environ)
+    from engine.procs import safe_env
+
+    env = safe_env()  # PYTHONSAFEPATH: torchrun's `-m engine.rank` children ignore the working folder too
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, nproc))))
     proc = subprocess.Popen(launch_command(files.root, nproc), env=env, cwd=str(files.root))
 

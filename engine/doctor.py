@@ -103,7 +103,9 @@ def _fused_attention_works(torch) -> dict:
 def run_probe(timeout: float = PROBE_TIMEOUT_S) -> dict:
     """The probe in a child process; {"probe_error": ...} if it fails or times out."""
     try:
-        cp = subprocess.run([sys.executable, "-m", "engine.doctor", "--probe"], capture_output=True, text=True,
+        from engine.procs import python_module, safe_env
+
+        cp = subprocess.run(python_module("engine.doctor", "--probe"), capture_output=True, text=True, env=safe_env(),
                             timeout=timeout, cwd=str(Path(__file__).resolve().parents[1]))
     except subprocess.TimeoutExpired:
         return {"probe_error": f"the ML probe took over {timeout:.0f} s (importing torch); try again"}

@@ -282,8 +282,10 @@ def compute_in_subprocess(entry: dict, timeout: float = 300) -> dict | None:
     import subprocess
 
     try:
-        cp = subprocess.run([sys.executable, "-m", "engine.params", "--entry-json", "-"], input=json.dumps(entry),
-                            capture_output=True, text=True, timeout=timeout)
+        from engine.procs import python_module, safe_env
+
+        cp = subprocess.run(python_module("engine.params", "--entry-json", "-"), input=json.dumps(entry),
+                            capture_output=True, text=True, timeout=timeout, env=safe_env())
         return json.loads(cp.stdout) if cp.returncode == 0 else None
     except (subprocess.TimeoutExpired, json.JSONDecodeError):
         return None

@@ -226,6 +226,23 @@ def add(ws: Workspace, parent: str | None = None, **options: Any) -> str:
     return run_id
 
 
+def dataset_drift(store: Store, cfg: RunConfig) -> str | None:
+    """Why the run must not start on its dataset as it is now, or None. A run trains on the
+    manifest it was queued with (config.json's dataset_manifest_hash); a re-import since then
+    (another hash in the dataset record) or a removed dataset means other data: refused, with
+    both hashes, until the user re-queues the run (`runs retry`/`clone` take the current data)."""
+    want = cfg.dataset_manifest_hash
+    if not want or not cfg.dataset:
+        return None
+    rec = store.get_dataset(cfg.dataset)
+    now = (rec or {}).get("manifest_hash")
+    if rec is not None and now == want:
+        return None
+    what = f"manifest {str(want)[:12]} when queued, {str(now)[:12]} now" if rec is not None else "it was removed"
+    return (f"dataset {cfg.dataset!r} changed since this run was queued ({what}); "
+            f"`voxtune runs retry {cfg.run_id}` queues it again on the current data")
+
+
 def _config(ws: Workspace, run_id: str) -> RunConfig:
     return RunConfig.load(RunFiles(ws.run_dir(run_id)).config)
 
@@ -290,6 +307,10 @@ def resume(ws: Workspace, run_id: str) -> bool:
         run = _require(store, run_id)
         if run["status"] not in RETRYABLE:
             raise QueueError(f"run {run_id} is {run['status']}; only interrupted, cancelled or failed runs can be resumed")
+        drift = dataset_drift(store, RunConfig.load(files.config))
+        if drift:  # its checkpoints were trained on other data: continuing would mix the two
+            why, _, hint = drift.partition("; ")
+            raise QueueError(f"run {run_id}: {why}", hint=hint)
         has_ckpt = prepare_resume(files)
         store.update_run(run_id, resume=True, cancel_requested=False, pid=None, pid_create_time=None)
         store.set_status(run_id, RunStatus.QUEUED, "resume from last checkpoint" if has_ckpt else "resume: no checkpoint yet, starts at step 0")

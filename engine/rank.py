@@ -20,8 +20,10 @@ def main(argv: list[str]) -> int:
         print("usage: torchrun ... -m engine.rank RUN_DIR", file=sys.stderr)
         return 2
     distributed.die_with_parent()
+    from engine.workspace import private_umask
     from engine.worker import _entry
 
+    private_umask()
     run_dir = Path(argv[0]).resolve()
     try:
         return int(_entry()(run_dir) or 0)

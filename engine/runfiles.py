@@ -162,8 +162,8 @@ class RunFiles:
         return self.root / "cancel.request"
 
     def create(self) -> "RunFiles":
-        self.root.mkdir(parents=True, exist_ok=False)  # a run folder is never reused
-        self.checkpoints.mkdir()
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=False)  # never reused; the user's only
+        self.checkpoints.mkdir(mode=0o700)
         return self
 
     def iter_metrics(self, kind: str | None = None) -> Iterator[dict]:

@@ -35,6 +35,7 @@ import sys
 import time
 
 from engine.executors import Ended, ExecutorError
+from engine.procs import BOOTSTRAP
 from engine.progress import read_progress
 from engine.runfiles import RunFiles, atomic_write_text, tail_lines
 from engine.workspace import Workspace
@@ -139,11 +140,12 @@ def job_script(run: dict, config: dict, files: RunFiles, conf: dict, python: str
     lines += [
         f"# written by voxtune for run {run['id']}: the same worker the local engine starts",
         "export PYTHONUNBUFFERED=1",
+        "export PYTHONSAFEPATH=1  # voxtune's own modules, never an engine/ folder in the working folder",
         f"export VOXTUNE_NPROC={'auto' if res['procs'] == 0 else res['procs']}",
         f"export VOXTUNE_STRATEGY={res['strategy']}",
         'echo "=== $(date \'+%Y-%m-%d %H:%M:%S\') slurm job $SLURM_JOB_ID on $(hostname)'
         ' (restart ${SLURM_RESTART_COUNT:-0}) ==="',
-        f"exec {q(python or sys.executable)} -m engine.worker {q(str(files.root))}",
+        f"exec {q(python or sys.executable)} -c {q(BOOTSTRAP)} engine.worker {q(str(files.root))}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -30,12 +30,18 @@ from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
 from engine.runfiles import atomic_write_text
-from engine.workspace import Workspace
+from engine.workspace import Workspace, open_private
 from engine.errors import VoxtuneError
 from engine.enums import FINAL, RunStatus
 
 SCHEMA_VERSION = 2
 STATUSES = RunStatus.values()
+# Rotating backups: before a write, if the newest voxtune.json.bak-<YYYYmmdd-HHMMSS> is older than
+# BACKUP_EVERY_S, the current (readable) file is hard-linked under that name; the newest BACKUP_KEEP stay.
+# A write replaces the file by rename, so the linked inode is never changed again: a snapshot for free.
+BACKUP_EVERY_S = float(os.environ.get("VOXTUNE_STORE_BACKUP_S", "600"))
+BACKUP_KEEP = 10
+_BACKUP_RE = re.compile(r"\.bak-(\d{8}-\d{6})$")
 
 
 class StoreError(VoxtuneError):
@@ -45,11 +51,23 @@ class StoreError(VoxtuneError):
 TABLES = ("runs", "datasets", "measurements", "_meta")
 
 
+def backups(path: Path) -> list[Path]:
+    """The rotating backups of the store at `path`, oldest first."""
+    found = [p for p in Path(path).parent.glob(Path(path).name + ".bak-*") if _BACKUP_RE.search(p.name)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def damage_hint(path: Path) -> str:
+    """What to do about a damaged store: the newest backup by name, and `voxtune runs rebuild`."""
+    baks = backups(path)
+    restore = f"copy {baks[-1].name} over it" if baks else f"restore it from a backup ({path.name}.bak-*)"
+    return f"{restore}, or run `voxtune runs rebuild` to index the runs found in runs/*/ again (it keeps this file aside)"
+
+
 def _check_shape(data: Any, path: Path) -> dict:
     """The parsed file must be TinyDB's layout: {table: {doc_id: {...}}}. Anything else (a list,
     a table that is not an object) is damage to report, never to write over."""
-    hint = (f"restore it from a backup ({path.name}.bak-*), or move it aside and run "
-            "`voxtune runs rebuild` to list the runs found in runs/*/ again")
+    hint = damage_hint(path)
     if not isinstance(data, dict):
         raise StoreError(f"{path} is not a voxtune store (expected a JSON object, found {type(data).__name__})",
                          file=path, hint=hint)
@@ -75,8 +93,7 @@ class AtomicJSONStorage(Storage):
         except IsADirectoryError:
             raise StoreError(f"{self.path} is a folder, not voxtune's store file", file=self.path,
                              hint="use another workspace (--home DIR)") from None
-        hint = (f"restore it from a backup ({self.path.name}.bak-*), or move it aside and run "
-                "`voxtune runs rebuild` to list the runs found in runs/*/ again")
+        hint = damage_hint(self.path)
         if not text.strip():
             raise StoreError(f"{self.path} is empty (it should hold voxtune's runs)", file=self.path, hint=hint)
         try:
@@ -171,13 +188,15 @@ class Store:
         with self._tlock:
             if self._depth == 0:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+                fd = open_private(self.lock_path)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._lock_fd = fd
                 try:
                     if not self.path.exists():
                         AtomicJSONStorage(self.path).write(
                             {"_meta": {"1": {"key": "schema_version", "value": SCHEMA_VERSION}}})
+                    else:
+                        self._backup_if_due()
                 except BaseException:
                     self._unlock()
                     raise
@@ -188,6 +207,34 @@ class Store:
                 self._depth -= 1
                 if self._depth == 0:
                     self._unlock()
+
+    def _backup_if_due(self, force: bool = False) -> Path | None:
+        """Under the lock: hard-link the current file as voxtune.json.bak-<time> when the newest
+        backup is older than BACKUP_EVERY_S (or `force`), and drop all but the newest BACKUP_KEEP.
+        Only a readable file is backed up (a damaged one raises StoreError here, as the write
+        that follows would). A backup that cannot be made never blocks the write."""
+        self._data()  # StoreError if damaged: never rotate good backups out for a bad one
+        baks = backups(self.path)
+        t = now()
+        if baks and not force:
+            stamp = _BACKUP_RE.search(baks[-1].name).group(1)
+            try:
+                if t - time.mktime(time.strptime(stamp, "%Y%m%d-%H%M%S")) < BACKUP_EVERY_S:
+                    return None
+            except ValueError:
+                pass
+        dest = self.path.with_name(f"{self.path.name}.bak-{time.strftime('%Y%m%d-%H%M%S', time.localtime(t))}")
+        try:
+            if not dest.exists():
+                try:
+                    os.link(self.path, dest)
+                except OSError:  # no hard links here (some network/FUSE file systems): copy
+                    atomic_write_text(dest, self.path.read_text(encoding="utf-8"))
+            for old in backups(self.path)[:-BACKUP_KEEP]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            return None
+        return dest
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:

@@ -77,11 +77,22 @@ def optimizer_name(name: str | None) -> str:
 
 
 def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    name = type(exc).__name__
-    text = str(exc).lower()
-    return name == "OutOfMemoryError" or "out of memory" in text or "hip out of memory" in text
+    """CUDA/HIP OOM, the CPU allocator's "can't allocate memory", MemoryError, ENOMEM (engine.faults)."""
+    from engine import faults
+
+    return faults.is_oom(exc)
+
+
+def _disk_full(e: BaseException, files: RunFiles, tracker: "Tracker") -> dict | None:
+    """A failed result for a full disk ("no space left on device while saving checkpoint-N"),
+    with the half-written checkpoint removed; None when `e` is not a full disk."""
+    from engine import faults
+
+    if faults.disk_full_error(e) is None:
+        return None
+    reason, partial = faults.disk_full_reason(e, files.checkpoints, tracker.step)
+    faults.drop_partial(partial)
+    return {"status": RunStatus.FAILED, "oom": False, "disk_full": True, "reason": reason}
 
 
 def eval_due(step: int, eval_every: int | None, max_steps: int) -> bool:
@@ -173,8 +184,11 @@ def run(run_dir: str | Path) -> int:
         result = _run(cfg, files, tracker)
     except BaseException as e:  # noqa: BLE001 -- every ending must leave a result.json
         traceback.print_exc()
+        full = None if isinstance(e, KeyboardInterrupt) else _disk_full(e, files, tracker)
         if isinstance(e, KeyboardInterrupt):
             result = {"status": RunStatus.CANCELLED, "reason": "interrupted (SIGINT)", "oom": False}
+        elif full is not None:
+            result = full
         elif is_oom(e):
             peak = peak_memory(tracker.device)
             used = peak["reserved_gb"] or peak["rss_gb"]
@@ -193,10 +207,18 @@ def run(run_dir: str | Path) -> int:
     result["peak_memory"] = peak_memory(tracker.device)
     result["duration_s"] = round(time.time() - started, 3)
     result["step"] = tracker.step
-    if distributed.is_main():
-        atomic_write_json(files.result, result)
-    else:  # one result.json per run: the worker folds this rank's ending into it
-        distributed.write_rank_result(files, result)
+    try:
+        if distributed.is_main():
+            atomic_write_json(files.result, result)
+        else:  # one result.json per run: the worker folds this rank's ending into it
+            distributed.write_rank_result(files, result)
+    except OSError as e:  # a full disk even for result.json: the exit status and the log tell the engine
+        from engine import faults
+
+        if faults.disk_full_error(e) is None:
+            raise
+        say(f"voxtune: run {result['status']}: {result.get('reason')} (result.json not written: {e})")
+        return faults.DISK_FULL_EXIT
     say(f"voxtune: run {result['status']}" + (f": {result['reason']}" if result.get("reason") else ""))
     return 0 if result["status"] in (RunStatus.FINISHED, RunStatus.CANCELLED) else (3 if result["oom"] else 1)
 

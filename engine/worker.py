@@ -17,17 +17,18 @@ import traceback
 from pathlib import Path
 
 from engine.enums import RunStatus
+from engine.faults import DISK_FULL_EXIT, OOM_MARKERS, disk_full_error, disk_full_reason, drop_partial, is_oom
 from engine.runfiles import RunFiles, atomic_write_json
+from engine.workspace import open_private, private_umask
 
 LOCK_NAME = ".worker.lock"
 # Tests and diagnostics point this at another `module:function(run_dir) -> int`.
 ENTRY_ENV = "VOXTUNE_WORKER_ENTRY"
 BUSY_EXIT = 75  # EX_TEMPFAIL: another live worker holds this run's lock
-OOM_MARKERS = ("out of memory", "outofmemoryerror", "hip out of memory", "cuda out of memory")
 
 
 def acquire_lock(run_dir: Path) -> int | None:
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_private(run_dir / LOCK_NAME)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -70,6 +71,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m engine.worker RUN_DIR", file=sys.stderr)
         return 2
+    private_umask()  # checkpoints, samples, metrics: the user's only (engine.workspace)
     run_dir = Path(argv[0]).resolve()
     files = RunFiles(run_dir)
     if acquire_lock(run_dir) is None:
@@ -98,11 +100,19 @@ def main(argv: list[str]) -> int:
         sys.stderr.flush()
         if not files.result.exists():
             text = f"{type(e).__name__}: {e}".strip()
-            oom = any(m in text.lower() for m in OOM_MARKERS)
-            atomic_write_json(files.result, {
-                "status": RunStatus.FAILED, "reason": text.splitlines()[0][:300] if text else type(e).__name__,
-                "oom": oom, "duration_s": round(time.time() - started, 1),
-            })
+            result = {"status": RunStatus.FAILED, "reason": text.splitlines()[0][:300] if text else type(e).__name__,
+                      "oom": is_oom(e), "duration_s": round(time.time() - started, 1)}
+            if disk_full_error(e) is not None:  # name what was being saved; drop the half-written checkpoint
+                result["reason"], partial = disk_full_reason(e, files.checkpoints)
+                result.update(disk_full=True, oom=False)
+                drop_partial(partial)
+            try:
+                atomic_write_json(files.result, result)
+            except OSError as err:
+                if disk_full_error(err) is None:
+                    raise
+                print(f"[voxtune worker] {result['reason']} (result.json not written: {err})", flush=True)
+                return DISK_FULL_EXIT
         return 1
     print(f"[voxtune worker] finished with exit code {code}", flush=True)
     return code

@@ -9,6 +9,29 @@ from pathlib import Path
 from engine.errors import VoxtuneError, from_os_error
 
 DB_NAME = "voxtune.json"
+# Permissions policy (issue 13): what voxtune writes is its user's only -- folders 0700, files 0600
+# (transcripts, predictions, logs, checkpoints, locks). voxtune's processes run with UMASK, and
+# lock files and run folders get their modes explicitly. A home folder that already exists keeps
+# its own mode (it may be the user's project folder); the folders voxtune creates in it are 0700.
+UMASK = 0o077
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def private_umask() -> int:
+    """Apply voxtune's umask to this process (and the children it starts); returns the old one."""
+    return os.umask(UMASK)
+
+
+def open_private(path: str | os.PathLike, flags: int = os.O_RDWR | os.O_CREAT) -> int:
+    """os.open with mode 0600, also tightening a file an older voxtune created 0644 (if ours)."""
+    fd = os.open(path, flags, FILE_MODE)
+    try:
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, FILE_MODE)
+    except OSError:
+        pass
+    return fd
 
 
 @dataclass(frozen=True)
@@ -49,7 +72,7 @@ class Workspace:
         check_home(self.home)
         try:
             for d in (self.home, self.data_dir, self.runs_dir, self.engine_dir, self.cache_dir):
-                d.mkdir(parents=True, exist_ok=True)
+                d.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         except OSError as e:
             raise (from_os_error(e, "workspace") or e) from None
         return self

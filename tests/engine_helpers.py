@@ -39,6 +39,15 @@ def _last_checkpoint(files: RunFiles) -> int:
 
 
 def _save(files: RunFiles, step: int) -> None:
+    ballast = int(os.environ.get("VOXTUNE_TEST_CKPT_BYTES") or 0)
+    if ballast:  # like HF Trainer: weights straight into checkpoint-N/, the state file last
+        final = files.checkpoints / f"checkpoint-{step}"
+        final.mkdir(parents=True, exist_ok=True)
+        with open(final / "model.safetensors", "wb") as f:
+            for _ in range(0, ballast, 1 << 20):
+                f.write(os.urandom(min(1 << 20, ballast)))
+        atomic_write_json(final / "state.json", {"step": step})
+        return
     tmp = files.checkpoints / f".tmp-checkpoint-{step}-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
     atomic_write_json(tmp / "state.json", {"step": step})
@@ -74,6 +83,11 @@ def step_job(run_dir: str | Path) -> int:
             return 1
         if fail == "crash" and step == 2:
             raise RuntimeError("boom: the recipe failed")
+        if fail == "cpu-oom" and step == 2:  # the message torch's CPU allocator raises
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                               "you tried to allocate 8589934592 bytes. Error code 12 (Cannot allocate memory)")
+        if fail == "enomem" and step == 2:
+            raise OSError(12, "Cannot allocate memory")
         append_jsonl(files.metrics, {"kind": "train", "step": step, "max_steps": max_steps, "loss": 1.0 / step,
                                      "time": time.time()})
         if step % save_every == 0:

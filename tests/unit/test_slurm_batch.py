@@ -28,7 +28,8 @@ def test_job_script_asks_for_the_runs_gpus_memory_and_time(tmp_path):
     assert f"#SBATCH --output={files.log}" in script and "#SBATCH --open-mode=append" in script
     assert "#SBATCH --constraint=a100" in script and "#SBATCH --cpus-per-task=8" in script
     assert "export VOXTUNE_NPROC=2" in script
-    assert script.rstrip().endswith(f"exec /venv/bin/python -m engine.worker {tmp_path}")
+    assert script.rstrip().endswith(f" engine.worker {tmp_path}") and "exec /venv/bin/python -c " in script
+    assert "export PYTHONSAFEPATH=1" in script  # not `-m`: the job's folder stays off sys.path (issue 13)
     mem = int(next(line for line in script.splitlines() if "--mem=" in line).split("=")[1].rstrip("M"))
     assert mem >= 2 * 6000  # two processes, each at least the 6 GB base
     every = slurm.job_script({"id": "r2"}, {"gpus": "all"}, files, {"kind": "slurm", "gres": "", "mem_gb": 0.5})

@@ -37,10 +37,21 @@ def workspace(args: argparse.Namespace):
     return open_workspace(getattr(args, "home", None))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line plus a hint (exit 2) like every other bad input,
+    instead of the whole usage text. Sub-command parsers are this class too."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        where = self.prog.removeprefix("voxtune").strip()
+        print(f"voxtune: {where + ': ' if where else ''}{message}", file=sys.stderr)
+        print(f"  hint: `{self.prog} --help` lists the options", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tui.cli import data, engine_cmd, models, queue, runs, transcribe
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="voxtune",
         description="Terminal experiment manager for fine-tuning audio-to-text models. "
         "Run without arguments to open the TUI.",
@@ -54,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.workspace import private_umask
+
+    private_umask()  # what voxtune writes is 0700/0600 (engine.workspace's policy)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -22,6 +22,8 @@ def register(sub) -> None:
                           "(0.8/0.1/0.1) or auto (the default: 80/10/10 from 50 clips; below that a validation "
                           "split of up to 5 clips, e.g. 6/3/1 for 10)")
     imp.add_argument("--pin", nargs="+", metavar="ID", help="pinned sample ids (default: first validation clips)")
+    imp.add_argument("--replace", action="store_true",
+                     help="NAME exists and came from another source: replace it (queued runs on it must be re-queued)")
     imp.add_argument("--json", action="store_true", help="print the import report as JSON")
     imp.set_defaults(func=cmd_import)
 
@@ -70,7 +72,8 @@ def _problems_text(problems: list[dict], limit: int = 20) -> str:
 def cmd_import(args: argparse.Namespace) -> int:
     d = _datasets()
     ws = workspace(args)
-    report = _call(d.import_dataset, ws, args.path, args.name, seed=args.seed, split=args.split, pinned=args.pin)
+    report = _call(d.import_dataset, ws, args.path, args.name, seed=args.seed, split=args.split, pinned=args.pin,
+                   replace=args.replace)
     out = {k: report.get(k) for k in ("name", "clips_total", "clips_usable", "hours", "problems", "splits",
                                       "notes", "changes", "pinned", "manifest", "layout")}
     s = report["splits"]

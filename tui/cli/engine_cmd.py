@@ -63,9 +63,14 @@ def cmd_stop(args: argparse.Namespace) -> int:
         print("engine was not running")
     else:
         print("engine stopped")
-    if st["active_runs"]:
-        print(f"{len(st['active_runs'])} run(s) keep training and are re-adopted at the next start; "
+    alive = [r for r in st["active_runs"] if r.get("worker_alive")]
+    stale = [r["id"] for r in st["active_runs"] if not r.get("worker_alive")]
+    if alive:
+        print(f"{len(alive)} run(s) keep training and are re-adopted at the next start; "
               "`voxtune runs cancel ID` stops one")
+    if stale:  # the store says running, but no worker lives: say so, never "keep training"
+        print(f"{len(stale)} run(s) marked running have no live worker ({', '.join(stale)}); "
+              "the next `voxtune engine start` marks them interrupted")
     return 0
 
 

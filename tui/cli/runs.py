@@ -49,6 +49,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not rows:
         lines.append("(no runs: `voxtune queue add --model M --dataset D --method lora`)")
     emit(rows, args.json, "\n".join(lines))
+    known = {r["id"] for r in store.list_runs()}
+    lost = [p.parent.name for p in ws.runs_dir.glob("*/config.json") if p.parent.name not in known] if ws.runs_dir.is_dir() else []
+    if lost:  # folders the store does not list (a lost or replaced store): say how to get them back
+        print(f"note: {len(lost)} run folder(s) in {ws.runs_dir} are not in the index ({', '.join(sorted(lost)[:3])}"
+              f"{', ...' if len(lost) > 3 else ''}); `voxtune runs rebuild` lists them again", file=sys.stderr)
     return 0
 
 
@@ -198,6 +203,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from engine.rebuild import rebuild
+
+    rep = rebuild(workspace(args), force=args.force)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(rep["runs"].items())) or "none"
+    lines = [f"rebuilt the run index from runs/*/: {len(rep['restored'])} run(s) ({counts}); "
+             f"datasets: {', '.join(rep['datasets']) or '-'}"]
+    if rep["kept"]:
+        lines.append(f"the previous store is kept as {rep['kept']}")
+    lines += [f"skipped {s['folder']}: {s['reason']}" for s in rep["skipped"]] + rep["notes"]
+    if rep["paused"]:
+        lines.append("the queue is paused: check `voxtune runs ls`, then `voxtune queue resume`")
+    emit(rep, args.json, "\n".join(lines))
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("runs", help="list and manage runs")
     rs = p.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
@@ -238,6 +259,13 @@ def register(sub) -> None:
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
     lg.add_argument("-n", "--lines", type=int, default=200)
     lg.set_defaults(func=cmd_logs)
+    rb = rs.add_parser("rebuild", help="index the runs found in runs/*/ again (after the store was lost or damaged)",
+                       description="Write a fresh store from runs/*/config.json, result.json and metrics.jsonl. "
+                                   "A damaged store is kept as voxtune.json.corrupt-TIME; a readable one is only "
+                                   "replaced with --force (and kept as voxtune.json.bak-TIME).")
+    rb.add_argument("--force", action="store_true", help="rebuild even though the store is readable")
+    rb.add_argument("--json", action="store_true")
+    rb.set_defaults(func=cmd_rebuild)
     from engine.export import CT2_DEFAULT_QUANTIZATION, CT2_QUANTIZATIONS, FORMATS
 
     ex = rs.add_parser(
