@@ -107,12 +107,10 @@ def _entry(ref: str):
 def _measurements(args) -> list[dict]:
     """The store's measurements, without creating a workspace where there is none."""
     from engine.store import Store
-    from engine.workspace import Workspace, resolve_home
+    from tui.cli import read_workspace
 
-    ws = Workspace(resolve_home(getattr(args, "home", None)))
-    if not ws.db_path.exists():
-        return []
-    return Store(ws).list_measurements()
+    ws = read_workspace(args)
+    return [] if ws is None else Store(ws).list_measurements()
 
 
 def fmt_params(n: int | None) -> str:
@@ -247,8 +245,13 @@ def cmd_gpus(args) -> int:
 def cmd_doctor(args) -> int:
     from engine.doctor import run_doctor
     from engine.workspace import resolve_home
+    from tui.cli import read_workspace
 
-    found = run_doctor(resolve_home(getattr(args, "home", None)))
+    ws = read_workspace(args)
+    home = ws.home if ws is not None else resolve_home(getattr(args, "home", None))
+    while not home.exists() and home != home.parent:  # the disk it will be created on
+        home = home.parent
+    found = run_doctor(home)
     icon = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "info": "info"}
     lines = []
     for f in found:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tui.cli import emit, workspace
+from tui.cli import emit, need_workspace, read_workspace, workspace
 
 
 def add_run_options(p: argparse.ArgumentParser, required: bool) -> None:
@@ -92,7 +92,12 @@ def _fmt_queue(status: dict) -> str:
 def cmd_ls(args: argparse.Namespace) -> int:
     from engine import daemon
 
-    st = daemon.status(workspace(args))
+    ws = read_workspace(args)
+    if ws is None:
+        emit({"queue_paused": False, "queue_paused_reason": None, "active_runs": [], "queued": [],
+              "engine_running": False}, getattr(args, "json", False), "(queue empty)")
+        return 0
+    st = daemon.status(ws)
     emit({k: st[k] for k in ("queue_paused", "queue_paused_reason", "active_runs", "queued")} | {"engine_running": st["running"]},
          getattr(args, "json", False), _fmt_queue(st))
     return 0
@@ -101,7 +106,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_pause(args: argparse.Namespace) -> int:
     from engine import queue
 
-    queue.pause(workspace(args))
+    queue.pause(need_workspace(args))
     print("queue paused: running runs continue, nothing new starts")
     return 0
 
@@ -109,7 +114,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from engine import queue
 
-    ws = workspace(args)
+    ws = need_workspace(args)
     queue.unpause(ws)
     print("queue resumed")
     start_engine(ws, True)
@@ -119,7 +124,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _move(args: argparse.Namespace, delta: int) -> int:
     from engine import queue
 
-    pos = queue.move(workspace(args), args.id, delta * args.n)
+    pos = queue.move(need_workspace(args), args.id, delta * args.n)
     print(f"{args.id} is now number {pos + 1} in the queue")
     return 0
 

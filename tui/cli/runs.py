@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from tui.cli import emit, workspace
+from tui.cli import emit, need_workspace, read_workspace
 from tui.cli.queue import add_run_options, run_options, start_engine
 from engine.enums import RunStatus
 
@@ -32,7 +32,10 @@ def _row(ws, r: dict) -> dict:
 def cmd_ls(args: argparse.Namespace) -> int:
     from engine.store import Store
 
-    ws = workspace(args)
+    ws = read_workspace(args)
+    if ws is None:
+        emit([], args.json, "(no runs)")
+        return 0
     store = Store(ws)
     runs = sorted(store.list_runs(), key=lambda r: r.get("seq", 0))
     if args.status:
@@ -62,7 +65,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from engine.progress import read_progress
     from engine.runfiles import RunFiles, read_json
 
-    ws = workspace(args)
+    ws = need_workspace(args)
     run = _require(ws, args.id)
     files = RunFiles(ws.run_dir(args.id))
     prog = read_progress(files)
@@ -99,7 +102,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from engine import queue
 
-    now = queue.cancel(workspace(args), args.id)
+    now = queue.cancel(need_workspace(args), args.id)
     print(f"{args.id}: cancelled" if now == RunStatus.CANCELLED else
           f"{args.id}: cancel requested; the worker saves a checkpoint and stops (forced after a timeout)")
     return 0
@@ -108,7 +111,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_retry(args: argparse.Namespace) -> int:
     from engine import queue
 
-    ws = workspace(args)
+    ws = need_workspace(args)
     new = queue.retry(ws, args.id)
     emit({"id": new}, args.json, new)
     start_engine(ws, args.json)
@@ -118,7 +121,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from engine import queue
 
-    ws = workspace(args)
+    ws = need_workspace(args)
     has_ckpt = queue.resume(ws, args.id)
     print(f"{args.id} queued to resume " + ("from its last checkpoint" if has_ckpt else "(no checkpoint yet: from step 0)"))
     paused, reason = queue.is_paused(ws)
@@ -131,7 +134,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_clone(args: argparse.Namespace) -> int:
     from engine import queue
 
-    ws = workspace(args)
+    ws = need_workspace(args)
     new = queue.clone(ws, args.id, **run_options(args))
     emit({"id": new}, args.json, new)
     start_engine(ws, args.json)
@@ -141,7 +144,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     from engine import queue
 
-    dest = queue.remove(workspace(args), args.id)
+    dest = queue.remove(need_workspace(args), args.id)
     print(f"{args.id} removed" + (f"; its folder is in {dest}" if dest else ""))
     return 0
 
@@ -150,7 +153,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from engine.runfiles import RunFiles, read_lines_from, tail_lines
     from engine.store import Store
 
-    ws = workspace(args)
+    ws = need_workspace(args)
     _require(ws, args.id)
     path = RunFiles(ws.run_dir(args.id)).log
     lines, offset = tail_lines(path, args.lines)
@@ -178,7 +181,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from engine import export
 
-    ws = workspace(args)
+    ws = need_workspace(args)
     _require(ws, args.id)
     out = export.export_run(ws, args.id, merge=args.merge, out=args.out, format=args.format,
                             quantization=args.quantization)
