@@ -93,7 +93,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     lines.append(f"queue: {'paused (' + (st['queue_paused_reason'] or '') + ')' if st['queue_paused'] else 'active'}, "
                  f"{len(st['queued'])} queued")
     for a in st["active_runs"]:
-        step = f"step {a['step']}/{a['max_steps']}" if a["step"] is not None else "starting"
+        step = (f"step {a['step']}/{a['max_steps']}" if a["step"] is not None and a["max_steps"]
+                else "starting" if a["step"] is None else "evaluating")  # an eval-only run has no steps
         eta = f", eta {int(a['eta_s'] // 60)}m{int(a['eta_s'] % 60):02d}s" if a.get("eta_s") is not None else ""
         where = f"slurm job {a['slurm_job_id']}" if a.get("slurm_job_id") else f"pid {a['pid']}, {a['device']}"
         lines.append(f"  running {a['id']} ({where}): {step}{eta}")

@@ -80,7 +80,8 @@ def _fmt_queue(status: dict) -> str:
         lines.append(f"queue paused: {status['queue_paused_reason'] or ''}".rstrip(": "))
     lines.append(f"engine: {'running, pid ' + str(status['pid']) if status['running'] else 'not running'}")
     for a in status["active_runs"]:
-        step = f"step {a['step']}/{a['max_steps']}" if a["step"] is not None else "starting"
+        step = (f"step {a['step']}/{a['max_steps']}" if a["step"] is not None and a["max_steps"]
+                else "starting" if a["step"] is None else "evaluating")  # an eval-only run has no steps
         lines.append(f"  running  {a['id']}  {step}" + ("  (cancelling)" if a["cancel_requested"] else ""))
     for i, q in enumerate(status["queued"], 1):
         lines.append(f"  {i:>3}.    {q['id']}  {q['reason'] or ''}".rstrip())

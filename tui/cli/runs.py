@@ -8,6 +8,7 @@ import time
 
 from tui.cli import emit, need_workspace, read_workspace
 from tui.cli.queue import add_run_options, run_options, start_engine
+from engine.compare import method_label, scored_split
 from engine.enums import RunStatus
 
 FOLLOW_POLL_S = 0.5
@@ -23,9 +24,10 @@ def _row(ws, r: dict) -> dict:
 
     prog = read_progress(RunFiles(ws.run_dir(r["id"])))
     return {"id": r["id"], "status": r["status"], "reason": r.get("status_reason"), "model": r.get("model"),
-            "method": r.get("method"), "dataset": r.get("dataset"), "priority": r.get("priority", 0),
+            "method": method_label(r), "dataset": r.get("dataset"), "priority": r.get("priority", 0),
             "created_at": r.get("created_at"), "step": prog["step"], "max_steps": prog["max_steps"],
-            "loss": prog["loss"], "wer": prog["wer"], "best_wer": prog["best_wer"], "eta_s": prog["eta_s"],
+            "loss": prog["loss"], "wer": prog["wer"], "split": scored_split(r), "eval_only": bool(r.get("eval_only")),
+            "best_wer": prog["best_wer"], "eta_s": prog["eta_s"],
             "slurm_job_id": r.get("slurm_job_id")}
 
 
@@ -44,11 +46,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     lines = []
     if store.get_meta("queue_paused", False):
         lines.append(f"queue paused: {store.get_meta('queue_paused_reason') or ''}")
-    lines.append(f"{'ID':<40} {'STATUS':<11} {'STEP':>11} {'LOSS':>7} {'WER':>6}  REASON")
+    lines.append(f"{'ID':<40} {'STATUS':<11} {'STEP':>11} {'LOSS':>7} {'WER':>6} {'SPLIT':<10} REASON")
     for r in rows:
-        step = f"{r['step']}/{r['max_steps']}" if r["step"] is not None else "-"
+        step = "evaluation" if r["eval_only"] else f"{r['step']}/{r['max_steps']}" if r["step"] is not None else "-"
+        wer_split = r["split"] if r["wer"] is not None else ""
         lines.append(f"{r['id']:<40} {r['status']:<11} {step:>11} {_fmt_num(r['loss']):>7} "
-                     f"{_fmt_num(r['wer']):>6}  {r['reason'] or ''}".rstrip())
+                     f"{_fmt_num(r['wer']):>6} {wer_split:<10} {r['reason'] or ''}".rstrip())
     if not rows:
         lines.append("(no runs: `voxtune queue add --model M --dataset D --method lora`)")
     emit(rows, args.json, "\n".join(lines))
@@ -71,22 +74,29 @@ def cmd_show(args: argparse.Namespace) -> int:
     prog = read_progress(files)
     config = read_json(files.config, {})
     result = read_json(files.result, None)
-    out = {"id": run["id"], "status": run["status"], "reason": run.get("status_reason"), "run": run,
+    split = scored_split(run)
+    out = {"id": run["id"], "status": run["status"], "reason": run.get("status_reason"),
+           "eval_only": bool(run.get("eval_only")), "method": method_label(run), "split": split, "run": run,
            "config": config, "progress": prog, "metrics": run.get("metrics") or prog["last_eval"],
            "best": run.get("best"), "peak_memory": run.get("peak_memory"), "result": result,
            "folder": str(files.root)}
     lines = [f"{run['id']}: {run['status']}" + (f" -- {run.get('status_reason')}" if run.get("status_reason") else "")]
-    lines.append(f"  model {config.get('model')} ({config.get('method')}), dataset {config.get('dataset')}, "
-                 f"batch {config.get('batch_size')} x {config.get('grad_accum')}, lr {config.get('lr')}, "
-                 f"estimate {_fmt_num(config.get('estimate_gb'), '.1f')} GB")
+    if out["eval_only"]:  # trains nothing: no method, steps, grad-accum or learning rate
+        lines.append(f"  evaluation only: model {config.get('model') or run.get('model')}, dataset "
+                     f"{config.get('dataset') or run.get('dataset')}, {split} split, batch {config.get('batch_size')}, "
+                     f"estimate {_fmt_num(config.get('estimate_gb') or run.get('estimate_gb'), '.1f')} GB")
+    else:
+        lines.append(f"  model {config.get('model')} ({config.get('method')}), dataset {config.get('dataset')}, "
+                     f"batch {config.get('batch_size')} x {config.get('grad_accum')}, lr {config.get('lr')}, "
+                     f"estimate {_fmt_num(config.get('estimate_gb'), '.1f')} GB")
     if run.get("slurm_job_id"):
         lines.append(f"  slurm job {run['slurm_job_id']}" + (f" ({run['slurm_state'].lower()})" if run.get("slurm_state") else ""))
-    if prog["step"] is not None:
+    if prog["step"] is not None and not out["eval_only"] and prog["max_steps"]:
         eta = f", eta {int(prog['eta_s'])} s" if prog["eta_s"] is not None and run["status"] == RunStatus.RUNNING else ""
         lines.append(f"  progress: step {prog['step']}/{prog['max_steps']}{eta}, loss {_fmt_num(prog['loss'])}")
     if out["metrics"]:
         m = out["metrics"]
-        lines.append("  last evaluation: " + ", ".join(f"{k} {_fmt_num(m[k])}" for k in ("wer", "cer", "eval_loss", "wer_normalized") if k in m))
+        lines.append(f"  last evaluation ({split} split): " + ", ".join(f"{k} {_fmt_num(m[k])}" for k in ("wer", "cer", "eval_loss", "wer_normalized") if k in m))
     if run.get("best"):
         lines.append(f"  best: {run['best']}")
     if run.get("peak_memory"):

@@ -90,19 +90,22 @@ class HistoryScreen(Screen):
         """Widths from the data for text columns (capped), fixed for numbers."""
         cols = [Column("mark", " ", 1)]
         for key in DISPLAY:
-            if key in ("id", "model", "dataset", "status", "method"):
+            if key in ("id", "model", "dataset", "status", "method", "split"):
                 cap = 40 if key == "id" else 24
                 width = max([len(HEADINGS[key])] + [len(str(r.get(key, ""))) for r in rows])
                 cols.append(Column(key, HEADINGS[key], min(cap, width)))
             else:
-                cols.append(Column(key, HEADINGS[key], 16 if key == "created_at" else max(8, len(HEADINGS[key]))))
+                width = {"created_at": 16, "wer": 11}.get(key, max(8, len(HEADINGS[key])))  # wer: "31.0% test"
+                cols.append(Column(key, HEADINGS[key], width))
         return cols
 
     def _format_cell(self, key: str, row: dict) -> str:
         if key == "mark":
             return MARK if row["id"] in self.marked else " "
-        if key in ("id", "model", "method", "dataset", "status"):
+        if key in ("id", "model", "method", "dataset", "status", "split"):
             return str(row.get(key) or "")
+        if key == "wer" and row.get(key) is not None:  # the split it was measured on, next to it
+            return f"{fmt_value(key, row[key])} {compare.split_short(row.get('split'))}"
         return fmt_value(key, row.get(key))
 
     def on_mount(self) -> None:
@@ -260,7 +263,8 @@ class RunDetailScreen(Screen):
         t.append(f"{rec['id']}\n", style="bold")
         for problem in d["problems"]:
             t.append(problem + "\n", style="bold red")
-        t.append(f"{row['model']} · {row['method']} · {row['dataset']} · {row['status']}")
+        what = "evaluation only" if row.get("eval_only") else row["method"]
+        t.append(f"{row['model']} · {what} · {row['dataset']} ({row['split']} split) · {row['status']}")
         if rec.get("status_reason"):
             t.append(f" ({rec['status_reason']})", style="dim")
         t.append(f"\nduration {fmt_value('duration_s', row['duration_s'])}")
@@ -278,7 +282,7 @@ class RunDetailScreen(Screen):
             t.append(f"  (estimate {'over' if err >= 0 else 'under'} by {abs(err):.0f}%)", style="yellow" if err < 0 else "")
         if d["result"].get("oom"):
             t.append(f"\nOUT OF MEMORY at step {d['result'].get('oom_step')}", style="bold red")
-        t.append("\n\nMetrics (final evaluation)\n", style="bold underline")
+        t.append(f"\n\nMetrics (final evaluation, {row['split']} split)\n", style="bold underline")
         for key, heading in compare.METRIC_COLUMNS[:8]:
             t.append(f"{heading:<11}{fmt_value(key, row.get(key))}\n")
         if (d["result"].get("best") or rec.get("best")):
