@@ -69,6 +69,17 @@ def need_workspace(args: argparse.Namespace) -> Workspace:
     return ws
 
 
+def run_workspace(args: argparse.Namespace, attr: str = "id") -> Workspace:
+    """need_workspace for a command about one run: `args.<attr>` may be any unique prefix of a
+    run id (as git takes commit prefixes) and is replaced by the full id; an ambiguous prefix
+    is one line listing the candidates (exit 2)."""
+    from engine.store import Store
+
+    ws = need_workspace(args)
+    setattr(args, attr, Store(ws).resolve_run_id(getattr(args, attr)))
+    return ws
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tui.cli import data, engine_cmd, models, queue, runs, transcribe
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tui.cli import emit, need_workspace, read_workspace, workspace
+from tui.cli import emit, need_workspace, read_workspace, run_workspace, workspace
 
 
 def add_run_options(p: argparse.ArgumentParser, required: bool) -> None:
@@ -125,7 +125,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _move(args: argparse.Namespace, delta: int) -> int:
     from engine import queue
 
-    pos = queue.move(need_workspace(args), args.id, delta * args.n)
+    pos = queue.move(run_workspace(args), args.id, delta * args.n)
     print(f"{args.id} is now number {pos + 1} in the queue")
     return 0
 

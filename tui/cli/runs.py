@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from tui.cli import emit, need_workspace, read_workspace
+from tui.cli import emit, read_workspace, run_workspace
 from tui.cli.queue import add_run_options, run_options, start_engine
 from engine.compare import method_label, scored_split
 from engine.enums import RunStatus
@@ -68,7 +68,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from engine.progress import read_progress
     from engine.runfiles import RunFiles, read_json
 
-    ws = need_workspace(args)
+    ws = run_workspace(args)
     run = _require(ws, args.id)
     files = RunFiles(ws.run_dir(args.id))
     prog = read_progress(files)
@@ -112,7 +112,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from engine import queue
 
-    now = queue.cancel(need_workspace(args), args.id)
+    now = queue.cancel(run_workspace(args), args.id)
     print(f"{args.id}: cancelled" if now == RunStatus.CANCELLED else
           f"{args.id}: cancel requested; the worker saves a checkpoint and stops (forced after a timeout)")
     return 0
@@ -121,7 +121,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_retry(args: argparse.Namespace) -> int:
     from engine import queue
 
-    ws = need_workspace(args)
+    ws = run_workspace(args)
     new = queue.retry(ws, args.id)
     emit({"id": new}, args.json, new)
     start_engine(ws, args.json)
@@ -131,12 +131,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from engine import queue
 
-    ws = need_workspace(args)
-    has_ckpt = queue.resume(ws, args.id)
-    print(f"{args.id} queued to resume " + ("from its last checkpoint" if has_ckpt else "(no checkpoint yet: from step 0)"))
-    paused, reason = queue.is_paused(ws)
-    if paused:
-        print(f"note: the queue is paused ({reason}); `voxtune queue resume` lets it start", file=sys.stderr)
+    ws = run_workspace(args)
+    paused, _ = queue.is_paused(ws)
+    has_ckpt = queue.resume(ws, args.id)  # asked for by name: it starts even while the queue is paused
+    print(f"{args.id} resumes " + ("from its last checkpoint" if has_ckpt else "from step 0 (no checkpoint yet)")
+          + ("; the queue stays paused for the other runs (`voxtune queue resume` starts them)" if paused else ""))
     start_engine(ws, True)
     return 0
 
@@ -144,7 +143,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_clone(args: argparse.Namespace) -> int:
     from engine import queue
 
-    ws = need_workspace(args)
+    ws = run_workspace(args)
     new = queue.clone(ws, args.id, **run_options(args))
     emit({"id": new}, args.json, new)
     start_engine(ws, args.json)
@@ -154,7 +153,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     from engine import queue
 
-    dest = queue.remove(need_workspace(args), args.id)
+    dest = queue.remove(run_workspace(args), args.id)
     print(f"{args.id} removed" + (f"; its folder is in {dest}" if dest else ""))
     return 0
 
@@ -163,7 +162,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from engine.runfiles import RunFiles, read_lines_from, tail_lines
     from engine.store import Store
 
-    ws = need_workspace(args)
+    ws = run_workspace(args)
     _require(ws, args.id)
     path = RunFiles(ws.run_dir(args.id)).log
     lines, offset = tail_lines(path, args.lines)
@@ -191,7 +190,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from engine import export
 
-    ws = need_workspace(args)
+    ws = run_workspace(args)
     _require(ws, args.id)
     out = export.export_run(ws, args.id, merge=args.merge, out=args.out, format=args.format,
                             quantization=args.quantization)

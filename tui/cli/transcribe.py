@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tui.cli import CliError, emit, need_workspace
+from tui.cli import CliError, emit, run_workspace
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -13,7 +13,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     if bool(args.run) == bool(args.model):
         raise CliError("give exactly one of --run ID or --model M")
-    target = tr.target_for_run(need_workspace(args), args.run) if args.run else tr.target_for_model(args.model)
+    target = tr.target_for_run(run_workspace(args, 'run'), args.run) if args.run else tr.target_for_model(args.model)
     results = tr.transcribe_detailed(args.audio, target, device=args.device, max_new_tokens=args.max_new_tokens)
     if args.json:
         emit(results, True)
