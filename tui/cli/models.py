@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 
 from engine.catalog import OUTPUTS, matches
@@ -251,7 +252,9 @@ def cmd_doctor(args) -> int:
     home = ws.home if ws is not None else resolve_home(getattr(args, "home", None))
     while not home.exists() and home != home.parent:  # the disk it will be created on
         home = home.parent
-    found = run_doctor(home)
+    steps = iter(range(1, 100))
+    found = run_doctor(home, progress=lambda check: print(f"doctor [{next(steps)}] {check}...", file=sys.stderr,
+                                                          flush=True))
     icon = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "info": "info"}
     lines = []
     for f in found:
