@@ -20,10 +20,13 @@ from engine import clips as clips_mod
 from engine.runfiles import RunFiles, atomic_write_text, read_json, read_jsonl
 from engine.workspace import Workspace
 from engine.errors import VoxtuneError
-from engine.enums import RunStatus
+from engine.enums import RunStatus, Split
 
-# Columns of a run summary: (key, heading). Metric columns sort numerically.
-TEXT_COLUMNS = [("id", "Run"), ("model", "Model"), ("method", "Method"), ("dataset", "Dataset"), ("status", "Status")]
+# Columns of a run summary: (key, heading). Metric columns sort numerically. "split" is the
+# split the WER was measured on: shown next to it, so a test-split WER never passes for a
+# validation-split one.
+TEXT_COLUMNS = [("id", "Run"), ("model", "Model"), ("method", "Method"), ("dataset", "Dataset"), ("status", "Status"),
+                ("split", "Split")]
 METRIC_COLUMNS = [
     ("wer", "WER"),
     ("best_wer", "Best WER"),
@@ -40,12 +43,13 @@ METRIC_COLUMNS = [
 ]
 COLUMNS = TEXT_COLUMNS + METRIC_COLUMNS
 COLUMN_KEYS = [k for k, _ in COLUMNS]
-FILTER_FIELDS = ("model", "method", "dataset", "status")
+FILTER_FIELDS = ("model", "method", "dataset", "status", "split")
 # Metrics stored as fractions (metrics.jsonl) and shown as percentages everywhere (fmt_value).
 PERCENT_METRICS = ("wer", "best_wer", "cer", "wer_normalized", "filler_rate", "deletion_rate")
 NUMERIC_FILTERS = tuple(k for k, _ in METRIC_COLUMNS if k != "created_at")
 OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, ">": lambda a, b: a > b}
 COMPARISON_RE = re.compile(r"^([a-z_]+)(<=|>=|<|>)([0-9]*\.?[0-9]+)(%?)$")
+EVAL_LABEL = "eval"  # the "method" of an eval-only run: it trains nothing
 # Metrics compared side by side, in this order (record keys of an eval entry).
 EVAL_METRICS = ("wer", "cer", "wer_normalized", "eval_loss", "filler_rate", "deletion_rate")
 
@@ -67,6 +71,29 @@ def peak_gb(peak: dict | None) -> float | None:
     return None
 
 
+def scored_split(record: dict) -> str:
+    """The split a run's WER, CER, ... were measured on: an eval-only run's `--split`
+    (default validation); a training run evaluates on validation (engine.training)."""
+    if record.get("eval_only"):
+        return str(record.get("split") or Split.VALIDATION.value)
+    return Split.VALIDATION.value
+
+
+SPLIT_SHORT = {Split.VALIDATION.value: "val", Split.TEST.value: "test", Split.ALL.value: "all"}
+
+
+def split_short(split: str | None) -> str:
+    """A split's tag next to a WER in narrow columns: val, test, all."""
+    return SPLIT_SHORT.get(str(split), str(split or "val"))
+
+
+def method_label(record: dict) -> str:
+    """What a run does: its method, or "eval" for an eval-only run (whose method is None)."""
+    if record.get("eval_only"):
+        return EVAL_LABEL
+    return str(record.get("method") or "?")
+
+
 def summarize(record: dict, now: float | None = None) -> dict:
     """One flat row of a run record: the columns History shows and sorts by."""
     metrics = record.get("metrics") or {}
@@ -79,9 +106,11 @@ def summarize(record: dict, now: float | None = None) -> dict:
     row = {
         "id": record.get("id", ""),
         "model": str(record.get("model", "")),
-        "method": str(record.get("method", "")),
+        "method": method_label(record),
         "dataset": str(record.get("dataset", "")),
         "status": str(record.get("status", "")),
+        "split": scored_split(record),
+        "eval_only": bool(record.get("eval_only")),
         "best_wer": _num(best.get("wer")),
         "final_loss": _num(record.get("final_loss", metrics.get("loss"))),
         "duration_s": duration,

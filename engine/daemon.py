@@ -500,7 +500,8 @@ class Daemon:
         oom_base = faults.oom_kill_count()
         self.store.set_status(rid, RunStatus.RUNNING, "resuming from last checkpoint" if run.get("resume") else None,
                               device=device, pid=None, pid_create_time=None, cancel_requested=False,
-                              exit_code=None, signal=None, procs=procs, strategy=strategy, oom_kills_at_start=oom_base)
+                              exit_code=None, signal=None, procs=procs, strategy=strategy, oom_kills_at_start=oom_base,
+                              start_now=False)
         env = safe_env(PYTHONUNBUFFERED="1")
         if multi_gpu and device != scheduler.CPU:
             env["CUDA_VISIBLE_DEVICES"] = device  # ROCm builds of torch honour it too
@@ -566,10 +567,10 @@ class Daemon:
                 self.forced.add(rid)
         if self.stopping or not any(r["status"] == "queued" for r in runs):
             return
-        if self.store.get_meta("queue_paused", False):
-            return
+        paused = bool(self.store.get_meta("queue_paused", False))
         for run in scheduler.order(r for r in runs if r["status"] == "queued"):
-            self.submit(run)
+            if not paused or run.get("start_now"):  # while paused: only runs started by hand
+                self.submit(run)
 
     def submit(self, run: dict) -> None:
         rid = run["id"]

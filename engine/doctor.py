@@ -13,12 +13,21 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from engine.gpus import Gpu, detect
 
 PROBE_TIMEOUT_S = 180
+# The probe announces each check on stderr with this prefix before running it (importing torch
+# alone can take half a minute): `voxtune doctor` shows them as progress.
+PROGRESS_PREFIX = "voxtune-doctor-progress: "
+
+
+def _announce(check: str) -> None:
+    print(PROGRESS_PREFIX + check, file=sys.stderr, flush=True)
 MIN_FREE_DISK_GB = 20  # a 7B checkpoint is ~16 GB; plus run checkpoints
 BNB_RDNA_4BIT = (0, 49)  # 4-bit on RDNA needs bitsandbytes >= 0.49 (REFERENCE s.3)
 # HSA_OVERRIDE_GFX_VERSION values for consumer cards ROCm may not list: RDNA3 -> 11.0.0,
@@ -42,6 +51,7 @@ class Finding:
 def probe() -> dict:
     """Runs in the child: everything that needs torch & co."""
     out: dict = {"python": sys.version.split()[0]}
+    _announce("torch: importing it")
     try:
         import torch
     except Exception as e:  # noqa: BLE001 - report any import failure
@@ -51,6 +61,7 @@ def probe() -> dict:
     out["cuda"] = torch.version.cuda
     out["hip"] = getattr(torch.version, "hip", None)
     out["build"] = "rocm" if out["hip"] else ("cuda" if out["cuda"] else "cpu")
+    _announce("GPU: asking torch for devices")
     try:
         out["gpu_available"] = bool(torch.cuda.is_available())
         out["device_count"] = torch.cuda.device_count() if out["gpu_available"] else 0
@@ -73,8 +84,10 @@ def probe() -> dict:
             out["bf16"] = bool(torch.cuda.is_bf16_supported())
         except Exception:  # noqa: BLE001
             out["bf16"] = None
+        _announce("attention kernels: trying fused SDPA")
         out["fused_attention"] = _fused_attention_works(torch)
     for mod in ("transformers", "peft", "accelerate", "bitsandbytes", "flash_attn"):
+        _announce(f"{mod}: importing it")
         try:
             m = __import__(mod)
             out[mod] = getattr(m, "__version__", "installed")
@@ -100,20 +113,42 @@ def _fused_attention_works(torch) -> dict:
     return res
 
 
-def run_probe(timeout: float = PROBE_TIMEOUT_S) -> dict:
-    """The probe in a child process; {"probe_error": ...} if it fails or times out."""
-    try:
-        from engine.procs import python_module, safe_env
+def run_probe(timeout: float = PROBE_TIMEOUT_S, progress: Callable[[str], None] | None = None) -> dict:
+    """The probe in a child process; {"probe_error": ...} if it fails or times out.
+    `progress(check)` is called as the child starts each check (its stderr is read live)."""
+    from engine.procs import python_module, safe_env
 
-        cp = subprocess.run(python_module("engine.doctor", "--probe"), capture_output=True, text=True, env=safe_env(),
-                            timeout=timeout, cwd=str(Path(__file__).resolve().parents[1]))
-    except subprocess.TimeoutExpired:
+    proc = subprocess.Popen(python_module("engine.doctor", "--probe"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=safe_env(), cwd=str(Path(__file__).resolve().parents[1]))
+    stdout: list[str] = []
+    reader = threading.Thread(target=lambda: stdout.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    expired = threading.Event()
+
+    def kill() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    tail: list[str] = []
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if line.startswith(PROGRESS_PREFIX):
+                if progress is not None:
+                    progress(line[len(PROGRESS_PREFIX):].strip())
+            elif line.strip():
+                tail = (tail + [line.strip()])[-3:]
+        proc.wait()
+    finally:
+        timer.cancel()
+        reader.join(timeout=5)
+    if expired.is_set():
         return {"probe_error": f"the ML probe took over {timeout:.0f} s (importing torch); try again"}
     try:
-        return json.loads(cp.stdout.strip().splitlines()[-1])
+        return json.loads("".join(stdout).strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
-        tail = (cp.stderr or "").strip().splitlines()[-3:]
-        return {"probe_error": f"the ML probe exited {cp.returncode}: {' | '.join(tail)}"}
+        return {"probe_error": f"the ML probe exited {proc.returncode}: {' | '.join(tail)}"}
 
 
 # -- rules -----------------------------------------------------------------------------------
@@ -244,8 +279,15 @@ def findings(probe: dict, gpus: list[Gpu], home: Path, env: dict | None = None,
     return out
 
 
-def run_doctor(home: Path, probe_result: dict | None = None) -> list[Finding]:
-    return findings(run_probe() if probe_result is None else probe_result, detect(), Path(home))
+def run_doctor(home: Path, probe_result: dict | None = None,
+               progress: Callable[[str], None] | None = None) -> list[Finding]:
+    """Every check; `progress(check)` is told of each one as it starts (the CLI prints them)."""
+    say = progress or (lambda _check: None)
+    result = run_probe(progress=say) if probe_result is None else probe_result
+    say("GPUs: detecting them")
+    gpus = detect()
+    say("disk, ffmpeg, Hugging Face cache")
+    return findings(result, gpus, Path(home))
 
 
 if __name__ == "__main__":

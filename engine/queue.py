@@ -297,8 +297,10 @@ def retry(ws: Workspace, run_id: str) -> str:
     return clone(ws, run_id)
 
 
-def resume(ws: Workspace, run_id: str) -> bool:
+def resume(ws: Workspace, run_id: str, start_now: bool = True) -> bool:
     """Requeue an interrupted/cancelled/failed run to continue from its last checkpoint.
+    `start_now`: it starts even while the queue is paused (the other queued runs keep
+    waiting), as pueue's `start` does.
 
     Returns whether a checkpoint exists (False: it will start again from step 0)."""
     store = Store(ws)
@@ -312,7 +314,8 @@ def resume(ws: Workspace, run_id: str) -> bool:
             why, _, hint = drift.partition("; ")
             raise QueueError(f"run {run_id}: {why}", hint=hint)
         has_ckpt = prepare_resume(files)
-        store.update_run(run_id, resume=True, cancel_requested=False, pid=None, pid_create_time=None)
+        store.update_run(run_id, resume=True, cancel_requested=False, pid=None, pid_create_time=None,
+                         start_now=start_now)
         store.set_status(run_id, RunStatus.QUEUED, "resume from last checkpoint" if has_ckpt else "resume: no checkpoint yet, starts at step 0")
     return has_ckpt
 

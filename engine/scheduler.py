@@ -82,15 +82,19 @@ def plan(
 ) -> Plan:
     """Decide what to start now.
 
-    `queued`: run records with status queued (any order). `active`: running records, each
+    `queued`: run records with status queued (any order); while `paused`, only those with
+    `start_now` set are placed. `active`: running records, each
     with a `device` field naming where it runs. `devices`: GPUs, or empty for a CPU-only host.
     """
     result = Plan()
     runs = order(queued)
-    if paused:
+    if paused:  # only runs the user started by hand (`runs resume` while paused; pueue's `start`)
         for r in runs:
-            result.waiting[r["id"]] = "waiting: queue paused (voxtune queue resume)"
-        return result
+            if not r.get("start_now"):
+                result.waiting[r["id"]] = "waiting: queue paused (voxtune queue resume)"
+        runs = [r for r in runs if r.get("start_now")]
+        if not runs:
+            return result
 
     devs = list(devices) or [Device(CPU, "CPU")]
     n_gpus = sum(1 for d in devs if d.is_gpu)

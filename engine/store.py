@@ -348,6 +348,21 @@ class Store:
             raise StoreError(f"no run {run_id!r}{hint}")
         return run
 
+    def resolve_run_id(self, ref: str) -> str:
+        """The full id of the run `ref` names: the id itself or any unique prefix of one, as
+        git takes commit prefixes. StoreError (one line) when none matches, or when several do
+        (listing them)."""
+        ids = [r["id"] for r in self.list_runs()]
+        if ref in ids:
+            return ref
+        matches = sorted(i for i in ids if i.startswith(ref)) if ref else []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            more = f" and {len(matches) - 8} more" if len(matches) > 8 else ""
+            raise StoreError(f"run id {ref!r} is ambiguous: {', '.join(matches[:8])}{more}; give more of it")
+        return self.require_run(ref)["id"]  # raises, with the closest ids
+
     def list_runs(self) -> list[dict]:
         return self._docs("runs")
 

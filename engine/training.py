@@ -174,6 +174,9 @@ class Tracker:
 
 def run(run_dir: str | Path) -> int:
     """Train or evaluate as runs/<id>/config.json says; write result.json; exit status."""
+    from engine.quiet import quiet_worker_logs
+
+    quiet_worker_logs()  # the run's log shows real warnings, not library noise (engine/quiet.py)
     files = RunFiles(Path(run_dir).resolve())
     started = time.time()
     tracker = Tracker()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from engine.runfiles import RunFiles, read_json
 from engine.workspace import Workspace
@@ -67,9 +67,18 @@ def transcribe(audio_paths: Sequence[str | Path], target: Target, **options) -> 
 
 
 def transcribe_detailed(audio_paths: Sequence[str | Path], target: Target, *, device: str | None = None,
-                        max_new_tokens: int | None = None, batch_size: int = 4) -> list[dict]:
-    """Per file: {audio, text, duration_s, pieces} (pieces: how many windows it was cut into)."""
+                        max_new_tokens: int | None = None, batch_size: int = 4,
+                        progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Per file: {audio, text, duration_s, pieces} (pieces: how many windows it was cut into).
+    `progress(line)` is told what happens: loading, cutting, then each batch of pieces done."""
+    import time
+
     import torch
+
+    from engine.quiet import quiet_worker_logs
+
+    quiet_worker_logs()  # no per-generate max_length notice, no deprecations, no progress bars
+    say = progress or (lambda _line: None)
 
     from engine import loading
     from engine.audio import AudioError, probe
@@ -86,6 +95,7 @@ def transcribe_detailed(audio_paths: Sequence[str | Path], target: Target, *, de
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     precision = "fp32" if device == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     recipe = get_recipe(target.recipe)
+    say(f"loading {target.ref} on {device} ({precision})")
     if hasattr(recipe, "configure"):
         recipe.configure(target.config)
     try:
@@ -95,11 +105,18 @@ def transcribe_detailed(audio_paths: Sequence[str | Path], target: Target, *, de
         raise TranscribeError(str(e)) from e
     model = loaded.model.to(device).eval()
     max_new = int(max_new_tokens or target.config.get("max_new_tokens") or 440)
+    minutes = sum(r["duration"] for r in rows) / 60
+    say(f"cutting {len(rows)} file(s), {minutes:.1f} min of audio, into pieces the model hears whole")
     examples = recipe.examples(rows, loaded, for_training=False)
+    names = {r["id"]: Path(p).name for r, p in zip(rows, audio_paths)}
     preds: list[str] = []
+    t0 = time.monotonic()
     with torch.no_grad():
         for k in range(0, len(examples), batch_size):
-            preds.extend(recipe.generate(model, loaded, examples[k:k + batch_size], max_new))
+            batch = examples[k:k + batch_size]
+            preds.extend(recipe.generate(model, loaded, batch, max_new))
+            files = ", ".join(dict.fromkeys(names.get(ex.clip_id, "?") for ex in batch))
+            say(f"{len(preds)}/{len(examples)} pieces transcribed ({files}; {time.monotonic() - t0:.0f} s)")
     texts = join_predictions(rows, examples, preds)
     pieces = {r["id"]: sum(1 for ex in examples if ex.clip_id == r["id"]) for r in rows}
     return [{"audio": str(p), "text": t, "duration_s": round(r["duration"], 3), "pieces": pieces[r["id"]]}

@@ -1,4 +1,11 @@
-"""Where voxtune keeps its state: one folder holding the TinyDB file, data/ and runs/."""
+"""Where voxtune keeps its state: one folder holding the TinyDB file, data/ and runs/.
+
+One per user, wherever the command is started (a user reconnecting over SSH from another
+folder finds the same runs): `--home DIR`, else `$VOXTUNE_HOME`, else
+`$XDG_DATA_HOME/voxtune` (`~/.local/share/voxtune` when XDG_DATA_HOME is unset, empty or
+relative, as the XDG Base Directory spec says). Commands that write create it
+(`open_workspace`); read-only ones never do (`existing_workspace`).
+"""
 
 from __future__ import annotations
 
@@ -88,11 +95,46 @@ def check_home(home: Path) -> None:
         raise VoxtuneError(f"{db} is not a file", file=db, hint="use another workspace (--home DIR)")
 
 
+def default_home() -> Path:
+    """`$XDG_DATA_HOME/voxtune`, else `~/.local/share/voxtune` (XDG Base Directory spec: an
+    unset, empty or relative XDG_DATA_HOME is ignored)."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return base / "voxtune"
+
+
+def home_source(arg: str | os.PathLike | None = None) -> str:
+    """Which setting chose the workspace: "--home", "VOXTUNE_HOME" or "default"."""
+    if arg:
+        return "--home"
+    return "VOXTUNE_HOME" if os.environ.get("VOXTUNE_HOME") else "default"
+
+
 def resolve_home(arg: str | os.PathLike | None = None) -> Path:
-    """--home beats VOXTUNE_HOME beats the current directory."""
-    raw = arg or os.environ.get("VOXTUNE_HOME") or os.getcwd()
+    """--home beats VOXTUNE_HOME beats `default_home()` (never the current directory)."""
+    raw = arg or os.environ.get("VOXTUNE_HOME") or default_home()
     return Path(raw).expanduser().resolve()
 
 
 def open_workspace(arg: str | os.PathLike | None = None) -> Workspace:
+    """The workspace for a command that writes: created when missing."""
     return Workspace(resolve_home(arg)).ensure()
+
+
+CREATE_HINT = "`voxtune data import` or `voxtune queue add` creates it"
+
+
+def existing_workspace(arg: str | os.PathLike | None = None) -> Workspace | None:
+    """The workspace for a read-only command, never created: None when there is none yet at
+    the default place (or in an existing folder without a store). A folder named by --home or
+    VOXTUNE_HOME that does not exist is a typo: VoxtuneError (exit 2)."""
+    home = resolve_home(arg)
+    check_home(home)
+    if not home.exists():
+        source = home_source(arg)
+        if source != "default":
+            raise VoxtuneError(f"no workspace at {home}: the folder does not exist", field="home",
+                               file=home, hint=f"check {source}; {CREATE_HINT}")
+        return None
+    ws = Workspace(home)
+    return ws if ws.db_path.is_file() else None

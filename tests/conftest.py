@@ -52,7 +52,10 @@ def _isolated_env(monkeypatch, tmp_path, _seeded_hf_home):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(_seeded_hf_home))
+    # The default workspace ($XDG_DATA_HOME/voxtune) is a temp folder: no test writes into the
+    # user's real ~/.local/share/voxtune, and none depends on the current directory.
     monkeypatch.delenv("VOXTUNE_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
 
 
 def pytest_collection_modifyitems(config, items):

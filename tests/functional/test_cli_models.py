@@ -134,6 +134,8 @@ def test_doctor_json_runs_its_probe_in_a_subprocess(tmp_path):
     checks = {f["check"]: f for f in out}
     assert {"torch", "bitsandbytes", "disk", "ffmpeg", "hf-cache"} <= set(checks)
     assert "torch 2." in checks["torch"]["detail"]
+    # progress on stderr as each check starts (the torch import alone takes half a minute)
+    assert cp.stderr.index("doctor [1] torch: importing it") < cp.stderr.index("bitsandbytes: importing it")
     assert cp.returncode == (1 if any(f["status"] == "fail" for f in out) else 0)
 
 

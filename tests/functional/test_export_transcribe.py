@@ -142,6 +142,11 @@ def test_transcribe_cli_handles_short_and_long_recordings(trained, tmp_path):
     # the long recording was cut into <= 30 s pieces whose outputs are joined; nothing cut off
     assert [o["pieces"] for o in out] == [1, 3]
     assert out[1]["duration_s"] == pytest.approx(65.0)
+    # progress on stderr (3 minutes of audio used to take minutes with no output): loading,
+    # cutting, then the pieces as they are transcribed, naming the files
+    err = proc.stderr
+    assert err.index("transcribe: loading") < err.index("transcribe: cutting 2 file(s), 1.1 min of audio") \
+        < err.index("transcribe: 4/4 pieces transcribed (short.wav, long.wav")
 
     bad = subprocess.run([sys.executable, "-m", "tui", "transcribe", "--model", "no-such-model", str(short)],
                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)

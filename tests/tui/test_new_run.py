@@ -178,7 +178,19 @@ async def test_open_new_run_from_models_screen_prefills_the_model(ws):
 
 
 @pytest.mark.asyncio
-async def test_no_dataset_says_what_to_do(ws):
+async def test_a_fresh_workspace_offers_the_demo_without_opening_datasets(ws):
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(app, pilot, "whisper-small")
+        await wait_for(pilot, lambda: value(app, "dataset") == "demo", what="demo chosen")
+        assert "Dataset: none chosen" not in errors(app)
+
+
+@pytest.mark.asyncio
+async def test_no_dataset_says_what_to_do(ws, tmp_path, monkeypatch):
+    from engine import datasets
+
+    monkeypatch.setattr(datasets, "DEMO_DIR", tmp_path / "no-demo")  # an install without its demo
     app = VoxtuneApp(ws)
     async with app.run_test(size=SIZE) as pilot:
         await open_form(app, pilot, "whisper-small")

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from engine.errors import VoxtuneError
-from engine.workspace import open_workspace
+from engine.workspace import CREATE_HINT, Workspace, existing_workspace, open_workspace, resolve_home
 
 __version__ = "0.1.0"
 
@@ -33,8 +33,51 @@ def emit(obj: Any, as_json: bool, text: str | None = None) -> None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def workspace(args: argparse.Namespace):
-    return open_workspace(getattr(args, "home", None))
+# The workspace the running command used, stated on stderr when it returns (run_command).
+_used: dict = {}
+
+
+def workspace(args: argparse.Namespace) -> Workspace:
+    """The workspace of a command that writes (created when missing)."""
+    ws = open_workspace(getattr(args, "home", None))
+    _used["home"] = ws.home
+    return ws
+
+
+def read_workspace(args: argparse.Namespace) -> Workspace | None:
+    """The workspace of a read-only command, never created. None (with a one-line note on
+    stderr) when there is none yet; a --home or VOXTUNE_HOME folder that does not exist is
+    an error (exit 2): a typo must not look like an empty workspace."""
+    ws = existing_workspace(getattr(args, "home", None))
+    if ws is None:
+        home = resolve_home(getattr(args, "home", None))
+        _used["home"] = None
+        print(f"voxtune: no workspace at {home} yet; {CREATE_HINT}", file=sys.stderr)
+        return None
+    _used["home"] = ws.home
+    return ws
+
+
+def need_workspace(args: argparse.Namespace) -> Workspace:
+    """The existing workspace of a command about something in it (a run, the queue): never
+    created; VoxtuneError (exit 2) when there is none."""
+    ws = existing_workspace(getattr(args, "home", None))
+    if ws is None:
+        home = resolve_home(getattr(args, "home", None))
+        raise CliError(f"no workspace at {home} yet", file=home, hint=CREATE_HINT)
+    _used["home"] = ws.home
+    return ws
+
+
+def run_workspace(args: argparse.Namespace, attr: str = "id") -> Workspace:
+    """need_workspace for a command about one run: `args.<attr>` may be any unique prefix of a
+    run id (as git takes commit prefixes) and is replaced by the full id; an ambiguous prefix
+    is one line listing the candidates (exit 2)."""
+    from engine.store import Store
+
+    ws = need_workspace(args)
+    setattr(args, attr, Store(ws).resolve_run_id(getattr(args, attr)))
+    return ws
 
 
 class Parser(argparse.ArgumentParser):
@@ -57,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Run without arguments to open the TUI.",
     )
     parser.add_argument("--version", action="version", version=f"voxtune {__version__}")
-    parser.add_argument("--home", metavar="DIR", help="workspace folder (default: $VOXTUNE_HOME or the current directory)")
+    parser.add_argument("--home", metavar="DIR", help="workspace folder (default: $VOXTUNE_HOME, else $XDG_DATA_HOME/voxtune, i.e. "
+                        "~/.local/share/voxtune)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (models, data, queue, runs, engine_cmd, transcribe):
         module.register(sub)
@@ -87,8 +131,12 @@ def run_command(func, args: argparse.Namespace) -> int:
     is a bug: one line with the path of a log holding the traceback, exit 1."""
     from engine.errors import from_os_error
 
+    _used.clear()
     try:
-        return func(args) or 0
+        code = func(args) or 0
+        if _used.get("home") is not None:
+            print(f"workspace: {_used['home']}", file=sys.stderr)
+        return code
     except VoxtuneError as e:
         return report(e)
     except KeyboardInterrupt:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tui.cli import emit, workspace
+from tui.cli import emit, read_workspace, workspace
 
 
 def register(sub) -> None:
@@ -102,7 +102,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     d = _datasets()
-    ws = workspace(args)
+    ws = read_workspace(args)  # never created here: `demo` is imported with the workspace's first write
+    if ws is None:
+        emit([], args.json, f"{d.DEMO_NAME} (bundled; imported when first used)")
+        return 0
     _call(d.ensure_demo, ws)
     recs = d.list_all(ws)
     rows = [{"name": r["name"], "clips_usable": r["clips_usable"], "clips_total": r["clips_total"],

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from tui.cli import CliError, emit, workspace
+from tui.cli import CliError, emit, read_workspace, workspace
 
 
 SLURM_FLAGS = {"partition": "partition", "account": "account", "qos": "qos", "slurm_time": "time",
@@ -56,7 +56,10 @@ def cmd_start(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     from engine import daemon
 
-    ws = workspace(args)
+    ws = read_workspace(args)
+    if ws is None:
+        print("engine was not running")
+        return 0
     stopped = daemon.stop(ws)
     st = daemon.status(ws)
     if not stopped:
@@ -84,13 +87,19 @@ def _ago(t: float | None) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     from engine import daemon
 
-    st = daemon.status(workspace(args))
+    ws = read_workspace(args)
+    if ws is None:
+        emit({"running": False, "pid": None, "workspace": None, "queue_paused": False, "active_runs": [],
+              "queued": []}, args.json, "engine: not running")
+        return 0
+    st = daemon.status(ws)
     lines = [f"engine: running, pid {st['pid']}, up {_ago(st['started_at'])}" if st["running"] else "engine: not running"]
     lines.append(f"executor: {st['executor']}")
     lines.append(f"queue: {'paused (' + (st['queue_paused_reason'] or '') + ')' if st['queue_paused'] else 'active'}, "
                  f"{len(st['queued'])} queued")
     for a in st["active_runs"]:
-        step = f"step {a['step']}/{a['max_steps']}" if a["step"] is not None else "starting"
+        step = (f"step {a['step']}/{a['max_steps']}" if a["step"] is not None and a["max_steps"]
+                else "starting" if a["step"] is None else "evaluating")  # an eval-only run has no steps
         eta = f", eta {int(a['eta_s'] // 60)}m{int(a['eta_s'] % 60):02d}s" if a.get("eta_s") is not None else ""
         where = f"slurm job {a['slurm_job_id']}" if a.get("slurm_job_id") else f"pid {a['pid']}, {a['device']}"
         lines.append(f"  running {a['id']} ({where}): {step}{eta}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 
 from engine.catalog import OUTPUTS, matches
@@ -110,12 +111,10 @@ def _entry(ref: str):
 def _measurements(args) -> list[dict]:
     """The store's measurements, without creating a workspace where there is none."""
     from engine.store import Store
-    from engine.workspace import Workspace, resolve_home
+    from tui.cli import read_workspace
 
-    ws = Workspace(resolve_home(getattr(args, "home", None)))
-    if not ws.db_path.exists():
-        return []
-    return Store(ws).list_measurements()
+    ws = read_workspace(args)
+    return [] if ws is None else Store(ws).list_measurements()
 
 
 def _traced(args, e, cfg, est) -> dict:
@@ -291,8 +290,15 @@ def cmd_gpus(args) -> int:
 def cmd_doctor(args) -> int:
     from engine.doctor import run_doctor
     from engine.workspace import resolve_home
+    from tui.cli import read_workspace
 
-    found = run_doctor(resolve_home(getattr(args, "home", None)))
+    ws = read_workspace(args)
+    home = ws.home if ws is not None else resolve_home(getattr(args, "home", None))
+    while not home.exists() and home != home.parent:  # the disk it will be created on
+        home = home.parent
+    steps = iter(range(1, 100))
+    found = run_doctor(home, progress=lambda check: print(f"doctor [{next(steps)}] {check}...", file=sys.stderr,
+                                                          flush=True))
     icon = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "info": "info"}
     lines = []
     for f in found:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tui.cli import emit, workspace
+from tui.cli import emit, need_workspace, read_workspace, run_workspace, workspace
 
 
 def add_run_options(p: argparse.ArgumentParser, required: bool) -> None:
@@ -90,7 +90,8 @@ def _fmt_queue(status: dict) -> str:
         lines.append(f"queue paused: {status['queue_paused_reason'] or ''}".rstrip(": "))
     lines.append(f"engine: {'running, pid ' + str(status['pid']) if status['running'] else 'not running'}")
     for a in status["active_runs"]:
-        step = f"step {a['step']}/{a['max_steps']}" if a["step"] is not None else "starting"
+        step = (f"step {a['step']}/{a['max_steps']}" if a["step"] is not None and a["max_steps"]
+                else "starting" if a["step"] is None else "evaluating")  # an eval-only run has no steps
         lines.append(f"  running  {a['id']}  {step}" + ("  (cancelling)" if a["cancel_requested"] else ""))
     for i, q in enumerate(status["queued"], 1):
         lines.append(f"  {i:>3}.    {q['id']}  {q['reason'] or ''}".rstrip())
@@ -102,7 +103,12 @@ def _fmt_queue(status: dict) -> str:
 def cmd_ls(args: argparse.Namespace) -> int:
     from engine import daemon
 
-    st = daemon.status(workspace(args))
+    ws = read_workspace(args)
+    if ws is None:
+        emit({"queue_paused": False, "queue_paused_reason": None, "active_runs": [], "queued": [],
+              "engine_running": False}, getattr(args, "json", False), "(queue empty)")
+        return 0
+    st = daemon.status(ws)
     emit({k: st[k] for k in ("queue_paused", "queue_paused_reason", "active_runs", "queued")} | {"engine_running": st["running"]},
          getattr(args, "json", False), _fmt_queue(st))
     return 0
@@ -111,7 +117,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_pause(args: argparse.Namespace) -> int:
     from engine import queue
 
-    queue.pause(workspace(args))
+    queue.pause(need_workspace(args))
     print("queue paused: running runs continue, nothing new starts")
     return 0
 
@@ -119,7 +125,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from engine import queue
 
-    ws = workspace(args)
+    ws = need_workspace(args)
     queue.unpause(ws)
     print("queue resumed")
     start_engine(ws, True)
@@ -129,7 +135,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _move(args: argparse.Namespace, delta: int) -> int:
     from engine import queue
 
-    pos = queue.move(workspace(args), args.id, delta * args.n)
+    pos = queue.move(run_workspace(args), args.id, delta * args.n)
     print(f"{args.id} is now number {pos + 1} in the queue")
     return 0
 

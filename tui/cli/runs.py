@@ -6,8 +6,9 @@ import argparse
 import sys
 import time
 
-from tui.cli import emit, workspace
+from tui.cli import emit, need_workspace, read_workspace, run_workspace
 from tui.cli.queue import add_run_options, run_options, start_engine
+from engine.compare import method_label, scored_split
 from engine.enums import RunStatus
 
 FOLLOW_POLL_S = 0.5
@@ -23,16 +24,20 @@ def _row(ws, r: dict) -> dict:
 
     prog = read_progress(RunFiles(ws.run_dir(r["id"])))
     return {"id": r["id"], "status": r["status"], "reason": r.get("status_reason"), "model": r.get("model"),
-            "method": r.get("method"), "dataset": r.get("dataset"), "priority": r.get("priority", 0),
+            "method": method_label(r), "dataset": r.get("dataset"), "priority": r.get("priority", 0),
             "created_at": r.get("created_at"), "step": prog["step"], "max_steps": prog["max_steps"],
-            "loss": prog["loss"], "wer": prog["wer"], "best_wer": prog["best_wer"], "eta_s": prog["eta_s"],
+            "loss": prog["loss"], "wer": prog["wer"], "split": scored_split(r), "eval_only": bool(r.get("eval_only")),
+            "best_wer": prog["best_wer"], "eta_s": prog["eta_s"],
             "slurm_job_id": r.get("slurm_job_id")}
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from engine.store import Store
 
-    ws = workspace(args)
+    ws = read_workspace(args)
+    if ws is None:
+        emit([], args.json, "(no runs)")
+        return 0
     store = Store(ws)
     runs = sorted(store.list_runs(), key=lambda r: r.get("seq", 0))
     if args.status:
@@ -41,11 +46,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     lines = []
     if store.get_meta("queue_paused", False):
         lines.append(f"queue paused: {store.get_meta('queue_paused_reason') or ''}")
-    lines.append(f"{'ID':<40} {'STATUS':<11} {'STEP':>11} {'LOSS':>7} {'WER':>6}  REASON")
+    lines.append(f"{'ID':<40} {'STATUS':<11} {'STEP':>11} {'LOSS':>7} {'WER':>6} {'SPLIT':<10} REASON")
     for r in rows:
-        step = f"{r['step']}/{r['max_steps']}" if r["step"] is not None else "-"
+        step = "evaluation" if r["eval_only"] else f"{r['step']}/{r['max_steps']}" if r["step"] is not None else "-"
+        wer_split = r["split"] if r["wer"] is not None else ""
         lines.append(f"{r['id']:<40} {r['status']:<11} {step:>11} {_fmt_num(r['loss']):>7} "
-                     f"{_fmt_num(r['wer']):>6}  {r['reason'] or ''}".rstrip())
+                     f"{_fmt_num(r['wer']):>6} {wer_split:<10} {r['reason'] or ''}".rstrip())
     if not rows:
         lines.append("(no runs: `voxtune queue add --model M --dataset D --method lora`)")
     emit(rows, args.json, "\n".join(lines))
@@ -67,21 +73,28 @@ def cmd_show(args: argparse.Namespace) -> int:
     from engine.progress import read_progress
     from engine.runfiles import RunFiles, read_json
 
-    ws = workspace(args)
+    ws = run_workspace(args)
     run = _require(ws, args.id)
     files = RunFiles(ws.run_dir(args.id))
     prog = read_progress(files)
     config = read_json(files.config, {})
     result = read_json(files.result, None)
-    out = {"id": run["id"], "status": run["status"], "reason": run.get("status_reason"), "run": run,
+    split = scored_split(run)
+    out = {"id": run["id"], "status": run["status"], "reason": run.get("status_reason"),
+           "eval_only": bool(run.get("eval_only")), "method": method_label(run), "split": split, "run": run,
            "config": config, "progress": prog, "metrics": run.get("metrics") or prog["last_eval"],
            "best": run.get("best"), "peak_memory": run.get("peak_memory"), "result": result,
            "folder": str(files.root)}
     lines = [f"{run['id']}: {run['status']}" + (f" -- {run.get('status_reason')}" if run.get("status_reason") else "")]
-    lines.append(f"  model {config.get('model')} ({config.get('method')}), dataset {config.get('dataset')}, "
-                 f"batch {config.get('batch_size')} x {config.get('grad_accum')}, lr {config.get('lr')}, "
-                 f"estimate {_fmt_num(config.get('estimate_gb'), '.1f')} GiB")
-    if config.get("defaults_note"):
+    if out["eval_only"]:  # trains nothing: no method, steps, grad-accum or learning rate
+        lines.append(f"  evaluation only: model {config.get('model') or run.get('model')}, dataset "
+                     f"{config.get('dataset') or run.get('dataset')}, {split} split, batch {config.get('batch_size')}, "
+                     f"estimate {_fmt_num(config.get('estimate_gb') or run.get('estimate_gb'), '.1f')} GiB")
+    else:
+        lines.append(f"  model {config.get('model')} ({config.get('method')}), dataset {config.get('dataset')}, "
+                     f"batch {config.get('batch_size')} x {config.get('grad_accum')}, lr {config.get('lr')}, "
+                     f"estimate {_fmt_num(config.get('estimate_gb'), '.1f')} GiB")
+    if config.get("defaults_note") and not out["eval_only"]:
         lines.append(f"  why: {config['defaults_note']}")
     if config.get("eval_dataset"):
         lines.append(f"  evaluates on {config['eval_dataset']}")
@@ -89,12 +102,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         lines.append(f"  stopped early at step {result['stopped_early_at']} (no better validation WER)")
     if run.get("slurm_job_id"):
         lines.append(f"  slurm job {run['slurm_job_id']}" + (f" ({run['slurm_state'].lower()})" if run.get("slurm_state") else ""))
-    if prog["step"] is not None:
+    if prog["step"] is not None and not out["eval_only"] and prog["max_steps"]:
         eta = f", eta {int(prog['eta_s'])} s" if prog["eta_s"] is not None and run["status"] == RunStatus.RUNNING else ""
         lines.append(f"  progress: step {prog['step']}/{prog['max_steps']}{eta}, loss {_fmt_num(prog['loss'])}")
     if out["metrics"]:
         m = out["metrics"]
-        lines.append("  last evaluation: " + ", ".join(f"{k} {_fmt_num(m[k])}" for k in ("wer", "cer", "eval_loss", "wer_normalized") if k in m))
+        lines.append(f"  last evaluation ({split} split): " + ", ".join(f"{k} {_fmt_num(m[k])}" for k in ("wer", "cer", "eval_loss", "wer_normalized") if k in m))
     if run.get("best"):
         lines.append(f"  best: {run['best']}")
     if run.get("peak_memory"):
@@ -116,7 +129,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from engine import queue
 
-    now = queue.cancel(workspace(args), args.id)
+    now = queue.cancel(run_workspace(args), args.id)
     print(f"{args.id}: cancelled" if now == RunStatus.CANCELLED else
           f"{args.id}: cancel requested; the worker saves a checkpoint and stops (forced after a timeout)")
     return 0
@@ -125,7 +138,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_retry(args: argparse.Namespace) -> int:
     from engine import queue
 
-    ws = workspace(args)
+    ws = run_workspace(args)
     new = queue.retry(ws, args.id)
     emit({"id": new}, args.json, new)
     start_engine(ws, args.json)
@@ -135,12 +148,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from engine import queue
 
-    ws = workspace(args)
-    has_ckpt = queue.resume(ws, args.id)
-    print(f"{args.id} queued to resume " + ("from its last checkpoint" if has_ckpt else "(no checkpoint yet: from step 0)"))
-    paused, reason = queue.is_paused(ws)
-    if paused:
-        print(f"note: the queue is paused ({reason}); `voxtune queue resume` lets it start", file=sys.stderr)
+    ws = run_workspace(args)
+    paused, _ = queue.is_paused(ws)
+    has_ckpt = queue.resume(ws, args.id)  # asked for by name: it starts even while the queue is paused
+    print(f"{args.id} resumes " + ("from its last checkpoint" if has_ckpt else "from step 0 (no checkpoint yet)")
+          + ("; the queue stays paused for the other runs (`voxtune queue resume` starts them)" if paused else ""))
     start_engine(ws, True)
     return 0
 
@@ -148,7 +160,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_clone(args: argparse.Namespace) -> int:
     from engine import queue
 
-    ws = workspace(args)
+    ws = run_workspace(args)
     new = queue.clone(ws, args.id, **run_options(args))
     emit({"id": new}, args.json, new)
     start_engine(ws, args.json)
@@ -158,7 +170,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     from engine import queue
 
-    dest = queue.remove(workspace(args), args.id)
+    dest = queue.remove(run_workspace(args), args.id)
     print(f"{args.id} removed" + (f"; its folder is in {dest}" if dest else ""))
     return 0
 
@@ -167,7 +179,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from engine.runfiles import RunFiles, read_lines_from, tail_lines
     from engine.store import Store
 
-    ws = workspace(args)
+    ws = run_workspace(args)
     _require(ws, args.id)
     path = RunFiles(ws.run_dir(args.id)).log
     lines, offset = tail_lines(path, args.lines)
@@ -195,7 +207,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from engine import export
 
-    ws = workspace(args)
+    ws = run_workspace(args)
     _require(ws, args.id)
     out = export.export_run(ws, args.id, merge=args.merge, out=args.out, format=args.format,
                             quantization=args.quantization)
@@ -206,7 +218,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_rebuild(args: argparse.Namespace) -> int:
     from engine.rebuild import rebuild
 
-    rep = rebuild(workspace(args), force=args.force)
+    rep = rebuild(need_workspace(args), force=args.force)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(rep["runs"].items())) or "none"
     lines = [f"rebuilt the run index from runs/*/: {len(rep['restored'])} run(s) ({counts}); "
              f"datasets: {', '.join(rep['datasets']) or '-'}"]

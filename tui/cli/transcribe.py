@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tui.cli import CliError, emit, workspace
+from tui.cli import CliError, emit, run_workspace
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -13,8 +13,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     if bool(args.run) == bool(args.model):
         raise CliError("give exactly one of --run ID or --model M")
-    target = tr.target_for_run(workspace(args), args.run) if args.run else tr.target_for_model(args.model)
-    results = tr.transcribe_detailed(args.audio, target, device=args.device, max_new_tokens=args.max_new_tokens)
+    target = tr.target_for_run(run_workspace(args, 'run'), args.run) if args.run else tr.target_for_model(args.model)
+    results = tr.transcribe_detailed(args.audio, target, device=args.device, max_new_tokens=args.max_new_tokens,
+                                     progress=lambda line: print(f"transcribe: {line}", file=sys.stderr, flush=True))
     if args.json:
         emit(results, True)
         return 0

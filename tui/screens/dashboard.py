@@ -19,7 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Header, Input, Static, TabbedContent, TabPane
 
-from engine.compare import curves, fmt_duration
+from engine.compare import curves, fmt_duration, scored_split, split_short
 from engine.progress import read_progress
 from engine.runfiles import RunFiles, read_json, read_jsonl_from, read_lines_from, tail_lines
 from engine.enums import FINAL
@@ -267,11 +267,16 @@ class DashboardScreen(Screen):
         t.append(f"{status}", style=f"bold {colour}")
         if rec.get("status_reason"):
             t.append(f" ({rec['status_reason']})", style="dim")
-        t.append(f"  {rec.get('model', '')} {rec.get('method', '')} on {rec.get('dataset', '')}")
+        split = scored_split(rec)
+        eval_only = bool(rec.get("eval_only"))
+        what = "evaluation" if eval_only else rec.get("method", "")
+        t.append(f"  {rec.get('model', '')} {what} on {rec.get('dataset', '')}" + (f" ({split})" if eval_only else ""))
         if rec.get("slurm_job_id"):
             t.append(f" · slurm job {rec['slurm_job_id']}", style="bold")
         t.append("\n")
-        if max_steps:
+        if eval_only:  # no training steps: scoring the split
+            t.append("scoring" if status == RunStatus.RUNNING else "evaluation only")
+        elif max_steps:
             frac, bar = min(1.0, step / max_steps), 10  # the line fits 80 columns with WER and best
             t.append("█" * round(frac * bar) + "░" * (bar - round(frac * bar)), style="green")
             t.append(f" step {step}/{max_steps}")
@@ -282,7 +287,7 @@ class DashboardScreen(Screen):
         if p.get("loss") is not None:
             t.append(f"  loss {p['loss']:.4g}")
         if p.get("wer") is not None:
-            t.append(f"  WER {p['wer'] * 100:.1f}%")
+            t.append(f"  WER {p['wer'] * 100:.1f}% {split_short(split)}")
         if p.get("best_wer") is not None:
             t.append(f"  best {p['best_wer'] * 100:.1f}% @{p.get('best_step')}")
         if self.result and self.result.get("oom"):

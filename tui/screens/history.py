@@ -122,11 +122,13 @@ class HistoryScreen(Screen):
         cols = [Column("mark", " ", 1)]
         for key in DISPLAY:
             heading = SHORT_HEADINGS.get(key, HEADINGS[key])
-            if key in ("id", "model", "dataset", "status", "method"):
+            if key in ("id", "model", "dataset", "status", "method", "split"):
                 cap = {"id": 40, "model": MODEL_WIDTH}.get(key, 24)
                 width = max([len(heading)] + [len(str(r.get(key, ""))) for r in rows])
                 cols.append(Column(key, heading, min(cap, width)))
-            elif key in ("wer", "best_wer"):
+            elif key == "wer":
+                cols.append(Column(key, heading, 11))  # "100.0% test": the split it was measured on
+            elif key == "best_wer":
                 cols.append(Column(key, heading, 6))  # "100.0%"
             else:
                 cols.append(Column(key, heading, 16 if key == "created_at" else max(8, len(heading))))
@@ -137,8 +139,10 @@ class HistoryScreen(Screen):
             return MARK if row["id"] in self.marked else " "
         if key == "model":
             return self._models.get(row["model"], row["model"])
-        if key in ("id", "method", "dataset", "status"):
+        if key in ("id", "method", "dataset", "status", "split"):
             return str(row.get(key) or "")
+        if key == "wer" and row.get(key) is not None:  # the split it was measured on, next to it
+            return f"{fmt_value(key, row[key])} {compare.split_short(row.get('split'))}"
         return fmt_value(key, row.get(key))
 
     def on_mount(self) -> None:
@@ -348,7 +352,8 @@ class RunDetailScreen(Screen):
         t.append(f"{rec['id']}\n", style="bold")
         for problem in d["problems"]:
             t.append(problem + "\n", style="bold red")
-        t.append(f"{row['model']} · {row['method']} · {row['dataset']} · {row['status']}")
+        what = "evaluation only" if row.get("eval_only") else row["method"]
+        t.append(f"{row['model']} · {what} · {row['dataset']} ({row['split']} split) · {row['status']}")
         if rec.get("status_reason"):
             t.append(f" ({rec['status_reason']})", style="dim")
         t.append(f"\nduration {fmt_value('duration_s', row['duration_s'])}")
@@ -366,7 +371,7 @@ class RunDetailScreen(Screen):
             t.append(f"  (estimate {'over' if err >= 0 else 'under'} by {abs(err):.0f}%)", style="yellow" if err < 0 else "")
         if d["result"].get("oom"):
             t.append(f"\nOUT OF MEMORY at step {d['result'].get('oom_step')}", style="bold red")
-        t.append("\n\nMetrics (final evaluation)\n", style="bold underline")
+        t.append(f"\n\nMetrics (final evaluation, {row['split']} split)\n", style="bold underline")
         for key, heading in compare.METRIC_COLUMNS[:8]:
             t.append(f"{heading:<11}{fmt_value(key, row.get(key))}\n")
         if (d["result"].get("best") or rec.get("best")):

@@ -360,8 +360,8 @@ class NewRunScreen(Screen[str | None]):
             self.query_one("#model", Input).suggester = SuggestFromList(names, case_sensitive=False)
         ds = self.query_one("#dataset", Select)
         ds.set_options([(d, d) for d in datasets])
-        if datasets:
-            self._set(ds, datasets[0])
+        if datasets:  # the user's own data before the bundled demo
+            self._set(ds, next((d for d in datasets if d != "demo"), datasets[0]))
         gpu = self.query_one("#gpu", Select)
         gpu.set_options([(label, i) for i, (label, _) in enumerate(self._gpus)])
         if self._gpus:
@@ -389,6 +389,12 @@ class NewRunScreen(Screen[str | None]):
 
     def _load_choices(self):
         store = Store(self.workspace)
+        from engine.datasets import ensure_demo
+
+        try:  # the bundled demo is always offered, as in `voxtune data ls` and the Datasets screen
+            ensure_demo(self.workspace)
+        except VoxtuneError:
+            pass  # a damaged install: the form still opens; the dataset field says none is imported
         datasets = sorted(d["name"] for d in store.list_datasets())
         try:
             gpus = gpu_choices()

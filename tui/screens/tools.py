@@ -9,10 +9,8 @@ from a thread worker and show its output as it comes.
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
-import sys
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -59,7 +57,9 @@ class PromptScreen(ModalScreen[str | None]):
 
 def cli_argv(ws: Workspace, *args: str) -> list[str]:
     """The voxtune command line for `args` in workspace `ws` (this interpreter's install)."""
-    return [sys.executable, "-m", "tui", "--home", str(ws.home), *args]
+    from engine.procs import python_module
+
+    return python_module("tui", "--home", str(ws.home), *args)  # -P: voxtune's code, whatever the cwd
 
 
 class CommandScreen(ModalScreen[int | None]):
@@ -95,7 +95,9 @@ class CommandScreen(ModalScreen[int | None]):
 
     @work(thread=True, exclusive=True, group="command", exit_on_error=False)
     def _run(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        from engine.procs import safe_env
+
+        env = safe_env(PYTHONUNBUFFERED="1")
         try:
             proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     stdin=subprocess.DEVNULL, env=env, bufsize=1)

@@ -14,6 +14,8 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
+
+from engine.compare import scored_split, split_short
 from engine.enums import FINAL, RunStatus
 
 STATUS_GLYPH = {
@@ -139,7 +141,10 @@ def run_row(run: dict, progress: dict | None, position: int | None = None, queue
     if wer is None:
         wer = recorded
     note = note_for(run, queue_paused)
-    bar = progress_bar(step, max_steps, progress.get("eta_s") if status == RunStatus.RUNNING else None)
+    split = scored_split(run)
+    eval_only = bool(run.get("eval_only"))
+    bar = "evaluation" if eval_only else \
+        progress_bar(step, max_steps, progress.get("eta_s") if status == RunStatus.RUNNING else None)
     if note and (status != RunStatus.RUNNING or run.get("cancel_requested")):  # a finished bar says nothing new
         shown: Any = Text(note, style=NOTE_STYLE.get(status, "yellow"), no_wrap=True, overflow="ellipsis")
     else:
@@ -148,20 +153,22 @@ def run_row(run: dict, progress: dict | None, position: int | None = None, queue
         status_text(status, position),
         run.get("id", ""),
         shown,
-        fmt_wer(wer),
+        fmt_wer(wer) + (f" {split_short(split)}" if fmt_wer(wer) else ""),  # the split it was measured on
         fmt_wer(best_wer(run, progress)),
     )
     loss = fmt_loss(progress.get("loss"))
-    what = f"{run.get('model', '?')} · {run.get('method', '?')} · {run.get('dataset', '?')}"
-    if run.get("eval_only"):
-        what += " · eval only"
-    if step and max_steps:
+    if eval_only:  # it trains nothing: no method, no steps
+        what = f"{run.get('model', '?')} · evaluation only · {run.get('dataset', '?')} ({split} split)"
+    else:
+        what = f"{run.get('model', '?')} · {run.get('method', '?')} · {run.get('dataset', '?')}"
+    if step and max_steps and not eval_only:
         what += f" · step {step}/{max_steps}"
         if status == RunStatus.RUNNING and progress.get("eta_s") is not None:
             what += f" · ETA {fmt_duration(progress['eta_s'])}"
     scores = " · ".join(
         f"{name} {value}" for name, value in
-        (("loss", loss), ("WER", cells[3] and cells[3] + "%"), ("best WER", cells[4] and cells[4] + "%")) if value
+        (("loss", loss), ("WER", fmt_wer(wer) and f"{fmt_wer(wer)}% ({split})"),
+         ("best WER", cells[4] and cells[4] + "%")) if value
     )
     lines = [f"{run.get('id', '')} · {status}", what, scores, note]
     detail = "\n".join(line for line in lines if line)
