@@ -137,4 +137,6 @@ def existing_workspace(arg: str | os.PathLike | None = None) -> Workspace | None
                                file=home, hint=f"check {source}; {CREATE_HINT}")
         return None
     ws = Workspace(home)
-    return ws if ws.db_path.is_file() else None
+    # a store that was lost while run folders remain is still a workspace: `runs ls` then names
+    # the unindexed runs and `voxtune runs rebuild`
+    return ws if ws.db_path.is_file() or ws.runs_dir.is_dir() else None

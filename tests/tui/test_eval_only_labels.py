@@ -59,12 +59,12 @@ def test_summaries_and_rows_carry_the_split(ws):
     assert compare.filter_rows([row, train], "split=test") == [row]
 
     r = run_row(rec, {"step": 0, "max_steps": None, "wer": 0.31})
-    assert r.cells[2] == "evaluation" and r.cells[4] == "31.0 test"
+    assert r.cells[2] == "evaluation" and r.cells[3] == "31.0 test"
     assert "evaluation only" in r.detail and "(test split)" in r.detail and "WER 31.0% (test)" in r.detail
     assert "None" not in r.detail and "step 0" not in r.detail and "· eval" not in r.detail.replace("evaluation", "")
     trained = run_row({"id": "t", "method": "lora", "model": "m", "dataset": "d", "status": "running"},
                       {"step": 4, "max_steps": 8, "wer": 0.2})
-    assert trained.cells[4] == "20.0 val" and "WER 20.0% (validation)" in trained.detail
+    assert trained.cells[3] == "20.0 val" and "WER 20.0% (validation)" in trained.detail
 
 
 @pytest.mark.asyncio

@@ -231,7 +231,7 @@ async def test_estimate_only_models_are_starred_and_past_runs_peaks_are_shown(ws
         assert cell(screen, "whisper-small", "model") == "whisper-small"
         # a run of another set-up than the one on screen: its peak is still shown
         text = detail(screen)
-        assert "past run 1206-0900-whisper-small-lora: 6.4 GB measured (lora, batch 8, 12.5 s audio" in text
+        assert "past run 1206-0900-whisper-small-lora: 6.4 GiB measured (lora, batch 8, 12.5 s audio" in text
 
 
 @pytest.mark.asyncio
