@@ -87,6 +87,14 @@ def split_short(split: str | None) -> str:
     return SPLIT_SHORT.get(str(split), str(split or "val"))
 
 
+def split_tag(split: str | None) -> str:
+    """The tag after a WER in the narrow Runs and History columns: nothing for the validation
+    split (what every training run scores), " test" / " all" otherwise, so a test-split WER is
+    never shown beside validation WERs as if they were comparable."""
+    tag = split_short(split)
+    return "" if tag == "val" else f" {tag}"
+
+
 def method_label(record: dict) -> str:
     """What a run does: its method, or "eval" for an eval-only run (whose method is None)."""
     if record.get("eval_only"):

@@ -110,7 +110,7 @@ def test_every_ending_is_recorded(dws):
 
     run = wait_status(dws, oom, ("failed", "finished"), 60)
     assert run["status"] == "failed" and run["oom"] is True
-    assert run["status_reason"].startswith("out of memory at step 2 (peak 11.8 GB)")
+    assert run["status_reason"].startswith("out of memory at step 2 (peak 11.8 GiB)")
     assert f"voxtune runs clone {oom} --batch 2 --grad-accum" in run["status_reason"]
     assert run["peak_memory"]["reserved_gb"] == 11.8
 

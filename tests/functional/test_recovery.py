@@ -47,8 +47,9 @@ def test_kill_daemon_and_worker_mid_run_then_resume(ws, tiny_whisper, monkeypatc
         daemon.start(ws)
         run = wait_status(ws, rid, "interrupted", 30)
         assert "worker is gone" in run["status_reason"] and "runs resume" in run["status_reason"]
-        st = daemon.status(ws)
-        assert st["queue_paused"] and rid in st["queue_paused_reason"]
+        # the daemon marks each run interrupted, then pauses the queue once for all of them
+        wait_for(lambda: daemon.status(ws)["queue_paused"], 10, what="queue paused")
+        assert rid in daemon.status(ws)["queue_paused_reason"]
 
         assert queue.resume(ws, rid) is True
         queue.unpause(ws)

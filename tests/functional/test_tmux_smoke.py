@@ -73,7 +73,7 @@ def test_queue_a_tiny_run_from_the_form_and_watch_it_train(ws, tmp_path):
         t.wait("New run")
         t.wait("Dataset tiny")
         t.keys(str(model), literal=True)
-        t.wait("Steps 300", timeout=30)  # the defaults for this model are in
+        t.wait("Steps 20 ", timeout=30)  # this model's defaults for 2 training clips (engine.config.defaults) are in
         t.keys("Tab", "Tab", "Tab", "Tab")  # method, dataset, GPU, then Steps
         for label, value in (("Steps", "4"), ("Epochs", ""), ("Batch", "2"), ("Accum", "1"), ("LR", "0.001"),
                              ("Warmup", "0"), ("Eval every", "4"), ("Save every", "4")):

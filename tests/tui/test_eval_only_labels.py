@@ -64,7 +64,7 @@ def test_summaries_and_rows_carry_the_split(ws):
     assert "None" not in r.detail and "step 0" not in r.detail and "· eval" not in r.detail.replace("evaluation", "")
     trained = run_row({"id": "t", "method": "lora", "model": "m", "dataset": "d", "status": "running"},
                       {"step": 4, "max_steps": 8, "wer": 0.2})
-    assert trained.cells[3] == "20.0 val" and "WER 20.0% (validation)" in trained.detail
+    assert trained.cells[3] == "20.0" and "WER 20.0% (validation)" in trained.detail
 
 
 @pytest.mark.asyncio
@@ -89,7 +89,7 @@ async def test_runs_history_compare_and_dashboard_label_it_an_evaluation(ws):
         await wait_for(pilot, lambda: screen.loaded, what="history")
         rows = {r["id"]: r for r in screen.query_one(RunList).rows}
         assert rows[rid]["method"] == "eval" and screen._format_cell("wer", rows[rid]) == "31.0% test"
-        assert screen._format_cell("wer", rows[trained]).endswith(" val")
+        assert screen._format_cell("wer", rows[trained]).endswith("%")  # validation: untagged
         screen.marked = {rid, trained}
         await pilot.press("c")
         await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.comparison is not None,

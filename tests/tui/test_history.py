@@ -260,10 +260,10 @@ async def test_runs_and_history_agree_on_wer_in_one_unit_and_wer_filters(ws):
         headings = [str(c.label) for c in table.columns.values()]
         assert "WER%" in headings and "best%" in headings
         rid = "1125-0900-whisper-small-lora"
-        assert str(table.get_cell(rid, "wer")) == "25.0 val" and str(table.get_cell(rid, "best")) == "20.0"
+        assert str(table.get_cell(rid, "wer")) == "25.0" and str(table.get_cell(rid, "best")) == "20.0"
         screen = await open_history(app, pilot)
         row = next(r for r in screen.query_one(RunList).rows if r["id"] == rid)
-        assert screen._format_cell("wer", row) == "25.0% val" and screen._format_cell("best_wer", row) == "20.0%"
+        assert screen._format_cell("wer", row) == "25.0%" and screen._format_cell("best_wer", row) == "20.0%"
 
         await pilot.press("slash", *"wer<0.5")
         assert shown_ids(screen) == [rid]

@@ -46,7 +46,7 @@ def test_rows_show_queue_position_reason_and_scores():
     a, b, c = rows
     assert a.cells[0].plain == "… queued #1" and b.cells[0].plain == "… queued #2"
     assert a.cells[2].plain == "waiting: needs 9.8 GB, 7.1 GB free"  # the note where a bar would be
-    assert c.cells[2].endswith("100%") and c.cells[3:5] == ("25.0 val", "20.0")
+    assert c.cells[2].endswith("100%") and c.cells[3:5] == ("25.0", "20.0")
     assert "loss 0.500" in c.detail and "WER 25.0% (validation)" in c.detail
     paused = build_rows(runs, {}, queue_paused=True)
     assert paused[1].cells[2].plain == "queue paused"
@@ -83,7 +83,7 @@ async def test_home_shows_every_run_with_progress_scores_and_reasons(ws):
         running = "1125-0200-whisper-medium-qlora"
         # 40 of 100 steps at 3 s a step: 60 steps * 3 s = 3 minutes left
         assert cell(app, running, "progress") == "▰▰▱▱▱▱  40% 3m"
-        assert cell(app, running, "wer") == "31.0 val"
+        assert cell(app, running, "wer") == "31.0"
         assert cell(app, "1125-0412-whisper-small-lora", "progress") == "waiting: needs 9.8 GB, 7.1 GB free"
         assert cell(app, "1125-0300-whisper-small-full", "best") == "11.8"
         assert "out of memory" in cell(app, "1125-0100-voxtral-mini-3b-qlora", "progress")
@@ -108,7 +108,7 @@ async def test_live_run_updates_without_a_keypress(ws):
             append_jsonl(files.metrics, {"kind": "train", "step": s, "max_steps": 100, "loss": 0.25, "time": T0 + s * 3})
         append_jsonl(files.metrics, {"kind": "eval", "step": 60, "max_steps": 100, "wer": 0.2, "time": T0 + 181})
         await wait_for(pilot, lambda: cell(app, run_id, "progress").startswith("▰▰▰▰▱▱  60%"), what="60%")
-        assert cell(app, run_id, "wer") == "20.0 val"
+        assert cell(app, run_id, "wer") == "20.0"
         assert "loss 0.250" in str(app.screen.query_one("#run-detail").render())
 
 

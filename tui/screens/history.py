@@ -126,8 +126,9 @@ class HistoryScreen(Screen):
                 cap = {"id": 40, "model": MODEL_WIDTH}.get(key, 24)
                 width = max([len(heading)] + [len(str(r.get(key, ""))) for r in rows])
                 cols.append(Column(key, heading, min(cap, width)))
-            elif key == "wer":
-                cols.append(Column(key, heading, 11))  # "100.0% test": the split it was measured on
+            elif key == "wer":  # "100.0%", "100.0% test": tagged unless validation (compare.split_tag)
+                tagged = any(compare.split_tag(r.get("split")) for r in rows)
+                cols.append(Column(key, heading, 11 if tagged else 6))
             elif key == "best_wer":
                 cols.append(Column(key, heading, 6))  # "100.0%"
             else:
@@ -142,7 +143,7 @@ class HistoryScreen(Screen):
         if key in ("id", "method", "dataset", "status", "split"):
             return str(row.get(key) or "")
         if key == "wer" and row.get(key) is not None:  # the split it was measured on, next to it
-            return f"{fmt_value(key, row[key])} {compare.split_short(row.get('split'))}"
+            return f"{fmt_value(key, row[key])}{compare.split_tag(row.get('split'))}"
         return fmt_value(key, row.get(key))
 
     def on_mount(self) -> None:

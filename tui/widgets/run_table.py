@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
-from engine.compare import scored_split, split_short
+from engine.compare import scored_split, split_tag
 from engine.enums import FINAL, RunStatus
 
 STATUS_GLYPH = {
@@ -153,7 +153,7 @@ def run_row(run: dict, progress: dict | None, position: int | None = None, queue
         status_text(status, position),
         run.get("id", ""),
         shown,
-        fmt_wer(wer) + (f" {split_short(split)}" if fmt_wer(wer) else ""),  # the split it was measured on
+        fmt_wer(wer) + (split_tag(split) if fmt_wer(wer) else ""),  # tagged unless validation
         fmt_wer(best_wer(run, progress)),
     )
     loss = fmt_loss(progress.get("loss"))
