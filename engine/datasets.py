@@ -475,6 +475,24 @@ def check_name(name: str) -> str:
     return name
 
 
+def summary_lines(report: dict) -> list[str]:
+    """The import report's summary as `voxtune data import` and the Datasets screen word it:
+    clips and minutes, the splits (once stored), what changed on a re-import, then `note:` lines.
+    The problems (clips left out) are listed by the caller, where it shows them."""
+    s = report.get("splits") or {}
+    lines = [f"{report['name']}: {report['clips_usable']} of {report['clips_total']} clips usable, "
+             f"{report['hours'] * 60:.1f} min ({report['layout']} layout)"]
+    if report.get("stored"):
+        lines.append(f"splits: train {s.get('train', 0)} / validation {s.get('validation', 0)} / test "
+                     f"{s.get('test', 0)} (seed {report.get('split_seed')}); pinned: "
+                     f"{', '.join(report.get('pinned') or []) or '-'}")
+    ch = report.get("changes")
+    if ch:
+        lines.append(f"updated: {len(ch['added'])} added, {len(ch['removed'])} removed, {len(ch['changed'])} "
+                     f"changed; splits {ch['splits']}")
+    return lines + [f"note: {n}" for n in report.get("notes") or []]
+
+
 def import_dataset(ws: Workspace, path: str | Path, name: str, seed: int | None = None,
                    split: str | None = None, pinned: list[str] | None = None, replace: bool = False) -> dict:
     """Import (or re-import) PATH as NAME; returns the report the CLI prints.

@@ -76,17 +76,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                    replace=args.replace)
     out = {k: report.get(k) for k in ("name", "clips_total", "clips_usable", "hours", "problems", "splits",
                                       "notes", "changes", "pinned", "manifest", "layout")}
-    s = report["splits"]
-    text = [f"{report['name']}: {report['clips_usable']} of {report['clips_total']} clips usable, "
-            f"{report['hours'] * 60:.1f} min ({report['layout']} layout)"]
-    if report["stored"]:
-        text.append(f"splits: train {s['train']} / validation {s['validation']} / test {s['test']}"
-                    f" (seed {report['split_seed']}); pinned: {', '.join(report['pinned']) or '-'}")
-    ch = report.get("changes")
-    if ch:
-        text.append(f"updated: {len(ch['added'])} added, {len(ch['removed'])} removed, {len(ch['changed'])} changed; "
-                    f"splits {ch['splits']}")
-    text += [f"note: {n}" for n in report["notes"]]
+    text = d.summary_lines(report)
     emit(out, args.json, "\n".join(text))
     if report.get("warning"):
         print(f"voxtune: warning: {report['warning']}", file=sys.stderr)

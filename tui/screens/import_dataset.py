@@ -23,19 +23,11 @@ PROBLEMS_SHOWN = 20  # as `voxtune data import` prints; the Datasets screen list
 
 def report_text(report: dict) -> Text:
     """The import report as `voxtune data import` words it, problems in red."""
+    from engine.datasets import summary_lines  # loaded already: the import ran in this process
+
     t = Text()
-    s = report.get("splits") or {}
-    t.append(f"{report['name']}: {report['clips_usable']} of {report['clips_total']} clips usable, "
-             f"{report['hours'] * 60:.1f} min ({report['layout']} layout)\n", style="bold")
-    if report.get("stored"):
-        t.append(f"splits: train {s.get('train', 0)} / validation {s.get('validation', 0)} / test {s.get('test', 0)}"
-                 f" (seed {report.get('split_seed')}); pinned: {', '.join(report.get('pinned') or []) or '-'}\n")
-    ch = report.get("changes")
-    if ch:
-        t.append(f"updated: {len(ch['added'])} added, {len(ch['removed'])} removed, {len(ch['changed'])} changed; "
-                 f"splits {ch['splits']}\n")
-    for n in report.get("notes") or []:
-        t.append(f"note: {n}\n", style="yellow")
+    for i, line in enumerate(summary_lines(report)):
+        t.append(line + "\n", style="bold" if i == 0 else "yellow" if line.startswith("note: ") else "")
     problems = report.get("problems") or []
     if problems:
         verdict = "nothing imported" if not report["clips_usable"] else "left out"
