@@ -56,3 +56,14 @@ def test_slurm_job_script_ignores_an_engine_folder_in_the_job_folder(hostile_cwd
     cp = subprocess.run(["bash", "-c", exec_line], capture_output=True, text=True, env=env, timeout=60)
     assert f"{REPO}/engine/worker.py" in cp.stderr and "acquire_lock" in cp.stderr, cp.stderr  # voxtune's worker ran
     assert not hostile_cwd.exists(), hostile_cwd.read_text()
+
+
+def test_the_tuis_cli_children_ignore_a_hostile_folder_too(hostile_cwd, tmp_path):
+    """Export/transcribe from the TUI run the CLI in a child (tui/screens/tools.py): same rule."""
+    from engine.workspace import Workspace
+    from tui.screens.tools import cli_argv
+
+    argv = cli_argv(Workspace(tmp_path / "ws"), "--help")
+    cp = subprocess.run(argv, capture_output=True, text=True, env=procs.safe_env(), timeout=60)
+    assert cp.returncode == 0 and "voxtune" in cp.stdout, cp.stderr
+    assert not hostile_cwd.exists(), hostile_cwd.read_text()
