@@ -471,11 +471,12 @@ def coerce(name: str, value: Any) -> Any:
 
 # -- defaults ---------------------------------------------------------------------------------
 # Whisper's linear layers (attention q/k/v/out and the MLP fc1/fc2, encoder and decoder): LoRA on
-# all of them ("all linear layers", QLoRA paper s.4) instead of q,v only; tests/benchmarks/
-# bench_cleanup.py compares both.
+# all of them ("all linear layers", QLoRA paper s.4: adapters on every linear layer match full
+# fine-tuning where q,v alone fall short) instead of q,v only.
 WHISPER_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
-# Schedule from the data (tests/benchmarks/bench_cleanup.py): passes over the data fall with its
-# size, EPOCH_SCALE / sqrt(examples) clamped to [MIN_EPOCHS, MAX_EPOCHS] (10 examples -> 15
+# Schedule from the data. Reasoned starting values, not yet tuned: tests/benchmarks/bench_cleanup.py
+# measures them against a bare Seq2SeqTrainer script (its training rows need a GPU). Passes over
+# the data fall with its size, EPOCH_SCALE / sqrt(examples) clamped to [MIN_EPOCHS, MAX_EPOCHS] (10 examples -> 15
 # epochs, 50 -> 6.8, 300 -> 2.8, 2000 -> 1); steps clamped to [MIN_STEPS, MAX_STEPS].
 EPOCH_SCALE = 48.0
 MIN_EPOCHS, MAX_EPOCHS = 1.0, 15.0
@@ -574,7 +575,7 @@ def defaults(entry: Any, method: str | None, eval_only: bool = False, data: Data
         "seed": 42,
         "precision": Precision.AUTO.value,
         "optimizer": (Optimizer.ADAMW8BIT if method == Method.QLORA else Optimizer.ADAMW).value,
-        "gradient_checkpointing": True,  # the estimator assumes it; it is what fits a 12 GB card
+        "gradient_checkpointing": True,  # the estimator assumes it; it is what fits a 12 GiB card
         "freeze_audio_encoder": big,
         "trust_remote_code": False,
         "max_new_tokens": SEQ2SEQ_MAX_NEW_TOKENS if family in ("seq2seq", "speech-to-text") else LLM_MAX_NEW_TOKENS,
