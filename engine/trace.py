@@ -349,11 +349,7 @@ def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
                 q = (NF4_BYTES_PER_PARAM * n) if quant[bare] == "qlora" else (INT8_BYTES_PER_PARAM * n + 4 * p.shape[0])
                 counter.set_discount(p, int(p.untyped_storage().nbytes() - q))
         counter.restart_peak()  # building the stand-ins briefly held them at 16-bit size
-        if cfg["gradient_checkpointing"]:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            if cfg["method"] != "full" and hasattr(model, "enable_input_require_grads"):
-                model.enable_input_require_grads()
-        model.train()
+        _train_mode(model, cfg)
         trainable = [p for p in model.parameters() if p.requires_grad]
         opt = None
         if cfg["optimizer"] == "adamw":
@@ -448,11 +444,7 @@ def train_steps_on_device(entry: dict, cfg: dict, device, steps: int = 3) -> Non
             model.tie_weights()
         except Exception:  # noqa: BLE001
             pass
-    if cfg["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if cfg["method"] != "full" and hasattr(model, "enable_input_require_grads"):
-            model.enable_input_require_grads()
-    model.train()
+    _train_mode(model, cfg)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-6)  # foreach on CUDA, as the HF Trainer's adamw_torch
     input_dtype = half if (cfg["method"] != "full" and mixed) else torch.float32
@@ -563,3 +555,13 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _train_mode(model, cfg: dict) -> None:
+    """Training mode as the driver sets it (engine/training.py): non-reentrant gradient
+    checkpointing when asked, input grads for adapters under checkpointing."""
+    if cfg["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg["method"] != "full" and hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    model.train()
