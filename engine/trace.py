@@ -316,6 +316,17 @@ def _text_len_for(entry: dict, seq: dict) -> dict:
 
 
 # -- the trace ---------------------------------------------------------------------------------
+
+def _train_mode(model, cfg: dict) -> None:
+    """Training mode as the driver sets it (engine/training.py): non-reentrant gradient
+    checkpointing when asked, input grads for adapters under checkpointing."""
+    if cfg["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg["method"] != "full" and hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    model.train()
+
+
 def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
     """Peak live-tensor GiB of `steps` training steps, split into TERMS (see module doc).
     `entry`: a catalog entry dict (engine.catalog.ModelEntry.to_dict()); `cfg`: an
@@ -555,13 +566,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _train_mode(model, cfg: dict) -> None:
-    """Training mode as the driver sets it (engine/training.py): non-reentrant gradient
-    checkpointing when asked, input grads for adapters under checkpointing."""
-    if cfg["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if cfg["method"] != "full" and hasattr(model, "enable_input_require_grads"):
-            model.enable_input_require_grads()
-    model.train()
