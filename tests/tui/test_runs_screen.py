@@ -311,6 +311,9 @@ def test_snapshot_delete_question(ws, snap_compare):
 
         app.sub_title = "~/voxtune"
         await wait_for(pilot, lambda: table_of(app).row_count == 5, what="rows")
+        # the engine-stopped toast comes with the first poll; cleared before it shows, it would
+        # show over the question in some runs and not in others
+        await wait_for(pilot, lambda: len(app._notifications) > 0, what="engine-stopped toast")
         app.clear_notifications()
         table_of(app).move_cursor(row=table_of(app)._order.index("1125-0100-voxtral-mini-3b-qlora"))
         await pilot.press("d")
