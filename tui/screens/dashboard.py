@@ -303,7 +303,7 @@ class DashboardScreen(Screen):
         parts = ["following" if log.follow else f"paused: {log.pending_count:,} new lines (f: follow)"]
         if log.term:
             parts.append(f"search {log.term!r}" + (f" at line {log.match_line + 1}" if log.match_line is not None else ": no match"))
-        parts.append(f"{log.total_lines:,} lines read")
+        parts.append(f"{log.total_lines:,} lines read" if log.total_lines else "no log lines yet")
         self.query_one("#log-status", Static).update(" · ".join(parts))
 
     # -- actions ---------------------------------------------------------------------------

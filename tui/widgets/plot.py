@@ -33,8 +33,11 @@ def bounds(series: list[Series]) -> tuple[float, float, float, float] | None:
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     if x1 == x0:
         x1 = x0 + 1
-    if y1 == y0:
-        y0, y1 = y0 - 0.5 if y0 else 0.0, y1 + 0.5 if y1 else 1.0
+    if y1 == y0:  # one evaluation, or a flat curve: a band of ±10% around it
+        pad = abs(y0) * 0.1 or 0.5
+        y0, y1 = y0 - pad, y1 + pad
+        if min(ys) >= 0:  # a WER or a loss never goes below 0 (one eval at 31% drew an axis down to -19%)
+            y0 = max(0.0, y0)
     return x0, x1, y0, y1
 
 
