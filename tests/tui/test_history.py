@@ -282,3 +282,23 @@ def test_model_column_keeps_what_tells_models_apart():
     assert short["whisper-small"] == "whisper-small"
     assert short[a] != short[b] and short[a].startswith("project-a/") and short[b].startswith("project-b/")
     assert all(len(v) <= MODEL_WIDTH for v in short.values())
+
+
+@pytest.mark.asyncio
+async def test_the_highlighted_run_is_spelled_out_under_the_table(ws):
+    """At 80 columns the Model column is cut and there is no reason column: the line under the
+    table gives the highlighted run's whole model, method, data and split, and why it failed."""
+    from engine.store import Store
+
+    a, b, c = three_runs(ws)
+    long_model = "/checkpoints/project-alpha/whisper-small-finetuned-calls"
+    store = Store(ws)
+    store.update_run(c, status_reason="out of memory at step 12 (peak 11.6 GB)", model=long_model)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(app, pilot)
+        current = lambda: str(screen.query_one("#history-current").render())  # noqa: E731
+        assert shown_ids(screen)[0] == c
+        assert current() == f"{long_model} · qlora · calls (val) · out of memory at step 12 (peak 11.6 GB)"
+        await pilot.press("down")
+        assert current().startswith("whisper-base · full · meetings (val)")

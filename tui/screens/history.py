@@ -56,6 +56,19 @@ def short_models(models: set[str], width: int = MODEL_WIDTH) -> dict[str, str]:
     return out
 
 
+def current_line(row: dict | None, records: dict[str, dict]) -> Text:
+    """The highlighted run in words, under the table: its whole model (the Model column is
+    cut at 80 columns), method, data and scored split, and why it failed or stopped."""
+    if row is None:
+        return Text("")
+    text = Text(f"{row.get('model')} · {row.get('method')} · {row.get('dataset')} "
+                f"({compare.split_short(row.get('split'))})", no_wrap=True, overflow="ellipsis")
+    reason = (records.get(row.get("id", "")) or {}).get("status_reason")
+    if reason:
+        text.append(f" · {reason}", style="red" if row.get("status") == "failed" else "yellow")
+    return text
+
+
 # (store path, store stamp) -> (records, summary rows): History's rows are derived from the
 # store alone, so they are summarised once per change of the file. The app warms this in a
 # thread at start-up, and pressing 4 then only draws.
@@ -80,6 +93,7 @@ class HistoryScreen(Screen):
     DEFAULT_CSS = """
     HistoryScreen #history-filter { height: 1; border: none; padding: 0 1; }
     HistoryScreen #history-status { height: 1; padding: 0 1; color: $text-muted; }
+    HistoryScreen #history-current { height: 1; padding: 0 1; border-top: none; }
     """
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter"),
@@ -113,6 +127,7 @@ class HistoryScreen(Screen):
         yield Input(placeholder="filter: model=whisper status=finished,failed wer<30% peak_gb<10 or words",
                     id="history-filter")
         yield RunList(self._columns([]), self._format_cell, id="history-table")
+        yield Static("", id="history-current")
         yield Static("loading runs…", id="history-status")
         yield KeysFooter()
 
@@ -199,6 +214,9 @@ class HistoryScreen(Screen):
             if read:
                 status.append(f" · {read}", style="cyan")
         self.query_one("#history-status", Static).update(status)
+
+    def on_run_list_highlighted(self, event: RunList.Highlighted) -> None:
+        self.query_one("#history-current", Static).update(current_line(event.row, self.records))
 
     def current_id(self) -> str | None:
         row = self.query_one(RunList).current()
