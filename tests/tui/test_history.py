@@ -302,3 +302,24 @@ async def test_the_highlighted_run_is_spelled_out_under_the_table(ws):
         assert current() == f"{long_model} · qlora · calls (val) · out of memory at step 12 (peak 11.6 GB)"
         await pilot.press("down")
         assert current().startswith("whisper-base · full · meetings (val)")
+
+
+@pytest.mark.asyncio
+async def test_run_detail_says_when_memory_was_not_measured(ws):
+    """A run without a memory figure says so in words, not "- GiB"."""
+    from tui_helpers import add_run
+
+    add_run(ws, "1125-0100-whisper-small-lora", "running", steps=3)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_history(app, pilot)
+        await pilot.press("enter")
+        detail = app.screen
+        assert isinstance(detail, RunDetailScreen)
+        for _ in range(100):
+            if detail.detail is not None:
+                break
+            await pilot.pause(0.05)
+        body = str(detail.query_one("#detail-body").render())
+        assert "measured peak: none yet" in body and "estimated none (" in body
+        assert "- GiB" not in body

@@ -380,11 +380,14 @@ class RunDetailScreen(Screen):
             t.append(f" · {d['result']['train_samples_per_s']:.2f} samples/s")
         t.append("\n\nMemory\n", style="bold underline")
         peak = d["peak_memory"]
-        t.append(f"measured peak {fmt_value('peak_gb', row['peak_gb'])} GiB")
+        live = row["status"] in ("queued", "running")
+        t.append("measured peak" + (f" {fmt_value('peak_gb', row['peak_gb'])} GiB" if row["peak_gb"] is not None
+                                     else ": none yet" if live else ": not recorded"))
         if peak:
             t.append(f" (allocated {fmt_value('peak_gb', peak.get('allocated_gb'))}, reserved {fmt_value('peak_gb', peak.get('reserved_gb'))}, "
                      f"process RSS {fmt_value('peak_gb', peak.get('rss_gb'))} on {peak.get('device', '?')})")
-        t.append(f"\nestimated {fmt_value('estimate_gb', row['estimate_gb'])} GiB")
+        t.append("\nestimated " + (f"{fmt_value('estimate_gb', row['estimate_gb'])} GiB" if row["estimate_gb"] is not None
+                                   else "none (no parameter counts for this model when it was queued)"))
         if row["peak_gb"] is not None and row["estimate_gb"]:
             err = (row["estimate_gb"] - row["peak_gb"]) / row["peak_gb"] * 100
             t.append(f"  (estimate {'over' if err >= 0 else 'under'} by {abs(err):.0f}%)", style="yellow" if err < 0 else "")
