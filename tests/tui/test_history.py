@@ -167,6 +167,7 @@ async def test_empty_history(ws):
         screen = await open_history(app, pilot)
         assert screen.query_one(RunList).row_count == 0
         assert "0 of 0 runs" in str(screen.query_one("#history-status").render())
+        assert "No runs yet. n queues one" in str(screen.query_one("#history-current").render())
         await pilot.press("enter", "space", "o")  # nothing selected: nothing happens
         assert app.screen is screen
 
@@ -323,3 +324,15 @@ async def test_run_detail_says_when_memory_was_not_measured(ws):
         body = str(detail.query_one("#detail-body").render())
         assert "measured peak: none yet" in body and "estimated none (" in body
         assert "- GiB" not in body
+
+
+@pytest.mark.asyncio
+async def test_a_filter_that_matches_nothing_says_so(ws):
+    three_runs(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(app, pilot)
+        await pilot.press("slash", *"zzz-nothing", "enter")
+        await pilot.pause()
+        assert shown_ids(screen) == []
+        assert "No run matches the filter" in str(screen.query_one("#history-current").render())

@@ -216,7 +216,11 @@ class HistoryScreen(Screen):
         self.query_one("#history-status", Static).update(status)
 
     def on_run_list_highlighted(self, event: RunList.Highlighted) -> None:
-        self.query_one("#history-current", Static).update(current_line(event.row, self.records))
+        line = current_line(event.row, self.records)
+        if event.row is None and self.loaded:  # an empty list says why
+            line = Text("No run matches the filter (/ edits it)." if self.rows else
+                        "No runs yet. n queues one; every run, running or ended, is listed here.", style="dim")
+        self.query_one("#history-current", Static).update(line)
 
     def current_id(self) -> str | None:
         row = self.query_one(RunList).current()
