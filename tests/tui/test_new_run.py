@@ -356,3 +356,21 @@ async def test_gpu_label_is_whole_at_80_columns(ws, eval_only):
         assert gpu.content_region.width >= longest + 2  # the label and the ▼
         if eval_only:  # an evaluation trains no adapter: the LoRA fields are hidden, not only greyed
             assert not any(screen.query_one(f"#{n}").display for n in ("lora_rank", "lora_targets"))
+
+
+@pytest.mark.asyncio
+async def test_empty_form_blames_only_the_model(ws):
+    """Before a model is given, the fields its defaults fill are empty: ctrl+s names the model
+    alone (not "Accum: a value is required … and 12 more"), the estimate line says what to do,
+    and the eval split (an eval-only field) is hidden as in any training form."""
+    ensure_demo(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_form(app, pilot)
+        assert not screen.query_one("#split").display
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert errors(app) == "Model: required (a catalog name, hub id or local folder)"
+        assert screen.focused is screen.query_one("#model")
+        assert "give a model first" in estimate(app)
+        assert not screen.query(".-invalid").exclude("#model")

@@ -279,6 +279,8 @@ def estimate_text(fit: Fit | str | None, why_none: str | None = None) -> Text:
 def why_no_estimate(errors: dict[str, str], engine_field: str | None = None) -> str:
     """The estimate line's words when there is none: which field stands in the way."""
     field = "model" if "model" in errors else engine_field or next(iter(errors), None)
+    if field == "model" and errors.get("model", "").startswith("Model: required"):
+        return "give a model first."
     if field == "model":
         return "none for this model (see the message in red below)."
     if field:
@@ -404,6 +406,7 @@ class NewRunScreen(Screen[str | None]):
         ds.set_options([(d, d) for d in datasets])
         if datasets:  # the user's own data before the bundled demo
             self._set(ds, next((d for d in datasets if d != "demo"), datasets[0]))
+        self._update_applicable()  # before any model: the eval split is hidden, as in a training form
         gpu = self.query_one("#gpu", Select)
         gpu.set_options([(label, i) for i, (label, _) in enumerate(self._gpus)])
         if self._gpus:
@@ -666,6 +669,8 @@ class NewRunScreen(Screen[str | None]):
 
     def action_submit(self) -> None:
         options, errors = self.options()
+        if "model" in errors:  # the other fields wait for the model's defaults: only it is at fault
+            errors = {"model": errors["model"]}
         if errors:
             self.errors = errors
             self._show_errors()
