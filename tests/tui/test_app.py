@@ -352,3 +352,31 @@ async def test_help_lists_the_command_palette_once_on_one_line(ws):
         console.print(keys.content)  # the rich Table, at the width the box gives it
         palette = [line for line in console.export_text().splitlines() if "Command palette" in line]
         assert len(palette) == 1 and palette[0].split()[-1] == "app", palette  # not wrapped
+
+
+@pytest.mark.asyncio
+async def test_every_screens_footer_fits_80_columns(ws):
+    """No key in a footer scrolls off the right edge at 80x24 (the Compare footer did)."""
+    from tui.screens.dashboard import DashboardScreen
+
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+
+    def fits() -> bool:  # the keys end before the `^p palette` docked on the right
+        footer = app.screen.query_one("KeysFooter")
+        keys = [w for w in footer.children if w.styles.dock != "right"]
+        edge = min([w.virtual_region.x for w in footer.children if w.styles.dock == "right"] + [footer.size.width])
+        return max(w.virtual_region.right for w in keys) <= edge
+
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: rows_loaded(app, 5), what="rows")
+        for key in ("1", "2", "3", "4", "1", "n"):
+            await pilot.press(key)
+            await pilot.pause(0.3)
+            assert fits(), (key, type(app.screen).__name__)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="dashboard")
+        await pilot.pause(0.3)
+        assert fits()

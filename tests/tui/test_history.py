@@ -336,3 +336,31 @@ async def test_a_filter_that_matches_nothing_says_so(ws):
         await pilot.pause()
         assert shown_ids(screen) == []
         assert "No run matches the filter" in str(screen.query_one("#history-current").render())
+
+
+def footer_fits(app) -> bool:
+    """The footer's keys fit the terminal: none under the `^p palette` docked on the right,
+    none scrolled off the right edge."""
+    footer = app.screen.query_one("KeysFooter")
+    keys = [w for w in footer.children if w.styles.dock != "right"]
+    edge = min([w.virtual_region.x for w in footer.children if w.styles.dock == "right"] + [footer.size.width])
+    return max(w.virtual_region.right for w in keys) <= edge
+
+
+@pytest.mark.asyncio
+async def test_history_detail_and_compare_footers_fit_80_columns(ws):
+    three_runs(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_history(app, pilot)
+        await pilot.pause(0.2)
+        assert footer_fits(app)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, RunDetailScreen) and footer_fits(app)
+        await pilot.press("escape", "space", "space", "c")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, CompareScreen) and footer_fits(app)  # was 92 wide: "n New" cut
+        await pilot.press("w")
+        await pilot.pause(0.2)
+        assert footer_fits(app)

@@ -446,7 +446,8 @@ class CompareScreen(Screen):
         Binding("p", "tab('cmp-curves')", "Plot", show=False),
         Binding("s", "tab('cmp-samples')", "Samples", show=False),
         Binding("d", "tab('cmp-config')", "Config diff", show=False),
-        Binding("w", "curve", "Next curve"),
+        # the Curves tab's title names w; shown, it pushed the footer past 80 columns
+        Binding("w", "curve", "Next curve", show=False),
         Binding("m", "export('md')", "Export .md"),
         Binding("v", "export('csv')", "Export .csv"),
     ]
@@ -528,6 +529,7 @@ class CompareScreen(Screen):
         key, name = self.CURVES[self.curve]
         plot = self.query_one("#cmp-plot", Plot)
         plot.title = f"{name} against step (w: next curve)"
+        plot.empty = f"none of these runs recorded {name} (w: next curve)"
         plot.percent = key == "wer"
         plot.set_series([Series(d["record"]["id"], d["curves"][key], _colour(i)) for i, d in enumerate(self.comparison.details)])
 

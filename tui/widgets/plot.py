@@ -104,6 +104,7 @@ class Plot(Widget):
         super().__init__(**kwargs)
         self.title = title
         self.percent = percent
+        self.empty = "no data yet"  # what an empty plot says
 
     def set_series(self, series: list[Series]) -> None:
         self.series = [Series(s.name, s.points, s.color or PALETTE[i % len(PALETTE)]) for i, s in enumerate(series)]
@@ -120,7 +121,7 @@ class Plot(Widget):
         series = [s for s in self.series if s.points]
         box = bounds(series)
         if box is None or height < 3 or width < 12:
-            out.append("no data yet" if box is None else "(too small)", style="dim")
+            out.append(self.empty if box is None else "(too small)", style="dim")
             return out
         x0, x1, y0, y1 = box
         labels = [self._fmt(y1), self._fmt((y0 + y1) / 2), self._fmt(y0)]
