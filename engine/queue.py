@@ -60,9 +60,12 @@ def _estimate_gb(config: RunConfig) -> float | None:
 
 
 # -- operations ------------------------------------------------------------------------------
-def resolve(ws: Workspace, store: Store, **options: Any) -> RunConfig:
+def resolve(ws: Workspace, store: Store, *, model_files: bool = True, **options: Any) -> RunConfig:
     """Validate user options (engine.config.RunConfig fields; None = not given) and build the
-    full run configuration, without run_id. Raises a VoxtuneError naming the field."""
+    full run configuration, without run_id. Raises a VoxtuneError naming the field.
+    model_files=False skips the check that the model's files are on this machine (and its
+    processor and language): the new-run form's estimate for a catalog model not downloaded
+    yet. A config resolved so is never queued."""
     from engine import catalog
 
     model = options.get("model")
@@ -93,7 +96,8 @@ def resolve(ws: Workspace, store: Store, **options: Any) -> RunConfig:
     cfg.model_ref = str(local.resolve()) if local.is_dir() else (getattr(entry, "hub_id", None) or str(model))
     cfg.family = getattr(entry, "family", None)
     cfg.recipe = getattr(entry, "recipe", None)
-    _check_model_files(cfg, entry)
+    if model_files:
+        _check_model_files(cfg, entry)
     cfg.dataset = dataset["name"]
     cfg.dataset_manifest = dataset.get("manifest")
     cfg.dataset_manifest_hash = dataset.get("manifest_hash")

@@ -4,6 +4,7 @@ keeps answering keys while a poll is stuck on a slow disk."""
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 
@@ -327,3 +328,55 @@ async def test_screen_keys_from_a_dashboard_and_the_cursor_after_queueing(ws):
         app.screen.dismiss(run_id)
         await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.selected_run() is not None
                        and app.screen.selected_run()["id"] == run_id, what="cursor on the new run")
+
+
+@pytest.mark.asyncio
+async def test_help_lists_the_command_palette_once_on_one_line(ws):
+    """Textual's own ctrl+p binding ("palette") is not listed beside voxtune's row for it, and
+    the palette does not offer itself."""
+    from tui.screens.help import PALETTE_ROW, keys_of
+
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        rows = keys_of(app.screen)
+        assert [r for r in rows if r[0] in ("^p", "ctrl+p")] == [PALETTE_ROW]
+        assert "palette" not in [c.title for c in app.get_system_commands(app.screen)]
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.pause(0.1)
+        from rich.console import Console
+
+        keys = app.screen.query_one("#help-keys")
+        console = Console(width=keys.content_region.width, record=True, file=open(os.devnull, "w"))
+        console.print(keys.content)  # the rich Table, at the width the box gives it
+        palette = [line for line in console.export_text().splitlines() if "Command palette" in line]
+        assert len(palette) == 1 and palette[0].split()[-1] == "app", palette  # not wrapped
+
+
+@pytest.mark.asyncio
+async def test_every_screens_footer_fits_80_columns(ws):
+    """No key in a footer scrolls off the right edge at 80x24 (the Compare footer did)."""
+    from tui.screens.dashboard import DashboardScreen
+
+    sample_workspace(ws)
+    app = VoxtuneApp(ws)
+
+    def fits() -> bool:  # the keys end before the `^p palette` docked on the right
+        footer = app.screen.query_one("KeysFooter")
+        keys = [w for w in footer.children if w.styles.dock != "right"]
+        edge = min([w.virtual_region.x for w in footer.children if w.styles.dock == "right"] + [footer.size.width])
+        return max(w.virtual_region.right for w in keys) <= edge
+
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: rows_loaded(app, 5), what="rows")
+        for key in ("1", "2", "3", "4", "1", "n"):
+            await pilot.press(key)
+            await pilot.pause(0.3)
+            assert fits(), (key, type(app.screen).__name__)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="dashboard")
+        await pilot.pause(0.3)
+        assert fits()

@@ -167,6 +167,7 @@ async def test_empty_history(ws):
         screen = await open_history(app, pilot)
         assert screen.query_one(RunList).row_count == 0
         assert "0 of 0 runs" in str(screen.query_one("#history-status").render())
+        assert "No runs yet. n queues one" in str(screen.query_one("#history-current").render())
         await pilot.press("enter", "space", "o")  # nothing selected: nothing happens
         assert app.screen is screen
 
@@ -282,3 +283,84 @@ def test_model_column_keeps_what_tells_models_apart():
     assert short["whisper-small"] == "whisper-small"
     assert short[a] != short[b] and short[a].startswith("project-a/") and short[b].startswith("project-b/")
     assert all(len(v) <= MODEL_WIDTH for v in short.values())
+
+
+@pytest.mark.asyncio
+async def test_the_highlighted_run_is_spelled_out_under_the_table(ws):
+    """At 80 columns the Model column is cut and there is no reason column: the line under the
+    table gives the highlighted run's whole model, method, data and split, and why it failed."""
+    from engine.store import Store
+
+    a, b, c = three_runs(ws)
+    long_model = "/checkpoints/project-alpha/whisper-small-finetuned-calls"
+    store = Store(ws)
+    store.update_run(c, status_reason="out of memory at step 12 (peak 11.6 GB)", model=long_model)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(app, pilot)
+        current = lambda: str(screen.query_one("#history-current").render())  # noqa: E731
+        assert shown_ids(screen)[0] == c
+        assert current() == f"{long_model} · qlora · calls (val) · out of memory at step 12 (peak 11.6 GB)"
+        await pilot.press("down")
+        assert current().startswith("whisper-base · full · meetings (val)")
+
+
+@pytest.mark.asyncio
+async def test_run_detail_says_when_memory_was_not_measured(ws):
+    """A run without a memory figure says so in words, not "- GiB"."""
+    from tui_helpers import add_run
+
+    add_run(ws, "1125-0100-whisper-small-lora", "running", steps=3)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_history(app, pilot)
+        await pilot.press("enter")
+        detail = app.screen
+        assert isinstance(detail, RunDetailScreen)
+        for _ in range(100):
+            if detail.detail is not None:
+                break
+            await pilot.pause(0.05)
+        body = str(detail.query_one("#detail-body").render())
+        assert "measured peak: none yet" in body and "estimated none (" in body
+        assert "- GiB" not in body
+
+
+@pytest.mark.asyncio
+async def test_a_filter_that_matches_nothing_says_so(ws):
+    three_runs(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(app, pilot)
+        await pilot.press("slash", *"zzz-nothing", "enter")
+        await pilot.pause()
+        assert shown_ids(screen) == []
+        assert "No run matches the filter" in str(screen.query_one("#history-current").render())
+
+
+def footer_fits(app) -> bool:
+    """The footer's keys fit the terminal: none under the `^p palette` docked on the right,
+    none scrolled off the right edge."""
+    footer = app.screen.query_one("KeysFooter")
+    keys = [w for w in footer.children if w.styles.dock != "right"]
+    edge = min([w.virtual_region.x for w in footer.children if w.styles.dock == "right"] + [footer.size.width])
+    return max(w.virtual_region.right for w in keys) <= edge
+
+
+@pytest.mark.asyncio
+async def test_history_detail_and_compare_footers_fit_80_columns(ws):
+    three_runs(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_history(app, pilot)
+        await pilot.pause(0.2)
+        assert footer_fits(app)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, RunDetailScreen) and footer_fits(app)
+        await pilot.press("escape", "space", "space", "c")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, CompareScreen) and footer_fits(app)  # was 92 wide: "n New" cut
+        await pilot.press("w")
+        await pilot.pause(0.2)
+        assert footer_fits(app)

@@ -252,3 +252,25 @@ def test_models_screen_snapshot_60x20(ws, snap_compare):
         await pilot.pause()
 
     assert snap_compare(VoxtuneApp(ws), terminal_size=(60, 20), run_before=run_before)
+
+
+@pytest.mark.asyncio
+async def test_every_gpu_label_fits_the_picker_with_its_memory(ws, monkeypatch):
+    """At 80 columns the picker box is 34 wide: each label (a detected card, the CPU, every
+    preset) shows whole there, memory included; the open list is as wide as its longest."""
+    from textual.widgets._select import SelectOverlay
+
+    from tui.screens.models import gpu_label
+
+    monkeypatch.setattr(models_screen, "detect", lambda: [A100])
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_models(app, pilot)
+        select = screen.query_one("#gpu-select", Select)
+        room = select.content_region.width - 2  # the ▼ and its space
+        labels = [gpu_label(g) for g in screen.gpus]
+        assert labels[0] == "#0 A100-SXM4-80GB (85.0 GiB)"
+        assert "RTX 3060 12GB (12 GiB) preset" in labels  # was cut to "NVIDIA GeForce RTX 3060 12GB"
+        assert all(len(label) <= room for label in labels), [x for x in labels if len(x) > room]
+        overlay = select.query_one(SelectOverlay)
+        assert overlay.styles.width.value >= max(len(label) for label in labels) + 2

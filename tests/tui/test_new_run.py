@@ -307,3 +307,70 @@ async def test_unknown_model_is_named_like_the_cli_does(ws):
         await wait_for(pilot, lambda: value(app, "lr") != "" and "unknown model" not in errors(app), what="fixed")
         assert not model.has_class("-invalid")
     assert Store(ws).list_runs() == []
+
+
+# -- 80 columns, offline --------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_uncached_model_offline_still_gets_the_analytical_estimate(ws, monkeypatch, tmp_path):
+    """A catalog model not in the hub cache while offline is refused (as `queue add` does),
+    and the form still says how much memory it would take: the estimator needs the catalog's
+    counts, not the weights."""
+    from tui.screens.new_run import NOT_DOWNLOADED
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf"))  # conftest's cache holds the catalog
+    ensure_demo(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(app, pilot, "whisper-small")
+        await wait_for(pilot, lambda: "not in the Hugging Face cache" in errors(app), what="the refusal")
+        await wait_for(pilot, lambda: "Estimate: ≈" in estimate(app), what="the analytical estimate")
+        assert NOT_DOWNLOADED in " ".join(estimate(app).split())
+        assert app.screen.query_one("#submit", Button).disabled
+
+
+@pytest.mark.asyncio
+async def test_without_an_estimate_the_form_says_why(ws):
+    ensure_demo(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_form(app, pilot, "no-such-model")
+        await wait_for(pilot, lambda: "unknown model" in errors(app), what="unknown model")
+        await wait_for(pilot, lambda: "none for this model" in estimate(app), what="why no estimate")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("eval_only", [False, True])
+async def test_gpu_label_is_whole_at_80_columns(ws, eval_only):
+    """The GPU select has a row of its own (the eval split shares the method's row), so the
+    longest label -- a detected card's -- shows whole in a training and an eval-only form."""
+    ensure_demo(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_form(app, pilot, "whisper-small")
+        await wait_for(pilot, lambda: value(app, "lr") != "", what="defaults")
+        screen.query_one("#eval_only").value = eval_only
+        await wait_for(pilot, lambda: screen.query_one("#split").display == eval_only, what="split shown")
+        await pilot.pause(0.1)
+        longest = max(len("NVIDIA GeForce RTX 4090 (24 GiB, this machine)"), *(len(label) for label, _ in screen._gpus))
+        gpu = screen.query_one("#gpu", Select)
+        assert gpu.content_region.width >= longest + 2  # the label and the ▼
+        if eval_only:  # an evaluation trains no adapter: the LoRA fields are hidden, not only greyed
+            assert not any(screen.query_one(f"#{n}").display for n in ("lora_rank", "lora_targets"))
+
+
+@pytest.mark.asyncio
+async def test_empty_form_blames_only_the_model(ws):
+    """Before a model is given, the fields its defaults fill are empty: ctrl+s names the model
+    alone (not "Accum: a value is required … and 12 more"), the estimate line says what to do,
+    and the eval split (an eval-only field) is hidden as in any training form."""
+    ensure_demo(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_form(app, pilot)
+        assert not screen.query_one("#split").display
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert errors(app) == "Model: required (a catalog name, hub id or local folder)"
+        assert screen.focused is screen.query_one("#model")
+        assert "give a model first" in estimate(app)
+        assert not screen.query(".-invalid").exclude("#model")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from rich.text import Text
+from textual.widgets.data_table import ColumnKey
 
 from engine.runfiles import RunFiles, append_jsonl
 from engine.store import Store
@@ -310,6 +311,9 @@ def test_snapshot_delete_question(ws, snap_compare):
 
         app.sub_title = "~/voxtune"
         await wait_for(pilot, lambda: table_of(app).row_count == 5, what="rows")
+        # the engine-stopped toast comes with the first poll; cleared before it shows, it would
+        # show over the question in some runs and not in others
+        await wait_for(pilot, lambda: len(app._notifications) > 0, what="engine-stopped toast")
         app.clear_notifications()
         table_of(app).move_cursor(row=table_of(app)._order.index("1125-0100-voxtral-mini-3b-qlora"))
         await pilot.press("d")
@@ -318,5 +322,61 @@ def test_snapshot_delete_question(ws, snap_compare):
             "Delete run 1125-0100-voxtral-mini-3b-qlora (failed)?\nIts folder moves to ~/voxtune/.voxtune/trash.")
         app.clear_notifications()
         await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+# -- 80 columns: nothing that carries meaning is pushed off or left out ------------------------
+def crowded_workspace(ws):
+    """The widest columns the table has: an interrupted run (status), a test-split WER (" test"),
+    and a failed run whose loss line and reason both go in the detail pane."""
+    sample_workspace(ws)
+    add_run(ws, "1125-0500-whisper-small-eval", "finished", model="whisper-small", eval_only=True, method=None,
+            split="test", metrics={"wer": 0.4}, finished_at=T0 + 500)
+    add_run(ws, "1125-0600-whisper-small-lora", "interrupted", steps=30, finished_at=T0 + 600,
+            status_reason="engine stopped while running; e resumes from step 30")
+    return ws
+
+
+def test_middle_cut_keeps_both_ends_of_a_run_id():
+    from tui.widgets.run_table import MiddleCut
+
+    run_id = MiddleCut("1125-0100-voxtral-mini-3b-qlora")
+    assert run_id.cut(40) == str(run_id) == "1125-0100-voxtral-mini-3b-qlora"
+    assert run_id.cut(20) == "1125-0100-…-3b-qlora" and len(run_id.cut(20)) == 20
+
+
+@pytest.mark.asyncio
+async def test_at_80_columns_every_column_fits_and_the_detail_shows_the_whole_note(ws):
+    crowded_workspace(ws)
+    app = VoxtuneApp(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        table = table_of(app)
+        await wait_for(pilot, lambda: table.row_count == 7, what="7 rows")
+        await pilot.pause(0.2)  # fit_columns runs after the refresh that added the rows
+        widths = sum(c.get_render_width(table) for c in table.columns.values())
+        assert widths <= table.size.width, "best% is pushed off the right edge"
+        assert table.columns[ColumnKey("progress")].width >= 16  # a bar with percent and ETA shows whole
+        failed = "1125-0100-voxtral-mini-3b-qlora"
+        table.move_cursor(row=table._order.index(failed))
+        detail = app.screen.query_one("#run-detail")
+        await wait_for(pilot, lambda: failed in str(detail.render()), what="the failed run's detail")
+        lines = str(detail.render()).splitlines()
+        assert lines[:2] == [f"{failed} · failed", "out of memory at step 12 (peak 11.6 GB)"]
+        assert "loss 1.880" in lines
+        assert detail.content_region.height >= len(lines)  # no line of it is cut off
+
+
+def test_snapshot_home_crowded(ws, snap_compare):
+    crowded_workspace(ws)
+    app = VoxtuneApp(ws)
+
+    async def ready(pilot):
+        app.sub_title = "~/voxtune"
+        await wait_for(pilot, lambda: table_of(app).row_count == 7, what="rows")
+        table_of(app).move_cursor(row=table_of(app)._order.index("1125-0100-voxtral-mini-3b-qlora"))
+        await wait_for(pilot, lambda: len(app._notifications) > 0, what="engine-stopped toast")
+        app.clear_notifications()
+        await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)

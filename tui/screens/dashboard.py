@@ -139,7 +139,8 @@ def _parse(lines: list[str]) -> list[dict]:
 class DashboardScreen(Screen):
     TITLE = "Run"
     DEFAULT_CSS = """
-    DashboardScreen #dash-summary { height: auto; padding: 0 1; background: $boost; }
+    DashboardScreen #dash-summary { height: auto; padding: 0 1; background: $boost;
+                                    text-wrap: nowrap; text-overflow: ellipsis; }
     DashboardScreen #log-search { display: none; }
     DashboardScreen #log-search.visible { display: block; }
     DashboardScreen #log-status { height: 1; color: $text-muted; }
@@ -265,8 +266,6 @@ class DashboardScreen(Screen):
         t = Text()
         colour = {"running": "green", "failed": "red", "finished": "cyan", "queued": "yellow"}.get(status, "")
         t.append(f"{status}", style=f"bold {colour}")
-        if rec.get("status_reason"):
-            t.append(f" ({rec['status_reason']})", style="dim")
         split = scored_split(rec)
         eval_only = bool(rec.get("eval_only"))
         what = "evaluation" if eval_only else rec.get("method", "")
@@ -286,12 +285,15 @@ class DashboardScreen(Screen):
             t.append(f"  ETA {fmt_duration(p['eta_s'])}")
         if p.get("loss") is not None:
             t.append(f"  loss {p['loss']:.4g}")
-        if p.get("wer") is not None:
-            t.append(f"  WER {p['wer'] * 100:.1f}% {split_short(split)}")
+        wer = p.get("wer") if p.get("wer") is not None else (rec.get("metrics") or {}).get("wer")
+        if wer is not None:  # the latest evaluation, else the record's final one
+            t.append(f"  WER {wer * 100:.1f}% {split_short(split)}")
         if p.get("best_wer") is not None:
             t.append(f"  best {p['best_wer'] * 100:.1f}% @{p.get('best_step')}")
         if self.result and self.result.get("oom"):
             t.append(f"  out of memory at step {self.result.get('oom_step')}", style="bold red")
+        if rec.get("status_reason"):  # a line of its own: at 80 columns it wrapped the first line
+            t.append(f"\n{rec['status_reason']}", style="red" if status == RunStatus.FAILED else "yellow")
         for line in t.split("\n"):  # each line on its own row, cut with … rather than wrapped
             line.no_wrap, line.overflow = True, "ellipsis"
         t = Text("\n").join(t.split("\n"))
@@ -303,7 +305,7 @@ class DashboardScreen(Screen):
         parts = ["following" if log.follow else f"paused: {log.pending_count:,} new lines (f: follow)"]
         if log.term:
             parts.append(f"search {log.term!r}" + (f" at line {log.match_line + 1}" if log.match_line is not None else ": no match"))
-        parts.append(f"{log.total_lines:,} lines read")
+        parts.append(f"{log.total_lines:,} lines read" if log.total_lines else "no log lines yet")
         self.query_one("#log-status", Static).update(" · ".join(parts))
 
     # -- actions ---------------------------------------------------------------------------

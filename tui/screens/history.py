@@ -56,6 +56,19 @@ def short_models(models: set[str], width: int = MODEL_WIDTH) -> dict[str, str]:
     return out
 
 
+def current_line(row: dict | None, records: dict[str, dict]) -> Text:
+    """The highlighted run in words, under the table: its whole model (the Model column is
+    cut at 80 columns), method, data and scored split, and why it failed or stopped."""
+    if row is None:
+        return Text("")
+    text = Text(f"{row.get('model')} · {row.get('method')} · {row.get('dataset')} "
+                f"({compare.split_short(row.get('split'))})", no_wrap=True, overflow="ellipsis")
+    reason = (records.get(row.get("id", "")) or {}).get("status_reason")
+    if reason:
+        text.append(f" · {reason}", style="red" if row.get("status") == "failed" else "yellow")
+    return text
+
+
 # (store path, store stamp) -> (records, summary rows): History's rows are derived from the
 # store alone, so they are summarised once per change of the file. The app warms this in a
 # thread at start-up, and pressing 4 then only draws.
@@ -80,6 +93,7 @@ class HistoryScreen(Screen):
     DEFAULT_CSS = """
     HistoryScreen #history-filter { height: 1; border: none; padding: 0 1; }
     HistoryScreen #history-status { height: 1; padding: 0 1; color: $text-muted; }
+    HistoryScreen #history-current { height: 1; padding: 0 1; border-top: none; }
     """
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter"),
@@ -113,6 +127,7 @@ class HistoryScreen(Screen):
         yield Input(placeholder="filter: model=whisper status=finished,failed wer<30% peak_gb<10 or words",
                     id="history-filter")
         yield RunList(self._columns([]), self._format_cell, id="history-table")
+        yield Static("", id="history-current")
         yield Static("loading runs…", id="history-status")
         yield KeysFooter()
 
@@ -199,6 +214,13 @@ class HistoryScreen(Screen):
             if read:
                 status.append(f" · {read}", style="cyan")
         self.query_one("#history-status", Static).update(status)
+
+    def on_run_list_highlighted(self, event: RunList.Highlighted) -> None:
+        line = current_line(event.row, self.records)
+        if event.row is None and self.loaded:  # an empty list says why
+            line = Text("No run matches the filter (/ edits it)." if self.rows else
+                        "No runs yet. n queues one; every run, running or ended, is listed here.", style="dim")
+        self.query_one("#history-current", Static).update(line)
 
     def current_id(self) -> str | None:
         row = self.query_one(RunList).current()
@@ -362,11 +384,14 @@ class RunDetailScreen(Screen):
             t.append(f" · {d['result']['train_samples_per_s']:.2f} samples/s")
         t.append("\n\nMemory\n", style="bold underline")
         peak = d["peak_memory"]
-        t.append(f"measured peak {fmt_value('peak_gb', row['peak_gb'])} GiB")
+        live = row["status"] in ("queued", "running")
+        t.append("measured peak" + (f" {fmt_value('peak_gb', row['peak_gb'])} GiB" if row["peak_gb"] is not None
+                                     else ": none yet" if live else ": not recorded"))
         if peak:
             t.append(f" (allocated {fmt_value('peak_gb', peak.get('allocated_gb'))}, reserved {fmt_value('peak_gb', peak.get('reserved_gb'))}, "
                      f"process RSS {fmt_value('peak_gb', peak.get('rss_gb'))} on {peak.get('device', '?')})")
-        t.append(f"\nestimated {fmt_value('estimate_gb', row['estimate_gb'])} GiB")
+        t.append("\nestimated " + (f"{fmt_value('estimate_gb', row['estimate_gb'])} GiB" if row["estimate_gb"] is not None
+                                   else "none (no parameter counts for this model when it was queued)"))
         if row["peak_gb"] is not None and row["estimate_gb"]:
             err = (row["estimate_gb"] - row["peak_gb"]) / row["peak_gb"] * 100
             t.append(f"  (estimate {'over' if err >= 0 else 'under'} by {abs(err):.0f}%)", style="yellow" if err < 0 else "")
@@ -421,7 +446,8 @@ class CompareScreen(Screen):
         Binding("p", "tab('cmp-curves')", "Plot", show=False),
         Binding("s", "tab('cmp-samples')", "Samples", show=False),
         Binding("d", "tab('cmp-config')", "Config diff", show=False),
-        Binding("w", "curve", "Next curve"),
+        # the Curves tab's title names w; shown, it pushed the footer past 80 columns
+        Binding("w", "curve", "Next curve", show=False),
         Binding("m", "export('md')", "Export .md"),
         Binding("v", "export('csv')", "Export .csv"),
     ]
@@ -503,6 +529,7 @@ class CompareScreen(Screen):
         key, name = self.CURVES[self.curve]
         plot = self.query_one("#cmp-plot", Plot)
         plot.title = f"{name} against step (w: next curve)"
+        plot.empty = f"none of these runs recorded {name} (w: next curve)"
         plot.percent = key == "wer"
         plot.set_series([Series(d["record"]["id"], d["curves"][key], _colour(i)) for i, d in enumerate(self.comparison.details)])
 

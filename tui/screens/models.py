@@ -43,12 +43,26 @@ def this_machine_cpu() -> Gpu:
                key="cpu", source="sysconf")
 
 
+VENDOR_PREFIXES = ("NVIDIA GeForce ", "NVIDIA ", "AMD Radeon ", "AMD ")
+
+
+def short_gpu_name(name: str) -> str:
+    """'NVIDIA GeForce RTX 3060 12GB' -> 'RTX 3060 12GB': the model number tells cards apart."""
+    for prefix in VENDOR_PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
 def gpu_label(g: Gpu) -> str:
-    """The picker's words: detected devices as they are, the CPU with its RAM, presets marked
-    `preset` (they are not this machine)."""
+    """The picker's words, short enough for its 32 columns with the memory whole (the estimate
+    uses it): detected devices by index, the CPU with its RAM, presets marked `preset` (they
+    are not this machine). The vendor is left out; the free memory is in the detail."""
     if g.vendor == "cpu":
         return f"{g.name}, {g.total_gb:g} GiB RAM"
-    return g.label if g.detected else f"{g.label} preset"
+    if g.detected:
+        return f"#{g.index} {short_gpu_name(g.name)} ({g.total_gb:.1f} GiB)"
+    return f"{short_gpu_name(g.name)} ({g.total_gb:g} GiB) preset"
 
 
 def same_gpu(a: Gpu, b: Gpu) -> bool:
@@ -215,6 +229,11 @@ class ModelsScreen(Screen):
         self._load_measurements()
         self.rebuild()
         self._show_gpu_kind()
+        # the open list as wide as its longest entry (a device name can outgrow the box)
+        from textual.widgets._select import SelectOverlay
+
+        longest = max(len(gpu_label(g)) for g in self.gpus)
+        self.query_one("#gpu-select", Select).query_one(SelectOverlay).styles.width = max(34, longest + 4)
         table.focus()
 
     def on_screen_resume(self) -> None:

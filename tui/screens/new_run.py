@@ -57,12 +57,14 @@ ROW_WIDTH = {"select": 2, "num": 4, "text": 2, "check": 4}  # fields per row, si
 
 
 def layout() -> list[list[str]]:
-    """Rows of field names: the model on its own row; what to run (method, dataset, the GPU to
-    estimate for -- a form-only choice -- and the eval split); the numbers; the numerics
-    choices; the other text fields; the switches. Tab follows this order."""
+    """Rows of field names: the model on its own row; what to run (method and dataset; the
+    eval split takes the method's place in an eval-only run, the two never show together);
+    the GPU to estimate for -- a form-only choice -- on a row of its own, so its label
+    ("NVIDIA GeForce RTX 4090 (24 GiB, this machine)") is never cut at 80 columns; the
+    numbers; the numerics choices; the other text fields; the switches. Tab follows this order."""
     selects = [n for n in FORM if widget_kind(n) == "select"]
-    first = ["method", "dataset", "gpu", "split"]
-    rows: list[list[str]] = [["model"], first[:2], first[2:]]
+    first = ["method", "dataset", "split", "gpu"]
+    rows: list[list[str]] = [["model"], first[:3], first[3:]]
     groups = [[n for n in FORM if n != "model" and widget_kind(n) == "num"],
               [n for n in selects if n not in first],
               [n for n in FORM if n != "model" and widget_kind(n) == "text"],
@@ -162,6 +164,7 @@ class Fit:
     free_gb: float | None = None
     recommendation: str | None = None
     traced_gb: float | None = None  # `voxtune fit --trace`'s figure for this config, when cached
+    note: str | None = None  # where the figure comes from, when that is not the usual
 
 
 def fit_for(cfg: dict, gpu: Any) -> Fit | str | None:
@@ -194,20 +197,45 @@ def fit_for(cfg: dict, gpu: Any) -> Fit | str | None:
                free_gb=getattr(gpu, "free_gb", None), recommendation=recommendation, traced_gb=traced)
 
 
+NOT_DOWNLOADED = "analytical, from the catalog's counts: the model is not on this machine"
+
+
 def check_config(ws: Workspace, options: dict, gpu: Any) -> tuple[dict | None, str | None, str | None, Any]:
-    """engine.queue.resolve + estimate: (config, field at fault, message, Fit | reason | None)."""
+    """engine.queue.resolve + estimate: (config, field at fault, message, Fit | reason | None).
+    A catalog model whose files are missing (not cached while offline) is refused, but still
+    gets the analytical estimate: the estimator needs the catalog's counts, not the weights."""
     from engine import queue
 
     try:
         cfg = queue.resolve(ws, Store(ws), **options)
     except VoxtuneError as e:  # unknown model, bad option, no dataset...: the field is marked
-        return None, e.field, e.one_line(), None
+        return None, e.field, e.one_line(), _estimate_without_files(ws, options, gpu) if e.field == "model" else None
     if gpu is None:
         return cfg, None, None, "no GPU chosen"
     try:
         return cfg, None, None, fit_for(cfg, gpu)
     except Exception as e:  # noqa: BLE001 - no estimate is not a reason to refuse a run
         return cfg, None, None, f"no estimate ({type(e).__name__}: {e})"
+
+
+def _estimate_without_files(ws: Workspace, options: dict, gpu: Any) -> Fit | str | None:
+    """The estimate for a known model whose files this machine lacks (engine.queue.resolve
+    with model_files=False); a reason string, or None when the model itself is unknown."""
+    from dataclasses import replace
+
+    from engine import queue
+
+    try:
+        cfg = queue.resolve(ws, Store(ws), model_files=False, **options)
+    except VoxtuneError:
+        return None
+    if gpu is None:
+        return "no GPU chosen"
+    try:
+        fit = fit_for(cfg, gpu)
+    except Exception as e:  # noqa: BLE001 - no estimate is not worth a crash
+        return f"no estimate ({type(e).__name__}: {e})"
+    return replace(fit, note=NOT_DOWNLOADED) if isinstance(fit, Fit) else fit
 
 
 def _eval_warning(ws: Workspace, cfg: Any) -> str | None:
@@ -219,10 +247,11 @@ def _eval_warning(ws: Workspace, cfg: Any) -> str | None:
         return None
 
 
-def estimate_text(fit: Fit | str | None) -> Text:
-    """'≈ 7.9 GiB of 12 GiB on RX 7700 XT: fits (largest batch 6)', or a loud warning."""
+def estimate_text(fit: Fit | str | None, why_none: str | None = None) -> Text:
+    """'≈ 7.9 GiB of 12 GiB on RX 7700 XT: fits (largest batch 6)', or a loud warning.
+    `why_none`: what keeps the form from having an estimate, when fit is None."""
     if fit is None:
-        return Text("Estimate: fill in the form (model, method, dataset).", style="dim")
+        return Text(f"Estimate: {why_none or 'fill in the form (model, method, dataset).'}", style="dim")
     if isinstance(fit, str):
         return Text(f"Estimate: {fit}", style="yellow")
     text = Text("Estimate: ")
@@ -242,7 +271,22 @@ def estimate_text(fit: Fit | str | None) -> Text:
     else:
         text.append(f"\n  {fit.recommendation or 'try a smaller batch, qlora, or checkpointing'}", style="red")
         text.append("\n  (you can still queue it; it will wait and never start on this GPU)", style="dim")
+    if fit.note:
+        text.append(f"\n  ({fit.note})", style="dim")
     return text
+
+
+def why_no_estimate(errors: dict[str, str], engine_field: str | None = None) -> str:
+    """The estimate line's words when there is none: which field stands in the way."""
+    field = "model" if "model" in errors else engine_field or next(iter(errors), None)
+    if field == "model" and errors.get("model", "").startswith("Model: required"):
+        return "give a model first."
+    if field == "model":
+        return "none for this model (see the message in red below)."
+    if field:
+        label = LABELS.get(field, field)
+        return f"none until {label} is fixed (in red below)."
+    return "fill in the form (model, method, dataset)."
 
 
 def submit(ws: Workspace, options: dict, clone_of: str | None) -> tuple[str, str | None]:
@@ -362,6 +406,7 @@ class NewRunScreen(Screen[str | None]):
         ds.set_options([(d, d) for d in datasets])
         if datasets:  # the user's own data before the bundled demo
             self._set(ds, next((d for d in datasets if d != "demo"), datasets[0]))
+        self._update_applicable()  # before any model: the eval split is hidden, as in a training form
         gpu = self.query_one("#gpu", Select)
         gpu.set_options([(label, i) for i, (label, _) in enumerate(self._gpus)])
         if self._gpus:
@@ -515,7 +560,9 @@ class NewRunScreen(Screen[str | None]):
                 continue
             on = applies(name, method, eval_only)
             self.query_one(f"#{name}").disabled = not on
-            hide = (FORM[name].applies == "train" and eval_only) or (FORM[name].applies == "eval" and not eval_only)
+            # an evaluation trains nothing: its form hides the training and adapter (LoRA) fields
+            hide = (FORM[name].applies in ("train", "adapter") and eval_only) or \
+                (FORM[name].applies == "eval" and not eval_only)
             for w in self.query(f"#{name}, #label-{name}"):
                 w.display = not hide
 
@@ -580,7 +627,7 @@ class NewRunScreen(Screen[str | None]):
         self.engine_error = (field, message) if message else None
         self.estimate = est
         self._show_errors()
-        text = estimate_text(est)
+        text = estimate_text(est, why_no_estimate({}, field) if message else None)
         if cfg is not None and cfg.defaults_note:
             text.append(f"\nDefaults: {cfg.defaults_note}", style="dim")
         warning = await asyncio.to_thread(_eval_warning, self.workspace, cfg) if cfg is not None else None
@@ -606,7 +653,7 @@ class NewRunScreen(Screen[str | None]):
         box.display = bool(lines)
         self.query_one("#submit", Button).disabled = bool(lines)
         if self.errors:
-            self.query_one("#estimate", Static).update(estimate_text(None))
+            self.query_one("#estimate", Static).update(estimate_text(None, why_no_estimate(self.errors)))
 
     # -- submit / cancel ---------------------------------------------------------------
     @on(Button.Pressed, "#submit")
@@ -622,6 +669,8 @@ class NewRunScreen(Screen[str | None]):
 
     def action_submit(self) -> None:
         options, errors = self.options()
+        if "model" in errors:  # the other fields wait for the model's defaults: only it is at fault
+            errors = {"model": errors["model"]}
         if errors:
             self.errors = errors
             self._show_errors()

@@ -33,8 +33,11 @@ def bounds(series: list[Series]) -> tuple[float, float, float, float] | None:
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     if x1 == x0:
         x1 = x0 + 1
-    if y1 == y0:
-        y0, y1 = y0 - 0.5 if y0 else 0.0, y1 + 0.5 if y1 else 1.0
+    if y1 == y0:  # one evaluation, or a flat curve: a band of ±10% around it
+        pad = abs(y0) * 0.1 or 0.5
+        y0, y1 = y0 - pad, y1 + pad
+        if min(ys) >= 0:  # a WER or a loss never goes below 0 (one eval at 31% drew an axis down to -19%)
+            y0 = max(0.0, y0)
     return x0, x1, y0, y1
 
 
@@ -101,6 +104,7 @@ class Plot(Widget):
         super().__init__(**kwargs)
         self.title = title
         self.percent = percent
+        self.empty = "no data yet"  # what an empty plot says
 
     def set_series(self, series: list[Series]) -> None:
         self.series = [Series(s.name, s.points, s.color or PALETTE[i % len(PALETTE)]) for i, s in enumerate(series)]
@@ -117,7 +121,7 @@ class Plot(Widget):
         series = [s for s in self.series if s.points]
         box = bounds(series)
         if box is None or height < 3 or width < 12:
-            out.append("no data yet" if box is None else "(too small)", style="dim")
+            out.append(self.empty if box is None else "(too small)", style="dim")
             return out
         x0, x1, y0, y1 = box
         labels = [self._fmt(y1), self._fmt((y0 + y1) / 2), self._fmt(y0)]

@@ -57,6 +57,13 @@ class RunList(ScrollView, can_focus=True):
             super().__init__()
             self.row = row
 
+    class Highlighted(Message):
+        """The cursor is on `row` (None: the list is empty)."""
+
+        def __init__(self, row: dict | None) -> None:
+            super().__init__()
+            self.row = row
+
     class HeaderClicked(Message):
         def __init__(self, key: str) -> None:
             super().__init__()
@@ -119,6 +126,7 @@ class RunList(ScrollView, can_focus=True):
     # -- cursor and keys ------------------------------------------------------------------------
     def watch_cursor(self) -> None:
         self.refresh()
+        self.post_message(self.Highlighted(self.current()))
 
     def _show_cursor(self) -> None:
         # line 0 is the header: row i sits on virtual line i + 1

@@ -27,14 +27,45 @@ STATUS_GLYPH = {
     "interrupted": ("!", "bold yellow"),
 }
 # Widths None = fit the content. The progress column shows the bar of a running or finished
-# run and the note (why it waits, why it failed) of the others; it takes the width the other
-# columns leave, so at 80 columns every column shows. The detail pane under the table repeats
-# the note in full and gives the train loss (the dashboard plots it).
+# run and the note (why it waits, why it failed) of the others; it and the run column share
+# the width the other columns leave, so at 80 columns every column shows (RunTable.fit_columns).
+# The detail pane under the table shows the highlighted run's note in full, its whole id and
+# the train loss (the dashboard plots it).
 COLUMNS = (("status", "status", None), ("run", "run", None), ("progress", "progress · note", None),
            ("wer", "WER%", None), ("best", "best%", None))
 NOTE_STYLE = {"queued": "yellow", "failed": "red", "interrupted": "yellow", "cancelled": "magenta", "finished": "dim"}
-MIN_PROGRESS = 16  # the bar, percent and ETA
+MIN_PROGRESS = 16  # the bar, percent and ETA ("▰▰▱▱▱▱  40% 1h05")
+MIN_RUN = 20  # a run id cut shorter than this no longer tells runs apart
 BAR_WIDTH = 6
+
+
+@dataclass(frozen=True)
+class MiddleCut:
+    """A cell that, when its column is narrower than the text, keeps both ends and drops the
+    middle ("1125-0600-whisper…-small-lora"): a run id's date and its method both stay
+    readable. str() is the whole text."""
+
+    text: str
+    style: str = ""
+
+    def __str__(self) -> str:
+        return self.text
+
+    def cut(self, width: int) -> str:
+        if len(self.text) <= width:
+            return self.text
+        if width <= 1:
+            return "…"[:width]
+        tail = (width - 1) // 2
+        return self.text[: width - 1 - tail] + "…" + (self.text[-tail:] if tail else "")
+
+    def __rich_console__(self, console, options):
+        yield Text(self.cut(options.max_width), style=self.style, no_wrap=True, end="")
+
+    def __rich_measure__(self, console, options):
+        from rich.measure import Measurement
+
+        return Measurement(min(len(self.text), 1), len(self.text))
 
 
 @dataclass(frozen=True)
@@ -151,7 +182,7 @@ def run_row(run: dict, progress: dict | None, position: int | None = None, queue
         shown = bar
     cells = (
         status_text(status, position),
-        run.get("id", ""),
+        MiddleCut(run.get("id", "")),
         shown,
         fmt_wer(wer) + (split_tag(split) if fmt_wer(wer) else ""),  # tagged unless validation
         fmt_wer(best_wer(run, progress)),
@@ -170,7 +201,9 @@ def run_row(run: dict, progress: dict | None, position: int | None = None, queue
         (("loss", loss), ("WER", fmt_wer(wer) and f"{fmt_wer(wer)}% ({split})"),
          ("best WER", cells[4] and cells[4] + "%")) if value
     )
-    lines = [f"{run.get('id', '')} · {status}", what, scores, note]
+    # the note (why it waits, why it failed) second: the pane shows four lines and the table
+    # cuts the note at 80 columns, so here it must never be the line that is left out
+    lines = [f"{run.get('id', '')} · {status}", note, what, scores]
     detail = "\n".join(line for line in lines if line)
     return RunRow(key=run.get("id", ""), status=status, cells=cells, detail=detail)
 
@@ -227,18 +260,25 @@ class RunTable(DataTable):
             self.add_column(label, key=key, width=width)
 
     def on_resize(self) -> None:
-        self.fit_progress()
+        self.fit_columns()
 
-    def fit_progress(self) -> None:
-        """The progress · note column takes what the other columns leave of the table's width
-        (a long note ends in …; the detail pane shows it whole)."""
-        if not self.columns or not self.size.width:
+    def fit_columns(self) -> None:
+        """Status and scores keep their content's width; the run and progress · note columns
+        share the rest of the table's width, so no column is pushed off the right edge. The
+        run column gets its longest id unless that leaves the progress column under
+        MIN_PROGRESS; then the ids lose their middle (MiddleCut), down to MIN_RUN. A long
+        note ends in …; the detail pane shows it whole."""
+        run, prog = self.columns.get(ColumnKey("run")), self.columns.get(ColumnKey("progress"))
+        if run is None or prog is None or not self.size.width:
             return
-        others = sum(c.get_render_width(self) for k, c in self.columns.items() if k.value != "progress")
-        width = max(MIN_PROGRESS, self.size.width - others - 2 * self.cell_padding - 1)
-        col = self.columns.get(ColumnKey("progress"))
-        if col is not None and (col.width != width or col.auto_width):
-            col.width, col.auto_width = width, False
+        pad = 2 * self.cell_padding
+        others = sum(c.get_render_width(self) for k, c in self.columns.items() if k.value not in ("progress", "run"))
+        share = self.size.width - others - 2 * pad - 1  # 1: the vertical scrollbar, when it shows
+        progress = max(share - run.content_width, min(MIN_PROGRESS, share - MIN_RUN), 1)
+        widths = ((run, max(1, share - progress)), (prog, progress))
+        if any(col.width != width or col.auto_width for col, width in widths):
+            for col, width in widths:
+                col.width, col.auto_width = width, False
             self._require_update_dimensions = True
             self.refresh()
 
@@ -262,9 +302,10 @@ class RunTable(DataTable):
                     if new != prev:
                         self.update_cell(row.key, col, new, update_width=True)
             self._rows = {r.key: r for r in rows}
+            self.call_after_refresh(self.fit_columns)  # a wider WER (" test") or id narrows the rest
             return
         keep = self.current_key
-        self.call_after_refresh(self.fit_progress)
+        self.call_after_refresh(self.fit_columns)
         self.clear()
         self._rows = {r.key: r for r in rows}
         self._order = order
