@@ -253,9 +253,9 @@ ATTN_STORED_BYTES = {False: 2, True: 6}  # kept per layer without checkpointing:
 ATTN_PEAK_BYTES = {False: 4, True: 8.5}  # while one layer is recomputed and back-propagated
 RESIDUAL_BYTES = {True: 4, False: 2}  # a checkpointed layer keeps its input: fp32 (full) or 16-bit
 # Per s*V element while the loss back-propagates (16-bit logits, fp32 upcast, their gradients);
-# qlora/lora8 run an fp32 lm_head (prepare_model_for_kbit_training), so fp32 logits throughout.
-LOGIT_BYTES = {"full": 12, "lora": 12, "kbit": 20}
-LORA_LOGITS_KEPT = {"lora": 4, "kbit": 8}  # per s*V element still live while the layers back-propagate
+# qlora/lora8 keep the LM head 16-bit (engine.loading.prepare_kbit), so they are "lora" here.
+LOGIT_BYTES = {"full": 12, "lora": 12}
+LORA_LOGITS_KEPT = {"lora": 4}  # per s*V element still live while the layers back-propagate
 FOREACH_TEMP_BYTES = {"adamw": 4.0, "adamw8bit": 0.0, "adafactor": 4.0}  # optimizer-step temporaries / param
 FRONTEND_FRAMES = 10500  # Whisper-style conv front end per 30 s: conv1+GELU at 3000 frames, conv2+GELU+pos at 1500
 
@@ -323,15 +323,15 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
     act_scale = 1.0 if mixed else 2.0  # fp32 activations are twice the 16-bit ones
     trainable = trainable_params(entry, cfg) if cfg.training else 0
     full = cfg.method == "full" and cfg.training
-    kbit = cfg.method in ("qlora", "lora8")
-    # fp32 residual stream: fp32 master weights (full), or the fp32 embeddings and norms
-    # prepare_model_for_kbit_training leaves around a quantised base (qlora/lora8)
-    wide = full or kbit
-    regime = "full" if full else "kbit" if kbit else "lora"
+    # fp32 residual stream: fp32 master weights (full). A quantised base (qlora/lora8) keeps
+    # its embeddings and head 16-bit (engine.loading.prepare_kbit): activations as for lora.
+    wide = full
+    regime = "full" if full else "lora"
 
     # Weights. Full: fp32 master weights (4 B). LoRA: the frozen base in 16-bit (lora), int8
-    # (lora8, ~1 B) or NF4 (qlora, ~0.52 B) for nn.Linear only -- the rest is cast to fp32 by
-    # peft's prepare_model_for_kbit_training (embeddings, norms, lm_head) -- plus fp32 adapters.
+    # (lora8, ~1 B) or NF4 (qlora, ~0.52 B) for nn.Linear only -- the rest (embeddings,
+    # lm_head, convolutions) stays 16-bit, norms fp32 (engine.loading.prepare_kbit; norms are
+    # a few KiB, left out) -- plus fp32 adapters.
     q = _quantizable(entry)
     if cfg.method == "full":
         weights = (total_p * w16) if not cfg.training else total_p * 4.0
@@ -339,7 +339,7 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
         weights = total_p * w16 + trainable * 4
     else:
         per_linear = INT8_BYTES if cfg.method == "lora8" else NF4_BYTES
-        weights = q * per_linear + (total_p - q) * 4.0 + trainable * 4
+        weights = q * per_linear + (total_p - q) * w16 + trainable * 4
     # Gradients: fp32, one per trainable parameter (4 B). Optimizer: see OPTIMIZER_BYTES.
     grads = trainable * 4.0
     optim = trainable * OPTIMIZER_BYTES[cfg.optimizer]

@@ -2,7 +2,7 @@
 
 `trace(entry, cfg)` builds the catalog model from its config on the meta device (no weights,
 no download), wraps it the way engine.loading does for the method (PEFT LoRA on the targets,
-`prepare_model_for_kbit_training`'s fp32 casts for qlora/lora8), turns every parameter and
+engine.loading.prepare_kbit's dtypes for qlora/lora8: norms fp32, the rest 16-bit), turns every parameter and
 buffer into a FakeTensor on a fake CPU device (`torch._subclasses.fake_tensor.FakeTensorMode`:
 shapes and dtypes, no data), and runs two optimizer steps (forward with the loss, backward,
 AdamW step, zero_grad) with gradient checkpointing and autocast as the HF Trainer would. A
@@ -48,7 +48,7 @@ GIB = 1024**3
 TERMS = ("weights", "gradients", "optimizer", "activations", "logits", "other")
 NF4_BYTES_PER_PARAM = 0.5 + 4 / 64 / 4 + 4 / 256 / 64  # 4 bits + double-quantised absmax (bnb)
 INT8_BYTES_PER_PARAM = 1.0  # + one fp32 scale per output row, added per layer below
-TRACE_VERSION = 1  # bump when the traced path changes (cache key)
+TRACE_VERSION = 2  # bump when the traced path changes (cache key); 2: kbit embeddings/head 16-bit
 
 
 # -- the memory counter ----------------------------------------------------------------------
@@ -187,7 +187,8 @@ def _lora_targets(entry: dict, cfg: dict) -> list[str]:
 
 
 def _build(entry: dict, cfg: dict, notes: list[str]):
-    """The wrapped model on meta, and the names of the quantised base Linear weights."""
+    """The wrapped model on meta, the names of the quantised base Linear weights (name ->
+    method) and of the parameters of normalisation layers (engine.loading.is_norm)."""
     import torch
     import torch.nn as nn
 
@@ -204,6 +205,10 @@ def _build(entry: dict, cfg: dict, notes: list[str]):
         c._attn_implementation = impl
     method = cfg["method"]
     quant: dict[str, str] = {}
+    from engine.loading import is_norm
+
+    norms = {f"{n}.{p}" if n else p for n, mod in model.named_modules() if is_norm(n, mod)
+             for p, _ in mod.named_parameters(recurse=False)}
     if method in ("qlora", "lora8"):
         out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         for name, mod in model.named_modules():
@@ -223,13 +228,14 @@ def _build(entry: dict, cfg: dict, notes: list[str]):
         for name, p in model.named_parameters():
             if "encoder" in name.split(".")[:3] or "audio_tower" in name:
                 p.requires_grad_(False)
-    return model, quant
+    return model, quant, norms
 
 
-def _dtypes(cfg: dict, quant: dict[str, str]):
+def _dtypes(cfg: dict, quant: dict[str, str], norms: set[str] = frozenset()):
     """dtype of each parameter as engine.loading loads it: full = fp32 master weights; lora =
     16-bit base + fp32 adapters (PEFT upcasts adapters); qlora/lora8 = quantised Linear base
-    (16-bit stand-in), everything else fp32 (prepare_model_for_kbit_training casts it)."""
+    (16-bit stand-in, counted at its quantised size), normalisation layers fp32 and everything
+    else -- embeddings, LM head, convolutions -- 16-bit (engine.loading.prepare_kbit)."""
     import torch
 
     mixed = cfg.get("precision", "auto") != "fp32"
@@ -241,7 +247,7 @@ def _dtypes(cfg: dict, quant: dict[str, str]):
             return torch.float32
         bare = name.replace("base_model.model.", "").replace(".base_layer", "")
         if method in ("qlora", "lora8"):
-            return half if bare in quant else torch.float32
+            return torch.float32 if bare in norms else half
         return half
 
     return dtype_of, half, mixed
@@ -345,8 +351,8 @@ def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
     e = ModelEntry(**{k: v for k, v in entry.items() if k in ModelEntry.__dataclass_fields__})
     seq = _text_len_for(entry, sequence_lengths(e, fc))
     notes: list[str] = []
-    model, quant = _build(entry, cfg, notes)
-    dtype_of, half, mixed = _dtypes(cfg, quant)
+    model, quant, norms = _build(entry, cfg, notes)
+    dtype_of, half, mixed = _dtypes(cfg, quant, norms)
     counter = _Counter()
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     counter.mark()
@@ -441,7 +447,7 @@ def train_steps_on_device(entry: dict, cfg: dict, device, steps: int = 3) -> Non
         raise ValueError(f"{cfg['method']}: needs bitsandbytes layers; not measured by this bench")
     e = ModelEntry(**{k: v for k, v in entry.items() if k in ModelEntry.__dataclass_fields__})
     seq = _text_len_for(entry, sequence_lengths(e, fc))
-    model, _ = _build(entry, cfg, [])
+    model, _, _ = _build(entry, cfg, [])
     dtype_of, half, mixed = _dtypes(cfg, {})
     model.to_empty(device=device)
     with torch.no_grad():

@@ -61,20 +61,24 @@ def test_quantised_base_is_counted_at_its_size_and_said_so():
     lora = tr.trace(e, asdict(FitConfig(method="lora")))
     q = tr.trace(e, asdict(FitConfig(method="qlora")))
     assert any("NF4" in n for n in q["notes"]) and not lora["notes"]
-    # Linear weights count ~0.52 B instead of 2 B; everything else goes fp32 (prepare_model_for_kbit_training)
+    # Linear weights count ~0.52 B instead of 2 B; norms go fp32, the embeddings, the LM head and
+    # the rest stay 16-bit (engine.loading.prepare_kbit, as training loads them)
+    from engine.loading import is_norm
     from engine.params import build_meta
     import torch.nn as nn
 
     model, _ = build_meta(e)
     head = model.get_output_embeddings()
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear) and m is not head)
-    rest = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()) - linear
+    norms = sum(p.numel() for n, m in model.named_modules() if is_norm(n, m) for p in m.parameters(recurse=False))
+    rest = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()) - linear - norms
+    assert norms and rest > 20 * norms  # the embeddings and head dominate what is not quantised
     adapters = q["trainable_params"]
-    expect = linear * tr.NF4_BYTES_PER_PARAM + rest * 4 + adapters * 4
+    expect = linear * tr.NF4_BYTES_PER_PARAM + norms * 4 + rest * 2 + adapters * 4
     assert q["state_gb"]["weights"] * GIB == pytest.approx(expect, rel=0.01)
     # and the peak is of the quantised weights, not of their 16-bit stand-ins while built
     assert q["terms"]["weights"] == pytest.approx(q["state_gb"]["weights"], rel=0.01)
-    assert lora["state_gb"]["weights"] * GIB == pytest.approx((linear + rest) * 2 + adapters * 4, rel=0.01)
+    assert lora["state_gb"]["weights"] * GIB == pytest.approx((linear + norms + rest) * 2 + adapters * 4, rel=0.01)
 
 
 def test_cache_key_and_round_trip(tmp_path):
