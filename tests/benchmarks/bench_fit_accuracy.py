@@ -43,6 +43,10 @@ ROWS: list[tuple[str, str, int, float]] = (
     + [("qwen2-audio-7b-instruct", m, b, s) for m in ("full", "lora") for b in (1, 4) for s in (30, 300)]
     + [(n, m, 1, 30) for n in ("whisper-small", "voxtral-mini-3b", "qwen2-audio-7b-instruct")
        for m in ("qlora", "lora8")]
+    # CTC (Parakeet-CTC, w2v-BERT), Moonshine (generic seq2seq), SeamlessM4T v2: 30 s windows,
+    # a longer clip is segmented into 30 s examples (no 300 s rows)
+    + [(n, m, b, 30) for n in ("parakeet-ctc-0.6b", "w2v-bert-2.0", "moonshine-base", "seamless-m4t-v2-large")
+       for m in ("full", "lora") for b in (1, 4)]
 )
 GOAL_PCT = 10.0
 
