@@ -402,7 +402,7 @@ def synthetic_batch(entry: dict, model, cfg: dict, seq: dict, input_dtype) -> di
         n = b * chunks
         return {"input_features": torch.zeros(n, mel, frames, dtype=input_dtype),
                 "labels": torch.zeros(n, max(1, text), dtype=torch.long)}
-    if recipe in ("qwen2_audio", "voxtral"):
+    if recipe in AUDIO_TOKENS_PER_CHUNK:
         n_audio = AUDIO_TOKENS_PER_CHUNK[recipe] * chunks
         labels = torch.full((b, text), -100, dtype=torch.long)
         labels[:, text - int(seq["target_tokens"]) - 1:] = 0
@@ -411,7 +411,11 @@ def synthetic_batch(entry: dict, model, cfg: dict, seq: dict, input_dtype) -> di
     raise NotImplementedError(f"{entry.get('name')}: no synthetic batch for recipe {recipe!r} yet")
 
 
-AUDIO_TOKENS_PER_CHUNK = {"qwen2_audio": 750, "voxtral": 375}  # LLM audio tokens per 30 s window
+# LLM audio tokens per 30 s window (the processors' placeholder counts): Qwen2-Audio and Audio
+# Flamingo 3 pool the Whisper-style tower's 1500 frames to 750; Voxtral and GLM-ASR group 4
+# frames into audio_config.intermediate_size before the projector (375).
+AUDIO_TOKENS_PER_CHUNK = {"qwen2_audio": 750, "voxtral": 375, "glmasr": 375, "audioflamingo3": 750}
+MERGE_TO_INTERMEDIATE = ("voxtral", "glmasr")
 
 
 def _unwrap(model):
@@ -424,6 +428,8 @@ def forward_loss(entry: dict, model, batch: dict):
     pieces (audio tower, projector, LLM, head, loss function) in the model's order; the
     placeholder merge (masked_scatter on token ids, data-dependent, not traceable on fake
     tensors) is the equivalent concatenation of audio and text embeddings."""
+    import inspect
+
     import torch
 
     if recipe_kind(entry) == "ctc":
@@ -433,8 +439,12 @@ def forward_loss(entry: dict, model, batch: dict):
     top = _unwrap(model)
     inner = top.model
     b = batch["labels"].shape[0]
-    audio = inner.audio_tower(batch["input_features"]).last_hidden_state
-    if entry.get("recipe") == "voxtral":
+    feats = batch["input_features"]
+    extra = {}
+    if "input_features_mask" in inspect.signature(inner.audio_tower.forward).parameters:  # AF3's tower
+        extra["input_features_mask"] = torch.ones(feats.shape[0], feats.shape[-1], dtype=torch.long)
+    audio = inner.audio_tower(feats, **extra).last_hidden_state
+    if entry.get("recipe") in MERGE_TO_INTERMEDIATE:
         audio = audio.reshape(-1, top.config.audio_config.intermediate_size)
     audio = inner.multi_modal_projector(audio)
     text = inner.get_input_embeddings()(batch["text_ids"])
@@ -496,7 +506,7 @@ _CTC = _LazyCTC()
 def _text_len_for(entry: dict, seq: dict) -> dict:
     """The LLM sequence must hold exactly the audio placeholder count the model computes."""
     recipe = entry.get("recipe")
-    if recipe in ("qwen2_audio", "voxtral"):
+    if recipe in AUDIO_TOKENS_PER_CHUNK:
         from engine.estimator import PROMPT_TOKENS
 
         per_chunk = AUDIO_TOKENS_PER_CHUNK[recipe]

@@ -47,6 +47,9 @@ ROWS: list[tuple[str, str, int, float]] = (
     # a longer clip is segmented into 30 s examples (no 300 s rows)
     + [(n, m, b, 30) for n in ("parakeet-ctc-0.6b", "w2v-bert-2.0", "moonshine-base", "seamless-m4t-v2-large")
        for m in ("full", "lora") for b in (1, 4)]
+    # audio LLMs of the generic recipe that take long audio natively (GLM-ASR, Audio Flamingo 3)
+    + [(n, m, b, s) for n in ("glm-asr-nano-2512", "audio-flamingo-3") for m in ("full", "lora") for b in (1, 4)
+       for s in (30, 300)]
 )
 GOAL_PCT = 10.0
 

@@ -226,3 +226,28 @@ def test_a_family_without_a_synthetic_batch_says_so():
     with pytest.raises(NotImplementedError, match="no synthetic batch"):
         tr.synthetic_batch({"name": "x", "recipe": "canary", "family": "seq2seq"}, None, {"batch": 1},
                            {"text_tokens": 4, "encoder_chunks": 1}, None)
+
+
+TINY_LLM = {"text_config.hidden_size": 64, "text_config.intermediate_size": 128, "text_config.num_hidden_layers": 2,
+            "text_config.num_attention_heads": 2, "text_config.num_key_value_heads": 1, "text_config.vocab_size": 1000,
+            "audio_config.hidden_size": 64, "audio_config.intermediate_size": 256, "audio_config.num_hidden_layers": 2,
+            "audio_config.num_attention_heads": 2, "audio_config.num_key_value_heads": 2}
+
+
+@pytest.mark.parametrize("name, per_chunk", [("glm-asr-nano-2512", 375), ("audio-flamingo-3", 750)])
+def test_generic_audio_llms_hold_their_audio_tokens_in_the_llm_sequence(tmp_path, name, per_chunk):
+    """GLM-ASR (4 tower frames grouped before the projector) and Audio Flamingo 3 (pooled
+    tower): the LLM sequence holds the processor's audio placeholder count per 30 s window,
+    and a 60 s clip (one example, two windows) costs more than a 30 s one."""
+    from engine.estimator import PROMPT_TOKENS
+
+    changes = dict(TINY_LLM, **({"text_config.head_dim": 32} if name.startswith("glm") else
+                                {"text_config.layer_types": ["full_attention"] * 2}))
+    e = tiny_from_config(tmp_path, name, **changes)
+    one = tr.trace(e, asdict(FitConfig(method="lora", batch=1, audio_seconds=30)))
+    assert one["seq"]["text_tokens"] == per_chunk + PROMPT_TOKENS + one["seq"]["target_tokens"]
+    longer = tr.trace(e, asdict(FitConfig(method="lora", batch=1, audio_seconds=60)))
+    assert longer["seq"]["encoder_chunks"] == 2
+    assert longer["phases_gb"]["backward"] > one["phases_gb"]["backward"]
+    full = tr.trace(e, asdict(FitConfig(method="full", batch=1, audio_seconds=30)))
+    assert full["state_gb"]["weights"] == pytest.approx(4 * _params(e) / GIB, abs=6e-5)
