@@ -95,7 +95,8 @@ def run_trace(cache: Path, only: str | None) -> int:
 # -- on a GPU ---------------------------------------------------------------------------------
 GPU_ROWS = [("whisper-small", "full", 4, 30), ("whisper-small", "lora", 4, 30), ("whisper-large-v3", "lora", 1, 30),
             ("whisper-large-v3", "full", 1, 30), ("voxtral-mini-3b", "lora", 1, 30), ("voxtral-mini-3b", "lora", 1, 300),
-            ("qwen2-audio-7b-instruct", "lora", 1, 30)]  # qlora/lora8 need bitsandbytes: not in this bench
+            ("qwen2-audio-7b-instruct", "lora", 1, 30), ("parakeet-ctc-0.6b", "lora", 4, 30),
+            ("moonshine-base", "full", 4, 30), ("glm-asr-nano-2512", "lora", 1, 30)]  # qlora/lora8: bitsandbytes, not here
 
 
 def run_gpu(out_path: Path, steps: int) -> int:
