@@ -316,3 +316,39 @@ def load_model(recipe: Any, source: ModelSource | str, *, method: str = "full", 
     loaded.extra.setdefault("source", source)
     loaded.extra.update({k: v for k, v in (context or {}).items() if v is not None})
     return loaded
+
+
+# -- CTC models' layout (engine.recipes.ctc uses these; engine.trace mirrors the recipe) -------
+def ctc_head_name(model: Any) -> str | None:
+    """The classifier over frames: the top-level Linear/Conv1d child with vocab_size outputs."""
+    vocab = getattr(model.config, "vocab_size", None)
+    for name, mod in model.named_children():
+        out = getattr(mod, "out_features", None) or getattr(mod, "out_channels", None)
+        if out == vocab:
+            return name
+    return None
+
+
+def speech_encoder(model: Any) -> Any:
+    """A CTC model's encoder module (w2v-BERT, wav2vec2, Parakeet); ValueError if none."""
+    for name in ("wav2vec2_bert", "wav2vec2", "encoder", "model"):
+        enc = getattr(model, name, None)
+        if enc is not None:
+            return enc
+    raise ValueError(f"{type(model).__name__}: no speech encoder module found")
+
+
+def patch_input_embeddings(model: Any) -> None:
+    """The encoder takes features, not token embeddings, so transformers raises on
+    get_input_embeddings(); PEFT (saving an adapter after the head changed size) and
+    gradient checkpointing (enable_input_require_grads) both ask for it. The encoder's
+    first layer with weights (w2v-BERT's feature projection, Parakeet's subsampling) is
+    the layer in that place."""
+    try:
+        if model.get_input_embeddings() is not None:
+            return
+    except (NotImplementedError, AttributeError):
+        pass
+    enc = speech_encoder(model)
+    first = next((m for _, m in enc.named_children() if any(True for _ in m.parameters())), enc)
+    model.get_input_embeddings = lambda: first

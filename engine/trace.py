@@ -247,16 +247,16 @@ def _recipe_layout(entry: dict, model) -> tuple[list[str], list[str]]:
     if kind == "ctc":
         import torch
 
-        from engine.recipes.ctc import CTCRecipe, _head_name
+        from engine.loading import ctc_head_name, patch_input_embeddings
 
         # SpecAugment's time masks are drawn with numpy from the mask's sum (data-dependent): off.
         # It overwrites a few frames of hidden states in place; no tensor of its own is kept.
         if getattr(model.config, "apply_spec_augment", False):
             model.config.apply_spec_augment = False
 
-        head = _head_name(model) or "lm_head"
+        head = ctc_head_name(model) or "lm_head"
         odd = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.in_features % 64]
-        CTCRecipe._patch_input_embeddings(model)
+        patch_input_embeddings(model)
         return [head, *odd], [head]
     if kind == "seamless":
         return ["lm_head", "feature_projection.projection"], []
@@ -591,9 +591,9 @@ def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
         input_dtype = half if (cfg["method"] != "full" and mixed) else torch.float32
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         if head is None and recipe_kind(entry) == "ctc":  # the classifier over frames
-            from engine.recipes.ctc import _head_name
+            from engine.loading import ctc_head_name
 
-            head = getattr(_unwrap(model), _head_name(_unwrap(model)) or "lm_head", None)
+            head = getattr(_unwrap(model), ctc_head_name(_unwrap(model)) or "lm_head", None)
 
         def to_logits(*_a):
             counter.tag = "logits"
