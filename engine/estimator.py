@@ -253,15 +253,35 @@ ATTN_STORED_BYTES = {False: 2, True: 6}  # kept per layer without checkpointing:
 ATTN_PEAK_BYTES = {False: 4, True: 8.5}  # while one layer is recomputed and back-propagated
 RESIDUAL_BYTES = {True: 4, False: 2}  # a checkpointed layer keeps its input: fp32 (full) or 16-bit
 # Per s*V element while the loss back-propagates (16-bit logits, fp32 upcast, their gradients);
-# qlora/lora8 run an fp32 lm_head (prepare_model_for_kbit_training), so fp32 logits throughout.
-LOGIT_BYTES = {"full": 12, "lora": 12, "kbit": 20}
-LORA_LOGITS_KEPT = {"lora": 4, "kbit": 8}  # per s*V element still live while the layers back-propagate
+# qlora/lora8 keep the LM head 16-bit (engine.loading.prepare_kbit), so they are "lora" here.
+LOGIT_BYTES = {"full": 12, "lora": 12}
+LORA_LOGITS_KEPT = {"lora": 4}  # per s*V element still live while the layers back-propagate
 FOREACH_TEMP_BYTES = {"adamw": 4.0, "adamw8bit": 0.0, "adafactor": 4.0}  # optimizer-step temporaries / param
 FRONTEND_FRAMES = 10500  # Whisper-style conv front end per 30 s: conv1+GELU at 3000 frames, conv2+GELU+pos at 1500
 
 
+# Encoder attention layouts other than Whisper's (transformers' modeling code, by recipe):
+#  relative_key -- Shaw relative positions (w2v-BERT, SeamlessM4T v2's speech encoder,
+#    position_embeddings_type="relative_key"): each layer looks up a distance embedding of
+#    s x s x head_dim (batch-independent) and adds a second a*s*s score tensor (einsum of the
+#    queries with it), +REL_KEY_SCORE_BYTES per a*s*s element;
+#  fp32_softmax -- Moonshine's layers use the LLM attention function (softmax in fp32, cast
+#    back), so the LLM bytes per a*s*s element (ATTN_*_BYTES[True]).
+ENCODER_ATTENTION = {"ctc": "relative_key", "seamless": "relative_key", "moonshine": "fp32_softmax"}
+REL_KEY_SCORE_BYTES = 2
+# Convolutional front ends that are not Whisper's (bytes per example of 30 s, 16-bit):
+#  Parakeet's 8x subsampling (3 Conv2d of 256 channels over 100 fps x 80 mel): its first conv
+#  and ReLU outputs (256 x 1501 x 40 each) are live together in the forward pass, a transient
+#  that is the peak at short audio; with a frozen stem (LoRA) nothing of it is kept.
+#  Moonshine's stem (Conv1d k127 s64 -> tanh -> GroupNorm (fp32) at 7500 frames, then 2x h at
+#  2500 and h at 1250 frames): 42500 h-wide frames of 2 B, as Whisper's FRONTEND_FRAMES.
+STEM_TRANSIENT_BYTES = {"parakeet_ctc": 2 * 256 * 1501 * 40 * 2}
+FRONTEND_FRAMES_BY_RECIPE = {"moonshine": 42500}
+
+
 def _layer_activation_bytes(s: float, b: float, h: int, a: int, ffn: int, attention: str, *, full: bool,
-                            gated: bool, cross_s: float = 0, lora_in: float = 0, peak: bool = False) -> float:
+                            gated: bool, cross_s: float = 0, lora_in: float = 0, peak: bool = False,
+                            style: str | None = None, head_dim: int = 64) -> float:
     """One transformer layer, 16-bit, no recomputation: s*b*(c_h*h + c_f*ffn) bytes
     (Korthikanti et al. 2022's layout, coefficients fit to traced peaks), + eager attention's
     probabilities (ATTN_*_BYTES x a*s*s*b), + for a decoder layer the cross-attention K/V of the
@@ -272,20 +292,23 @@ def _layer_activation_bytes(s: float, b: float, h: int, a: int, ffn: int, attent
     if cross_s:
         bytes_ += 4 * cross_s * b * h
     if attention == "math":
-        attn_bytes = (ATTN_PEAK_BYTES if peak else ATTN_STORED_BYTES)[gated]
+        attn_bytes = (ATTN_PEAK_BYTES if peak else ATTN_STORED_BYTES)[gated or style == "fp32_softmax"]
         bytes_ += attn_bytes * a * s * (s + cross_s) * b
+        if style == "relative_key":
+            bytes_ += REL_KEY_SCORE_BYTES * a * s * s * b + 2 * s * s * head_dim
     return bytes_
 
 
 def _stack_activation_bytes(s, b, h, a, layers, cfg: FitConfig, needs_grad: bool, *, ffn: int, full: bool,
-                            gated: bool, cross_s: float = 0, lora_in: float = 0) -> float:
+                            gated: bool, cross_s: float = 0, lora_in: float = 0, style: str | None = None,
+                            head_dim: int = 64) -> float:
     """A stack of layers. With gradient checkpointing each layer keeps only its input
     (RESIDUAL_BYTES*s*b*h) plus one layer recomputed in full; without it, every layer in full.
     A stack that needs no gradient keeps nothing: one layer's forward is transient.
     Returns (bytes kept for the whole backward pass, bytes of the one layer being worked on):
     only one layer of the whole model is recomputed at a time, so callers add the largest
     transient term of all stacks, not their sum."""
-    kw = dict(full=full, gated=gated, cross_s=cross_s, lora_in=lora_in)
+    kw = dict(full=full, gated=gated, cross_s=cross_s, lora_in=lora_in, style=style, head_dim=head_dim)
     if not cfg.training or not needs_grad:
         return 0.0, _layer_activation_bytes(s, b, h, a, ffn, cfg.attention, **kw)
     if cfg.gradient_checkpointing:
@@ -323,15 +346,15 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
     act_scale = 1.0 if mixed else 2.0  # fp32 activations are twice the 16-bit ones
     trainable = trainable_params(entry, cfg) if cfg.training else 0
     full = cfg.method == "full" and cfg.training
-    kbit = cfg.method in ("qlora", "lora8")
-    # fp32 residual stream: fp32 master weights (full), or the fp32 embeddings and norms
-    # prepare_model_for_kbit_training leaves around a quantised base (qlora/lora8)
-    wide = full or kbit
-    regime = "full" if full else "kbit" if kbit else "lora"
+    # fp32 residual stream: fp32 master weights (full). A quantised base (qlora/lora8) keeps
+    # its embeddings and head 16-bit (engine.loading.prepare_kbit): activations as for lora.
+    wide = full
+    regime = "full" if full else "lora"
 
     # Weights. Full: fp32 master weights (4 B). LoRA: the frozen base in 16-bit (lora), int8
-    # (lora8, ~1 B) or NF4 (qlora, ~0.52 B) for nn.Linear only -- the rest is cast to fp32 by
-    # peft's prepare_model_for_kbit_training (embeddings, norms, lm_head) -- plus fp32 adapters.
+    # (lora8, ~1 B) or NF4 (qlora, ~0.52 B) for nn.Linear only -- the rest (embeddings,
+    # lm_head, convolutions) stays 16-bit, norms fp32 (engine.loading.prepare_kbit; norms are
+    # a few KiB, left out) -- plus fp32 adapters.
     q = _quantizable(entry)
     if cfg.method == "full":
         weights = (total_p * w16) if not cfg.training else total_p * 4.0
@@ -339,7 +362,7 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
         weights = total_p * w16 + trainable * 4
     else:
         per_linear = INT8_BYTES if cfg.method == "lora8" else NF4_BYTES
-        weights = q * per_linear + (total_p - q) * 4.0 + trainable * 4
+        weights = q * per_linear + (total_p - q) * w16 + trainable * 4
     # Gradients: fp32, one per trainable parameter (4 B). Optimizer: see OPTIMIZER_BYTES.
     grads = trainable * 4.0
     optim = trainable * OPTIMIZER_BYTES[cfg.optimizer]
@@ -352,21 +375,26 @@ def estimate(entry: ModelEntry, cfg: FitConfig) -> Estimate:
     llm = entry.family == "audio-llm"
     acts, transient = 0.0, [0.0]
     enc_b = b * seq["encoder_chunks"]
+    style = ENCODER_ATTENTION.get(entry.recipe)
     if audio.get("hidden"):
         h = audio["hidden"]
         kept, one = _stack_activation_bytes(seq["encoder_frames"], enc_b, h, audio["heads"], audio["layers"],
                                         cfg, audio_needs_grad, ffn=audio.get("ffn", 4 * h), full=wide, gated=False,
-                                        lora_in=_lora_input_bytes(entry, cfg, "audio", audio["layers"]))
+                                        lora_in=_lora_input_bytes(entry, cfg, "audio", audio["layers"]),
+                                        style=style, head_dim=audio.get("head_dim") or h // audio["heads"])
         acts += kept
         transient.append(one)
-        if audio.get("mel_bins") and audio_needs_grad and cfg.training:  # conv front end, not checkpointed
-            acts += FRONTEND_FRAMES * enc_b * h * (4 if wide else 2)
+        frontend = FRONTEND_FRAMES_BY_RECIPE.get(entry.recipe, FRONTEND_FRAMES if audio.get("mel_bins") else 0)
+        if frontend and audio_needs_grad and cfg.training:  # conv front end, not checkpointed
+            acts += frontend * enc_b * h * (4 if wide else 2)
+        transient.append(STEM_TRANSIENT_BYTES.get(entry.recipe, 0) * enc_b)
     if text.get("hidden") and seq["text_tokens"]:
         cross = seq["encoder_frames"] if entry.family in ("seq2seq", "speech-to-text") else 0
         h = text["hidden"]
         kept, one = _stack_activation_bytes(seq["text_tokens"], b, h, text["heads"], text["layers"],
                                             cfg, True, ffn=text.get("ffn", 4 * h), full=wide, gated=llm,
-                                            cross_s=cross, lora_in=_lora_input_bytes(entry, cfg, "text", text["layers"]))
+                                            cross_s=cross, lora_in=_lora_input_bytes(entry, cfg, "text", text["layers"]),
+                                            style="fp32_softmax" if style == "fp32_softmax" else None)
         acts += kept
         transient.append(one)
         if cross:  # the encoder output every decoder layer cross-attends to

@@ -219,6 +219,50 @@ def keep_trainable_layout(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def prepare_kbit(model: Any, gradient_checkpointing: bool) -> Any:
+    """PEFT's `prepare_model_for_kbit_training` (freeze the base, gradient checkpointing with
+    `use_reentrant=False`, input grads), then undo its fp32 upcast of the frozen weights that
+    are big -- token embeddings, the LM head, convolutions, positional tables -- keeping only
+    normalisation layers in fp32 (a few KiB per layer; their statistics are what the upcast is
+    for). PEFT casts *every* 16-bit parameter to fp32: for Qwen2-Audio-7B that is the
+    embeddings and the LM head (2 x 0.6 B parameters, +4.3 GiB), and QLoRA at batch 1 no longer
+    fits a 12 GiB card. The well-kept recipes do the same: axolotl casts embed_tokens/lm_head
+    back to the training dtype right after the call (`convert_embedding_modules_dtype`),
+    unsloth never upcasts frozen weights. Parameters loaded in fp32 on purpose
+    (`_keep_in_fp32_modules`) or in fp32 precision stay fp32. Returns the model."""
+    from peft import prepare_model_for_kbit_training
+
+    loaded_as = {id(p): p.dtype for p in model.parameters()}
+    model = prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False})
+    restore_upcast(model, loaded_as)
+    return model
+
+
+def is_norm(module_name: str, module: Any) -> bool:
+    """A normalisation layer (LayerNorm, RMSNorm, GroupNorm, BatchNorm...), by class or name."""
+    return "norm" in type(module).__name__.lower() or "norm" in module_name.rsplit(".", 1)[-1].lower()
+
+
+def restore_upcast(model: Any, loaded_as: dict[int, Any]) -> int:
+    """Cast each frozen parameter outside a normalisation layer back to the dtype it was
+    loaded in (`loaded_as`: id(param) -> dtype, before the upcast). Returns parameters cast."""
+    import torch
+
+    cast = 0
+    for name, module in model.named_modules():
+        if is_norm(name, module):
+            continue
+        for p in module.parameters(recurse=False):
+            was = loaded_as.get(id(p))
+            if p.requires_grad or was not in (torch.float16, torch.bfloat16) or p.dtype == was:
+                continue
+            p.data = p.data.to(was)
+            cast += p.numel()
+    return cast
+
+
 def load_model(recipe: Any, source: ModelSource | str, *, method: str = "full", precision: str = "fp32",
                device: str = "cpu", train_texts: Any = (), trust_remote_code: bool = False,
                lora: dict | None = None, gradient_checkpointing: bool = False, trainable: bool = True,
@@ -247,13 +291,8 @@ def load_model(recipe: Any, source: ModelSource | str, *, method: str = "full", 
     check_processor(loaded.model, loaded.processor, source.ref)
     model = loaded.model
     if quantized and trainable:
-        from peft import prepare_model_for_kbit_training
-
         keep_trainable_layout(model)
-
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_kbit(model, gradient_checkpointing)
     if source.adapter:
         from peft import PeftModel
 
@@ -269,7 +308,47 @@ def load_model(recipe: Any, source: ModelSource | str, *, method: str = "full", 
             target_modules=list(lora["targets"]), bias="none",
             # freshly initialised heads (CTC) must train fully and be saved with the adapter
             modules_to_save=list(getattr(recipe, "modules_to_save", ()) or []) or None))
+        if quantized:  # a trained copy (modules_to_save) of a head kept 16-bit above: fp32 master weights
+            for p in model.parameters():
+                if p.requires_grad and p.dtype in (torch_dtype("bf16"), torch_dtype("fp16")):
+                    p.data = p.data.float()
     loaded.model = model
     loaded.extra.setdefault("source", source)
     loaded.extra.update({k: v for k, v in (context or {}).items() if v is not None})
     return loaded
+
+
+# -- CTC models' layout (engine.recipes.ctc uses these; engine.trace mirrors the recipe) -------
+def ctc_head_name(model: Any) -> str | None:
+    """The classifier over frames: the top-level Linear/Conv1d child with vocab_size outputs."""
+    vocab = getattr(model.config, "vocab_size", None)
+    for name, mod in model.named_children():
+        out = getattr(mod, "out_features", None) or getattr(mod, "out_channels", None)
+        if out == vocab:
+            return name
+    return None
+
+
+def speech_encoder(model: Any) -> Any:
+    """A CTC model's encoder module (w2v-BERT, wav2vec2, Parakeet); ValueError if none."""
+    for name in ("wav2vec2_bert", "wav2vec2", "encoder", "model"):
+        enc = getattr(model, name, None)
+        if enc is not None:
+            return enc
+    raise ValueError(f"{type(model).__name__}: no speech encoder module found")
+
+
+def patch_input_embeddings(model: Any) -> None:
+    """The encoder takes features, not token embeddings, so transformers raises on
+    get_input_embeddings(); PEFT (saving an adapter after the head changed size) and
+    gradient checkpointing (enable_input_require_grads) both ask for it. The encoder's
+    first layer with weights (w2v-BERT's feature projection, Parakeet's subsampling) is
+    the layer in that place."""
+    try:
+        if model.get_input_embeddings() is not None:
+            return
+    except (NotImplementedError, AttributeError):
+        pass
+    enc = speech_encoder(model)
+    first = next((m for _, m in enc.named_children() if any(True for _ in m.parameters())), enc)
+    model.get_input_embeddings = lambda: first

@@ -2,7 +2,7 @@
 
 `trace(entry, cfg)` builds the catalog model from its config on the meta device (no weights,
 no download), wraps it the way engine.loading does for the method (PEFT LoRA on the targets,
-`prepare_model_for_kbit_training`'s fp32 casts for qlora/lora8), turns every parameter and
+engine.loading.prepare_kbit's dtypes for qlora/lora8: norms fp32, the rest 16-bit), turns every parameter and
 buffer into a FakeTensor on a fake CPU device (`torch._subclasses.fake_tensor.FakeTensorMode`:
 shapes and dtypes, no data), and runs two optimizer steps (forward with the loss, backward,
 AdamW step, zero_grad) with gradient checkpointing and autocast as the HF Trainer would. A
@@ -48,7 +48,7 @@ GIB = 1024**3
 TERMS = ("weights", "gradients", "optimizer", "activations", "logits", "other")
 NF4_BYTES_PER_PARAM = 0.5 + 4 / 64 / 4 + 4 / 256 / 64  # 4 bits + double-quantised absmax (bnb)
 INT8_BYTES_PER_PARAM = 1.0  # + one fp32 scale per output row, added per layer below
-TRACE_VERSION = 1  # bump when the traced path changes (cache key)
+TRACE_VERSION = 2  # bump when the traced path changes (cache key); 2: kbit embeddings/head 16-bit
 
 
 # -- the memory counter ----------------------------------------------------------------------
@@ -187,7 +187,8 @@ def _lora_targets(entry: dict, cfg: dict) -> list[str]:
 
 
 def _build(entry: dict, cfg: dict, notes: list[str]):
-    """The wrapped model on meta, and the names of the quantised base Linear weights."""
+    """The wrapped model on meta, the names of the quantised base Linear weights (name ->
+    method) and of the parameters of normalisation layers (engine.loading.is_norm)."""
     import torch
     import torch.nn as nn
 
@@ -204,10 +205,16 @@ def _build(entry: dict, cfg: dict, notes: list[str]):
         c._attn_implementation = impl
     method = cfg["method"]
     quant: dict[str, str] = {}
+    from engine.loading import is_norm
+
+    skip, save = _recipe_layout(entry, model)
+
+    norms = {f"{n}.{p}" if n else p for n, mod in model.named_modules() if is_norm(n, mod)
+             for p, _ in mod.named_parameters(recurse=False)}
     if method in ("qlora", "lora8"):
         out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         for name, mod in model.named_modules():
-            if isinstance(mod, nn.Linear) and mod is not out_emb:
+            if isinstance(mod, nn.Linear) and mod is not out_emb and not _skipped(name, skip):
                 quant[name + ".weight"] = method
         notes.append(f"{'NF4' if method == 'qlora' else 'int8'} base weights: 16-bit stand-ins counted at the "
                      f"quantised size ({len(quant)} nn.Linear layers)")
@@ -218,18 +225,67 @@ def _build(entry: dict, cfg: dict, notes: list[str]):
         alpha = 2 * rank
         with torch.device("meta"):
             model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0,
-                                                     target_modules=_lora_targets(entry, cfg), bias="none"))
+                                                     target_modules=_lora_targets(entry, cfg), bias="none",
+                                                     modules_to_save=save or None))
     if cfg.get("freeze_audio_encoder") and method == "full":
         for name, p in model.named_parameters():
             if "encoder" in name.split(".")[:3] or "audio_tower" in name:
                 p.requires_grad_(False)
-    return model, quant
+    return model, quant, norms
 
 
-def _dtypes(cfg: dict, quant: dict[str, str]):
+def _recipe_layout(entry: dict, model) -> tuple[list[str], list[str]]:
+    """What the recipe's loader does to the model beyond engine.loading: (Linear layers kept
+    out of bitsandbytes, modules trained fully under LoRA). CTC (engine.recipes.ctc): the head
+    over frames is trained fully and never quantised, nor are Linear layers whose input width
+    bitsandbytes' CPU 4-bit kernels cannot pack; the encoder's first layer stands in for the
+    input embeddings (checkpointing's input grads). Seamless: lm_head and the feature
+    projection stay unquantised (engine.recipes.seamless)."""
+    kind = recipe_kind(entry)
+    if kind in ("ctc", "seq2seq", "seamless"):
+        _no_layerdrop(model)
+    if kind == "ctc":
+        import torch
+
+        from engine.loading import ctc_head_name, patch_input_embeddings
+
+        # SpecAugment's time masks are drawn with numpy from the mask's sum (data-dependent): off.
+        # It overwrites a few frames of hidden states in place; no tensor of its own is kept.
+        if getattr(model.config, "apply_spec_augment", False):
+            model.config.apply_spec_augment = False
+
+        head = ctc_head_name(model) or "lm_head"
+        odd = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.in_features % 64]
+        patch_input_embeddings(model)
+        return [head, *odd], [head]
+    if kind == "seamless":
+        return ["lm_head", "feature_projection.projection"], []
+    return [], []
+
+
+def _no_layerdrop(model) -> None:
+    """LayerDrop off (the CTC recipe sets it to 0; the peak of a step is the one where no
+    layer is skipped, and the random skip is a data-dependent branch on fake tensors)."""
+    confs = [model.config] + [getattr(model.config, k) for k in ("encoder_config", "audio_config", "text_config")
+                              if getattr(model.config, k, None) is not None]
+    for conf in confs:
+        for k, v in list(vars(conf).items()):
+            if k.endswith("layerdrop") and isinstance(v, (int, float)) and v:
+                setattr(conf, k, 0.0)
+    for mod in model.modules():
+        if isinstance(getattr(mod, "layerdrop", None), float):
+            mod.layerdrop = 0.0
+
+
+def _skipped(name: str, skip: list[str]) -> bool:
+    return any(name == k or name.endswith("." + k) or name.startswith(k + ".") for k in skip)
+
+
+def _dtypes(cfg: dict, quant: dict[str, str], norms: set[str] = frozenset()):
     """dtype of each parameter as engine.loading loads it: full = fp32 master weights; lora =
     16-bit base + fp32 adapters (PEFT upcasts adapters); qlora/lora8 = quantised Linear base
-    (16-bit stand-in), everything else fp32 (prepare_model_for_kbit_training casts it)."""
+    (16-bit stand-in, counted at its quantised size), normalisation layers fp32 and everything
+    else -- embeddings, LM head, convolutions -- 16-bit (engine.loading.prepare_kbit)."""
     import torch
 
     mixed = cfg.get("precision", "auto") != "fp32"
@@ -241,29 +297,112 @@ def _dtypes(cfg: dict, quant: dict[str, str]):
             return torch.float32
         bare = name.replace("base_model.model.", "").replace(".base_layer", "")
         if method in ("qlora", "lora8"):
-            return half if bare in quant else torch.float32
+            return torch.float32 if bare in norms else half
         return half
 
     return dtype_of, half, mixed
 
 
 # -- synthetic batch --------------------------------------------------------------------------
+def recipe_kind(entry: dict) -> str | None:
+    """How a catalog entry's recipe shapes its batch: whisper | llm (Qwen2-Audio, Voxtral) |
+    ctc (engine.recipes.ctc: w2v-BERT, Parakeet-CTC) | seq2seq (engine.recipes.seq2seq:
+    Moonshine) | seamless; None: not traced yet."""
+    recipe, family = entry.get("recipe"), entry.get("family")
+    if recipe == "whisper":
+        return "whisper"
+    if recipe in AUDIO_TOKENS_PER_CHUNK:
+        return "llm"
+    if family == "ctc" and recipe in ("ctc", "parakeet_ctc"):
+        return "ctc"
+    if recipe == "seamless":
+        return "seamless"
+    if family == "seq2seq" and recipe == "moonshine":
+        return "seq2seq"
+    return None
+
+
+# Feature extractor per model type where the checkpoint's preprocessor differs from transformers'
+# default mapping (w2v-BERT 2.0 ships SeamlessM4TFeatureExtractor: 80 fbank bins stacked in pairs).
+FEATURE_EXTRACTORS = {"wav2vec2-bert": "SeamlessM4TFeatureExtractor"}
+
+
+def feature_shapes(model_type: str, seconds: float, mel: int | None = None) -> dict[str, tuple]:
+    """{name: (shape, dtype name)} of what the model's feature extractor makes of one clip of
+    `seconds` (16 kHz), padded batch of one: run for real on silence (outside fake mode, the
+    extractors are numpy/torch code), the way the recipe's `_features` calls it. Cached."""
+    key = (model_type, round(float(seconds), 3), mel)
+    if key not in _FEATURE_CACHE:
+        import numpy as np
+        import transformers
+        from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING_NAMES
+
+        name = FEATURE_EXTRACTORS.get(model_type) or FEATURE_EXTRACTOR_MAPPING_NAMES[model_type]
+        cls = getattr(transformers, name)
+        fe = cls(feature_size=mel) if mel and name == "ParakeetFeatureExtractor" else cls()
+        out = fe([np.zeros(int(16000 * seconds), dtype=np.float32)], sampling_rate=16000, padding=True,
+                 return_attention_mask=True, return_tensors="pt")
+        _FEATURE_CACHE[key] = {k: (tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in out.items()}
+    return _FEATURE_CACHE[key]
+
+
+_FEATURE_CACHE: dict[tuple, dict] = {}
+
+
+def _features(entry: dict, model, b: int, seconds: float, input_dtype) -> dict:
+    """The feature tensors of `b` clips of `seconds`, named as the model's forward takes them
+    (the recipes' `_features`: input_features_mask -> attention_mask, attention_mask ->
+    padding_mask where the model asks for that)."""
+    import inspect
+
+    import torch
+
+    conf = _unwrap(model).config
+    mel = getattr(getattr(conf, "encoder_config", None), "num_mel_bins", None)
+    params = inspect.signature(_unwrap(model).forward).parameters
+    out = {}
+    for name, (shape, dt) in feature_shapes(conf.model_type, seconds, mel).items():
+        dtype = input_dtype if dt.startswith("float") else getattr(torch, dt)
+        t = (torch.zeros if dtype.is_floating_point else torch.ones)((b, *shape[1:]), dtype=dtype)
+        if name == "input_features_mask" and "attention_mask" in params:
+            name = "attention_mask"
+        if name == "attention_mask" and name not in params and "padding_mask" in params:
+            name = "padding_mask"
+        if name in params:
+            out[name] = t
+    return out
+
+
 def synthetic_batch(entry: dict, model, cfg: dict, seq: dict, input_dtype) -> dict:
     """Tensors shaped like the recipe collator's output for one batch."""
     import torch
 
+    kind = recipe_kind(entry)
+    if kind is None:
+        raise NotImplementedError(f"{entry.get('name')}: no synthetic batch for recipe {entry.get('recipe')!r} yet")
     b = int(cfg["batch"])
-    conf = model.config
     recipe = entry.get("recipe")
-    mel = getattr(conf, "num_mel_bins", None) or getattr(getattr(conf, "audio_config", None), "num_mel_bins", 128)
     text = int(seq["text_tokens"])
+    per_example = float(seq.get("seconds_per_example") or min(float(cfg["audio_seconds"]), 30.0))
+    if kind == "ctc":  # features + character/token labels (padding -100); the loss is over frames
+        batch = _features(entry, model, b, per_example, input_dtype)
+        batch["labels"] = torch.ones(b, max(1, int(seq["target_tokens"])), dtype=torch.long)
+        return batch
+    if kind in ("seq2seq", "seamless"):  # features + decoder ids (start + prompt + target) + labels
+        batch = _features(entry, model, b, per_example, input_dtype)
+        width = max(2, text)
+        batch["decoder_input_ids"] = torch.ones(b, width, dtype=torch.long)
+        batch["labels"] = torch.ones(b, width, dtype=torch.long)
+        return batch
+    conf = model.config
+    mel = getattr(conf, "num_mel_bins", None) or getattr(getattr(conf, "audio_config", None), "num_mel_bins", 128)
     chunks = int(seq["encoder_chunks"])
     frames = 3000  # 30 s of 10 ms mel frames (the encoder's 1500 after its stride-2 conv)
     if recipe == "whisper" or entry.get("family") == "seq2seq" and recipe in ("whisper",):
         n = b * chunks
         return {"input_features": torch.zeros(n, mel, frames, dtype=input_dtype),
                 "labels": torch.zeros(n, max(1, text), dtype=torch.long)}
-    if recipe in ("qwen2_audio", "voxtral"):
+    if recipe in AUDIO_TOKENS_PER_CHUNK:
         n_audio = AUDIO_TOKENS_PER_CHUNK[recipe] * chunks
         labels = torch.full((b, text), -100, dtype=torch.long)
         labels[:, text - int(seq["target_tokens"]) - 1:] = 0
@@ -272,7 +411,11 @@ def synthetic_batch(entry: dict, model, cfg: dict, seq: dict, input_dtype) -> di
     raise NotImplementedError(f"{entry.get('name')}: no synthetic batch for recipe {recipe!r} yet")
 
 
-AUDIO_TOKENS_PER_CHUNK = {"qwen2_audio": 750, "voxtral": 375}  # LLM audio tokens per 30 s window
+# LLM audio tokens per 30 s window (the processors' placeholder counts): Qwen2-Audio and Audio
+# Flamingo 3 pool the Whisper-style tower's 1500 frames to 750; Voxtral and GLM-ASR group 4
+# frames into audio_config.intermediate_size before the projector (375).
+AUDIO_TOKENS_PER_CHUNK = {"qwen2_audio": 750, "voxtral": 375, "glmasr": 375, "audioflamingo3": 750}
+MERGE_TO_INTERMEDIATE = ("voxtral", "glmasr")
 
 
 def _unwrap(model):
@@ -285,15 +428,23 @@ def forward_loss(entry: dict, model, batch: dict):
     pieces (audio tower, projector, LLM, head, loss function) in the model's order; the
     placeholder merge (masked_scatter on token ids, data-dependent, not traceable on fake
     tensors) is the equivalent concatenation of audio and text embeddings."""
+    import inspect
+
     import torch
 
+    if recipe_kind(entry) == "ctc":
+        return _ctc_loss(model, batch)
     if entry.get("recipe") not in AUDIO_TOKENS_PER_CHUNK:
         return model(**batch).loss
     top = _unwrap(model)
     inner = top.model
     b = batch["labels"].shape[0]
-    audio = inner.audio_tower(batch["input_features"]).last_hidden_state
-    if entry.get("recipe") == "voxtral":
+    feats = batch["input_features"]
+    extra = {}
+    if "input_features_mask" in inspect.signature(inner.audio_tower.forward).parameters:  # AF3's tower
+        extra["input_features_mask"] = torch.ones(feats.shape[0], feats.shape[-1], dtype=torch.long)
+    audio = inner.audio_tower(feats, **extra).last_hidden_state
+    if entry.get("recipe") in MERGE_TO_INTERMEDIATE:
         audio = audio.reshape(-1, top.config.audio_config.intermediate_size)
     audio = inner.multi_modal_projector(audio)
     text = inner.get_input_embeddings()(batch["text_ids"])
@@ -304,10 +455,67 @@ def forward_loss(entry: dict, model, batch: dict):
     return top.loss_function(logits=logits, labels=batch["labels"], vocab_size=top.config.text_config.vocab_size)
 
 
+def _ctc_loss(model, batch: dict):
+    """The CTC models' own loss path (Wav2Vec2BertForCTC / ParakeetForCTC.forward with
+    labels): the model's logits over frames, log_softmax in fp32, then the CTC loss. aten's
+    _ctc_loss has no fake-tensor implementation (its output shape is declared data-dependent),
+    so it is stood in by an autograd function of the same bytes: forward keeps the fp32 alpha
+    table (batch, frames, 2 x target + 1) for backward, backward makes the beta table and the
+    fp32 gradient of the log-probabilities (the CPU/CUDA kernels' allocations)."""
+    import torch
+
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits
+    log_probs = torch.nn.functional.log_softmax(logits, dim=-1, dtype=torch.float32).transpose(0, 1)
+    from torch._subclasses.fake_tensor import is_fake
+
+    if not is_fake(log_probs):  # real tensors (train_steps_on_device): the real kernel
+        conf = _unwrap(model).config
+        blank = getattr(conf, "blank_token_id", None)
+        return torch.nn.functional.ctc_loss(
+            log_probs, labels, (int(log_probs.shape[0]),) * int(labels.shape[0]),
+            (int(labels.shape[1]),) * int(labels.shape[0]), blank=int(conf.pad_token_id if blank is None else blank),
+            reduction=getattr(conf, "ctc_loss_reduction", "mean"), zero_infinity=True)
+    return _CTC.apply(log_probs, int(labels.shape[1]))
+
+
+def _ctc_function():
+    import torch
+
+    class CTCStandIn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, log_probs, target_len: int):
+            t, b, _ = log_probs.shape
+            alpha = log_probs.new_empty((b, t, 2 * target_len + 1))
+            ctx.save_for_backward(log_probs, alpha)
+            return log_probs.new_zeros(())
+
+        @staticmethod
+        def backward(ctx, grad):
+            log_probs, alpha = ctx.saved_tensors
+            beta = torch.empty_like(alpha)  # noqa: F841 - the kernel's beta table, live while the gradient is made
+            return torch.empty_like(log_probs), None
+
+    return CTCStandIn
+
+
+class _LazyCTC:
+    fn = None
+
+    def apply(self, *args):
+        if _LazyCTC.fn is None:
+            _LazyCTC.fn = _ctc_function()
+        return _LazyCTC.fn.apply(*args)
+
+
+_CTC = _LazyCTC()
+
+
 def _text_len_for(entry: dict, seq: dict) -> dict:
     """The LLM sequence must hold exactly the audio placeholder count the model computes."""
     recipe = entry.get("recipe")
-    if recipe in ("qwen2_audio", "voxtral"):
+    if recipe in AUDIO_TOKENS_PER_CHUNK:
         from engine.estimator import PROMPT_TOKENS
 
         per_chunk = AUDIO_TOKENS_PER_CHUNK[recipe]
@@ -317,12 +525,14 @@ def _text_len_for(entry: dict, seq: dict) -> dict:
 
 # -- the trace ---------------------------------------------------------------------------------
 
-def _train_mode(model, cfg: dict) -> None:
+def _train_mode(model, cfg: dict, input_grads: bool = True) -> None:
     """Training mode as the driver sets it (engine/training.py): non-reentrant gradient
-    checkpointing when asked, input grads for adapters under checkpointing."""
+    checkpointing when asked, input grads for adapters under checkpointing (`input_grads`;
+    off for CTC, whose stand-in input layer returns a tuple: non-reentrant checkpointing needs
+    none, and neither peft nor the Trainer asks for them there)."""
     if cfg["gradient_checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if cfg["method"] != "full" and hasattr(model, "enable_input_require_grads"):
+        if input_grads and cfg["method"] != "full" and hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     model.train()
 
@@ -345,8 +555,11 @@ def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
     e = ModelEntry(**{k: v for k, v in entry.items() if k in ModelEntry.__dataclass_fields__})
     seq = _text_len_for(entry, sequence_lengths(e, fc))
     notes: list[str] = []
-    model, quant = _build(entry, cfg, notes)
-    dtype_of, half, mixed = _dtypes(cfg, quant)
+    model, quant, norms = _build(entry, cfg, notes)
+    dtype_of, half, mixed = _dtypes(cfg, quant, norms)
+    if recipe_kind(entry) in ("ctc", "seq2seq", "seamless"):  # feature shapes: the extractor runs for real
+        feature_shapes(_unwrap(model).config.model_type, seq["seconds_per_example"],
+                       getattr(getattr(_unwrap(model).config, "encoder_config", None), "num_mel_bins", None))
     counter = _Counter()
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     counter.mark()
@@ -360,7 +573,7 @@ def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
                 q = (NF4_BYTES_PER_PARAM * n) if quant[bare] == "qlora" else (INT8_BYTES_PER_PARAM * n + 4 * p.shape[0])
                 counter.set_discount(p, int(p.untyped_storage().nbytes() - q))
         counter.restart_peak()  # building the stand-ins briefly held them at 16-bit size
-        _train_mode(model, cfg)
+        _train_mode(model, cfg, input_grads=recipe_kind(entry) != "ctc")
         trainable = [p for p in model.parameters() if p.requires_grad]
         opt = None
         if cfg["optimizer"] == "adamw":
@@ -377,6 +590,10 @@ def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
         phases: dict[str, float] = {}
         input_dtype = half if (cfg["method"] != "full" and mixed) else torch.float32
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if head is None and recipe_kind(entry) == "ctc":  # the classifier over frames
+            from engine.loading import ctc_head_name
+
+            head = getattr(_unwrap(model), ctc_head_name(_unwrap(model)) or "lm_head", None)
 
         def to_logits(*_a):
             counter.tag = "logits"
@@ -441,7 +658,7 @@ def train_steps_on_device(entry: dict, cfg: dict, device, steps: int = 3) -> Non
         raise ValueError(f"{cfg['method']}: needs bitsandbytes layers; not measured by this bench")
     e = ModelEntry(**{k: v for k, v in entry.items() if k in ModelEntry.__dataclass_fields__})
     seq = _text_len_for(entry, sequence_lengths(e, fc))
-    model, _ = _build(entry, cfg, [])
+    model, _, _ = _build(entry, cfg, [])
     dtype_of, half, mixed = _dtypes(cfg, {})
     model.to_empty(device=device)
     with torch.no_grad():
@@ -455,7 +672,7 @@ def train_steps_on_device(entry: dict, cfg: dict, device, steps: int = 3) -> Non
             model.tie_weights()
         except Exception:  # noqa: BLE001
             pass
-    _train_mode(model, cfg)
+    _train_mode(model, cfg, input_grads=recipe_kind(entry) != "ctc")
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-6)  # foreach on CUDA, as the HF Trainer's adamw_torch
     input_dtype = half if (cfg["method"] != "full" and mixed) else torch.float32

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from engine.loading import ctc_head_name as _head_name, patch_input_embeddings, speech_encoder as _encoder
 from engine.recipes.base import Example, Loaded
 from engine.recipes.registry import Family, register
 from engine.recipes.windowed import WindowedFeatureRecipe
@@ -132,16 +133,6 @@ def to_model(batch: dict, model: Any) -> dict:
 
 
 # ---- the recipe --------------------------------------------------------------------------------
-
-def _head_name(model: Any) -> str | None:
-    """The classifier over frames: the top-level Linear/Conv1d child with vocab_size outputs."""
-    vocab = getattr(model.config, "vocab_size", None)
-    for name, mod in model.named_children():
-        out = getattr(mod, "out_features", None) or getattr(mod, "out_channels", None)
-        if out == vocab:
-            return name
-    return None
-
 
 def _odd_linears(cls: Any, config: Any) -> list[str]:
     """Linear layers bitsandbytes' 4-bit CPU kernels cannot pack (input width not a multiple of
@@ -279,21 +270,7 @@ class CTCRecipe(WindowedFeatureRecipe):
             return Wav2Vec2BertProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
         return CTCParts(feature_extractor, tokenizer)
 
-    @staticmethod
-    def _patch_input_embeddings(model: Any) -> None:
-        """The encoder takes features, not token embeddings, so transformers raises on
-        get_input_embeddings(); PEFT (saving an adapter after the head changed size) and
-        gradient checkpointing (enable_input_require_grads) both ask for it. The encoder's
-        first layer with weights (w2v-BERT's feature projection, Parakeet's subsampling) is
-        the layer in that place."""
-        try:
-            if model.get_input_embeddings() is not None:
-                return
-        except (NotImplementedError, AttributeError):
-            pass
-        enc = _encoder(model)
-        first = next((m for _, m in enc.named_children() if any(True for _ in m.parameters())), enc)
-        model.get_input_embeddings = lambda: first
+    _patch_input_embeddings = staticmethod(patch_input_embeddings)
 
     def _features(self, batch: Sequence[Example], loaded: Loaded) -> dict:
         import inspect
@@ -375,14 +352,6 @@ def _meta(cls: Any, config: Any):
 
     with torch.device("meta"):
         return cls(config)
-
-
-def _encoder(model: Any) -> Any:
-    for name in ("wav2vec2_bert", "wav2vec2", "encoder", "model"):
-        enc = getattr(model, name, None)
-        if enc is not None:
-            return enc
-    raise ValueError(f"{type(model).__name__}: no speech encoder module found")
 
 
 def make_recipe(key: str) -> CTCRecipe:

@@ -43,6 +43,13 @@ ROWS: list[tuple[str, str, int, float]] = (
     + [("qwen2-audio-7b-instruct", m, b, s) for m in ("full", "lora") for b in (1, 4) for s in (30, 300)]
     + [(n, m, 1, 30) for n in ("whisper-small", "voxtral-mini-3b", "qwen2-audio-7b-instruct")
        for m in ("qlora", "lora8")]
+    # CTC (Parakeet-CTC, w2v-BERT), Moonshine (generic seq2seq), SeamlessM4T v2: 30 s windows,
+    # a longer clip is segmented into 30 s examples (no 300 s rows)
+    + [(n, m, b, 30) for n in ("parakeet-ctc-0.6b", "w2v-bert-2.0", "moonshine-base", "seamless-m4t-v2-large")
+       for m in ("full", "lora") for b in (1, 4)]
+    # audio LLMs of the generic recipe that take long audio natively (GLM-ASR, Audio Flamingo 3)
+    + [(n, m, b, s) for n in ("glm-asr-nano-2512", "audio-flamingo-3") for m in ("full", "lora") for b in (1, 4)
+       for s in (30, 300)]
 )
 GOAL_PCT = 10.0
 
@@ -88,7 +95,8 @@ def run_trace(cache: Path, only: str | None) -> int:
 # -- on a GPU ---------------------------------------------------------------------------------
 GPU_ROWS = [("whisper-small", "full", 4, 30), ("whisper-small", "lora", 4, 30), ("whisper-large-v3", "lora", 1, 30),
             ("whisper-large-v3", "full", 1, 30), ("voxtral-mini-3b", "lora", 1, 30), ("voxtral-mini-3b", "lora", 1, 300),
-            ("qwen2-audio-7b-instruct", "lora", 1, 30)]  # qlora/lora8 need bitsandbytes: not in this bench
+            ("qwen2-audio-7b-instruct", "lora", 1, 30), ("parakeet-ctc-0.6b", "lora", 4, 30),
+            ("moonshine-base", "full", 4, 30), ("glm-asr-nano-2512", "lora", 1, 30)]  # qlora/lora8: bitsandbytes, not here
 
 
 def run_gpu(out_path: Path, steps: int) -> int:

@@ -40,8 +40,8 @@ def test_models_vram_12_json(tmp_path):
         assert set(m) == {"full", "lora", "qlora", "lora8"}
         for v in m.values():
             assert set(v) >= {"total_gb", "fits", "max_batch"}
-        # a quantised base keeps embeddings/head in fp32 (prepare_model_for_kbit_training), so it
-        # can exceed a 16-bit LoRA on small models with big vocabularies (engine.estimator)
+        # a quantised base saves only on nn.Linear weights, so on small models with big
+        # vocabularies it is not always below a 16-bit LoRA (engine.estimator)
         assert m["qlora"]["total_gb"] <= m["lora8"]["total_gb"] and m["lora"]["total_gb"] <= m["full"]["total_gb"]
     by = {r["name"]: r for r in rows}
     assert by["whisper-small"]["methods"]["full"]["fits"] is True

@@ -41,7 +41,9 @@ def test_qwen2_audio_full_far_over_12gb_and_qlora_tight():
     assert full.total_gb > 5 * 12
     qlora = est("qwen2-audio-7b-instruct", method="qlora", batch=1)
     assert 5 <= qlora.total_gb <= 14, qlora.total_gb
-    assert qlora.verdict(12) in ("tight", "no")
+    # fits a 12 GiB card: the quantised base keeps embeddings and head 16-bit (prepare_kbit);
+    # with them in fp32 (peft's default upcast) it was ~14 GiB and did not
+    assert qlora.verdict(12) in ("tight", "fits") and qlora.total_gb < 11
 
 
 # -- invariants ----------------------------------------------------------------------------
@@ -51,11 +53,9 @@ def test_method_order_qlora_lora8_lora_full(entry):
         for batch in (1, 4):
             cfg = FitConfig(batch=batch, audio_seconds=audio)
             t = {m: estimate(entry, replace(cfg, method=m)).total_gb for m in ("qlora", "lora8", "lora", "full")}
-            # an 8-bit/4-bit base can exceed a 16-bit one where embeddings dominate (big vocabularies,
-            # Gemma 3n's per-layer embeddings): prepare_model_for_kbit_training casts non-Linear to fp32
-            # and with a huge vocabulary at long audio (Qwen3-ASR 0.6B, 152k tokens) the fp32 head's
-            # logits of a quantised base can outgrow a full fine-tune's (traced: 20 vs 12 B/element)
-            assert t["qlora"] <= t["lora8"] and t["lora"] <= t["full"], (audio, batch, t)
+            # a quantised base (embeddings and head kept 16-bit, engine.loading.prepare_kbit) never
+            # costs more than the 16-bit one
+            assert t["qlora"] <= t["lora8"] <= t["lora"] <= t["full"], (audio, batch, t)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)

@@ -10,9 +10,10 @@ Sources (issue 10):
   vocab: within 0.1%), 8-bit base, LoRA r32 on q,v, batch 8, fp16, checkpointing on
   (prepare_model_for_int8_training's default): fits a 16 GB T4.
 - whisper-large-v3 full fine-tune, batch 2: about 32 GB on an A100 (model discussion #150).
-Not an anchor here: axolotl's Voxtral-Mini QLoRA "~4.8 GB" claim -- axolotl keeps embeddings
-and lm_head 16-bit, voxtune's loading path (peft's prepare_model_for_kbit_training) casts them
-to fp32 (+3 GiB on Voxtral's 2 x 131072 x 3072 embeddings), so the two set-ups differ.
+Not an anchor here: axolotl's Voxtral-Mini QLoRA "~4.8 GB" claim (a claim, no printed peak;
+its 2048-token sequences are text+audio of unstated split). voxtune's loading path now keeps
+embeddings and lm_head 16-bit as axolotl does (engine.loading.prepare_kbit), so the set-ups
+agree in dtype layout.
 """
 
 from __future__ import annotations

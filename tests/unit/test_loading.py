@@ -57,3 +57,45 @@ def test_from_pretrained_turns_download_errors_into_the_same_advice(monkeypatch)
 
     with pytest.raises(loading.ModelNotAvailable, match="HF_HUB_OFFLINE.*transformers said: We couldn't connect"):
         loading.from_pretrained(fails, "openai/whisper-small")
+
+
+@pytest.mark.parametrize("method", ["qlora", "lora8"])
+def test_kbit_preparation_keeps_frozen_embeddings_and_head_16_bit(tmp_path, method):
+    """QLoRA / 8-bit LoRA through the loading path (tiny Whisper, bitsandbytes on CPU): PEFT's
+    prepare_model_for_kbit_training upcasts every 16-bit parameter to fp32; the embeddings and
+    the LM head must stay in the bf16 compute dtype (a 7B audio LLM's embeddings + head in fp32
+    cost +4.3 GiB), only norms go fp32, the quantised Linear weights are untouched, the LoRA
+    adapters are fp32 and trainable, and checkpointing + input grads are on."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tiny_models import make_tiny_whisper
+
+    from engine.recipes import get_recipe
+
+    folder = make_tiny_whisper(tmp_path / "tiny")
+    loaded = loading.load_model(get_recipe("whisper"), str(folder), method=method, precision="bf16",
+                                lora={"r": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]},
+                                gradient_checkpointing=True)
+    model = loaded.model
+    base = model.get_base_model()
+    assert base.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert base.get_output_embeddings().weight.dtype == torch.bfloat16
+    assert base.model.encoder.conv1.weight.dtype == torch.bfloat16
+    assert base.model.encoder.layer_norm.weight.dtype == torch.float32
+    assert base.model.decoder.layers[0].self_attn_layer_norm.weight.dtype == torch.float32
+    quant = base.model.decoder.layers[0].fc1.weight
+    assert quant.dtype in (torch.uint8, torch.int8), quant.dtype
+    adapters = [p for n, p in model.named_parameters() if "lora_" in n]
+    assert adapters and all(p.requires_grad and p.dtype == torch.float32 for p in adapters)
+    assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+    assert base.is_gradient_checkpointing
+    # a training step runs under autocast as the Trainer's does
+    feats = torch.randn(1, 80, 3000)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_features=feats, labels=torch.tensor([[50257, 10, 11, 50256]])).loss
+    loss.backward()
+    assert all(p.grad is not None for p in adapters)
