@@ -219,6 +219,46 @@ def keep_trainable_layout(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def unwrapped(model: Any) -> Any:
+    """The transformers model under a PeftModel (the model itself otherwise)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def whole_model_checkpointing(model: Any) -> bool:
+    """Whether the model's own class supports gradient checkpointing. Some composite audio
+    models do not (Granite Speech: transformers raises "does not support activation
+    checkpointing"), while their language model and encoder do."""
+    return bool(getattr(unwrapped(model), "supports_gradient_checkpointing", False))
+
+
+def enable_checkpointing(model: Any) -> list[str]:
+    """Non-reentrant gradient checkpointing, as the Trainer would switch it on, for a model
+    whose own class lacks it: on each outermost submodule that is a transformers model
+    supporting it (Granite Speech: `model.language_model`). Returns their dotted names (empty: nothing
+    could be checkpointed). Adapters need input grads under checkpointing: switched on too."""
+    from transformers import PreTrainedModel
+
+    base = unwrapped(model)
+    done: list[str] = []
+
+    def visit(module: Any, prefix: str) -> None:
+        for name, child in module.named_children():
+            path = f"{prefix}{name}"
+            if isinstance(child, PreTrainedModel) and child.supports_gradient_checkpointing:
+                child.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                done.append(path)
+            else:
+                visit(child, path + ".")
+
+    visit(base, "")
+    if done and hasattr(base, "enable_input_require_grads"):
+        try:
+            base.enable_input_require_grads()
+        except (NotImplementedError, AttributeError):  # no input embeddings of its own
+            pass
+    return done
+
+
 def prepare_kbit(model: Any, gradient_checkpointing: bool) -> Any:
     """PEFT's `prepare_model_for_kbit_training` (freeze the base, gradient checkpointing with
     `use_reentrant=False`, input grads), then undo its fp32 upcast of the frozen weights that
@@ -233,9 +273,12 @@ def prepare_kbit(model: Any, gradient_checkpointing: bool) -> Any:
     from peft import prepare_model_for_kbit_training
 
     loaded_as = {id(p): p.dtype for p in model.parameters()}
+    whole = gradient_checkpointing and whole_model_checkpointing(model)
     model = prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=gradient_checkpointing,
+        model, use_gradient_checkpointing=whole,
         gradient_checkpointing_kwargs={"use_reentrant": False})
+    if gradient_checkpointing and not whole:
+        enable_checkpointing(model)
     restore_upcast(model, loaded_as)
     return model
 

@@ -638,7 +638,19 @@ def training_arguments(cfg: RunConfig | dict, output_dir: Path, device: str, pre
 def _train(cfg, files, tracker, recipe, loaded, train_rows, evaluator, device, precision, seed, reporter) -> dict:
     from transformers import PrinterCallback, Trainer
 
+    from dataclasses import replace
+
+    from engine import loading
+
     examples = recipe.examples(train_rows, loaded, for_training=True)
+    if cfg.gradient_checkpointing and not loading.whole_model_checkpointing(loaded.model):
+        # the Trainer would call the model's gradient_checkpointing_enable, which raises for
+        # classes without it (Granite Speech): checkpoint its parts instead, or run without
+        parts = loading.enable_checkpointing(loaded.model)
+        cls = type(loading.unwrapped(loaded.model)).__name__
+        say(f"voxtune: gradient checkpointing on {', '.join(parts)} ({cls} has none of its own)" if parts else
+            f"voxtune: {cls} supports no gradient checkpointing; running without it (more memory than the estimate)")
+        cfg = replace(cfg, gradient_checkpointing=False)
     args, total = training_arguments(cfg, files.checkpoints, device, precision, len(examples))
     samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * distributed.world_size()
     callback = _make_callback(files, tracker, evaluator, int(cfg.eval_every or 0), samples_per_step, reporter,

@@ -235,10 +235,9 @@ class CTCRecipe(WindowedFeatureRecipe):
             overrides = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
                          "blank_token_id": tokenizer.pad_token_id}
         overrides.update(ctc_loss_reduction="mean", ctc_zero_infinity=True)
-        if hasattr(config, "layerdrop"):
-            overrides["layerdrop"] = 0.0
         for k, v in overrides.items():
             setattr(config, k, v)
+        _no_layerdrop(config)
         head = _head_name(_meta(cls, config)) or "lm_head"
         if quantization_config is not None:
             keep_unquantized(quantization_config, [head, *_odd_linears(cls, config)])
@@ -363,3 +362,16 @@ def make_recipe(key: str) -> CTCRecipe:
     if not fam.trainable:
         raise ValueError(f"{fam.key}: {fam.reason}")
     return CTCRecipe(key=fam.key)
+
+
+def _no_layerdrop(config: Any) -> None:
+    """LayerDrop off, in the config and in its sub-configs (Parakeet keeps it in
+    `encoder_config`, 0.1 by default): with 10-300 clips a randomly skipped layer is noise the
+    run cannot afford, and the estimate assumes every layer runs."""
+    from transformers import PretrainedConfig
+
+    if hasattr(config, "layerdrop"):
+        config.layerdrop = 0.0
+    for value in vars(config).values():
+        if isinstance(value, PretrainedConfig):
+            _no_layerdrop(value)

@@ -99,3 +99,19 @@ def test_kbit_preparation_keeps_frozen_embeddings_and_head_16_bit(tmp_path, meth
         loss = model(input_features=feats, labels=torch.tensor([[50257, 10, 11, 50256]])).loss
     loss.backward()
     assert all(p.grad is not None for p in adapters)
+
+
+def test_ctc_layerdrop_is_off_in_nested_encoder_configs_too():
+    """Parakeet keeps LayerDrop (0.1 by default) in `encoder_config`, not at the top: a check
+    of the top-level config alone left real Parakeet runs dropping layers at random."""
+    from transformers import ParakeetCTCConfig, Wav2Vec2Config
+
+    from engine.recipes.ctc import _no_layerdrop
+
+    parakeet = ParakeetCTCConfig()
+    assert parakeet.encoder_config.layerdrop > 0  # the default this guards against
+    _no_layerdrop(parakeet)
+    assert parakeet.encoder_config.layerdrop == 0.0
+    flat = Wav2Vec2Config(layerdrop=0.1)
+    _no_layerdrop(flat)
+    assert flat.layerdrop == 0.0
