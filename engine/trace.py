@@ -531,7 +531,12 @@ def _train_mode(model, cfg: dict, input_grads: bool = True) -> None:
     off for CTC, whose stand-in input layer returns a tuple: non-reentrant checkpointing needs
     none, and neither peft nor the Trainer asks for them there)."""
     if cfg["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        from engine import loading
+
+        if loading.whole_model_checkpointing(model):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:  # as the driver does for classes without it (Granite Speech): the submodules
+            loading.enable_checkpointing(model)
         if input_grads and cfg["method"] != "full" and hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     model.train()
