@@ -10,8 +10,11 @@ Sources (issue 10):
   vocab: within 0.1%), 8-bit base, LoRA r32 on q,v, batch 8, fp16, checkpointing on
   (prepare_model_for_int8_training's default): fits a 16 GB T4.
 - whisper-large-v3 full fine-tune, batch 2: about 32 GB on an A100 (model discussion #150).
-Not an anchor here: axolotl's Voxtral-Mini QLoRA "~4.8 GB" claim (a claim, no printed peak;
-its 2048-token sequences are text+audio of unstated split). voxtune's loading path now keeps
+Not an anchor here: axolotl's Voxtral-Mini QLoRA "~4.8 GB" claim (examples/voxtral/README.md; a
+claim, no printed peak). Its config (voxtral-mini-audio-qlora.yml) runs the Cut Cross Entropy
+plugin (no logits tensor at all), flash attention, LoRA r32 on the language model only, and a
+mostly-text dataset with one short audio file: none of that is a voxtune run, so the figure
+bounds nothing voxtune estimates (voxtune's nearest set-up, 30 s audio, batch 2, adamw8bit: 7.1 GiB). voxtune's loading path now keeps
 embeddings and lm_head 16-bit as axolotl does (engine.loading.prepare_kbit), so the set-ups
 agree in dtype layout.
 """
