@@ -535,10 +535,44 @@ def recommend(entry: ModelEntry, gpu_gb: float, base: FitConfig | None = None,
             return Recommendation(entry.name, gpu_gb, method, batch, rank_used, True, round(est.total_gb, 2),
                                   f"{entry.name} on {gpu_s}: {what}, batch {batch}{frozen}, checkpointing on "
                                   f"(~{est.total_gb:.1f} GiB)", freeze_audio_encoder=freeze)
-    need = f" (QLoRA at batch 1 needs ~{first.total_gb:.1f} GiB)" if first else ""
-    sdpa = " or fused attention (--attention sdpa, where `voxtune doctor` finds it)" if base.attention == "math" else ""
+    whole = getattr(entry, "long_audio", "segment") != "segment"  # a clip's length is one example's
+    clip = f" for {base.audio_seconds:g} s clips" if whole and base.audio_seconds else ""
+    need = f" (QLoRA at batch 1 needs ~{first.total_gb:.1f} GiB{clip})" if first else ""
+    tries, split = [], ""
+    freeze = base.freeze_audio_encoder or entry.family == "audio-llm"
+    longest = longest_fitting_audio(entry, replace(base, method="qlora", batch=1, lora_rank=RECOMMEND_RANKS[-1],
+                                                   freeze_audio_encoder=freeze), gpu_gb, margin) \
+        if "qlora" in entry.methods else None
+    if longest:
+        frozen = ", audio encoder frozen" if freeze and not base.freeze_audio_encoder else ""
+        split = (f"; clips up to ~{longest:g} s fit (QLoRA r={RECOMMEND_RANKS[-1]}, batch 1{frozen}): "
+                 "split longer recordings")
+    if base.attention == "math":
+        tries.append("fused attention (--attention sdpa, where `voxtune doctor` finds it)")
+    tries.append("a bigger GPU")
     return Recommendation(entry.name, gpu_gb, None, 0, None, True, None,
-                          f"{entry.name} on {gpu_s}: does not fit{need}; try shorter audio{sdpa}, or a bigger GPU")
+                          f"{entry.name} on {gpu_s}: does not fit{need}{split}; or try " + ", or ".join(tries)
+                          if split else f"{entry.name} on {gpu_s}: does not fit{need}; try " + ", or ".join(tries))
+
+
+def longest_fitting_audio(entry: ModelEntry, cfg: FitConfig, gpu_gb: float,
+                          margin: float = DEFAULT_MARGIN) -> float | None:
+    """The longest clip (seconds, on a 30 s grid, then 15/10/5 s) below `cfg.audio_seconds`
+    that fits `gpu_gb` GiB with `cfg`; None when shorter audio does not help (a family that
+    segments long audio already trains on window-long pieces, or even 5 s does not fit)."""
+    seconds = float(cfg.audio_seconds or 30.0)
+    grid = [s for s in range(int(math.ceil(seconds / 30.0)) * 30 - 30, 0, -30) if s < seconds]
+    grid += [s for s in (15, 10, 5) if s < min(seconds, 30.0)]
+    if not grid:
+        return None
+    full = estimate(entry, cfg).total_gb
+    for s in grid:
+        est = estimate(entry, replace(cfg, audio_seconds=float(s)))
+        if est.total_gb >= full:  # shorter audio changes nothing: the family segments it
+            return None
+        if est.fits(gpu_gb, margin):
+            return float(s)
+    return None
 
 
 # -- runs ----------------------------------------------------------------------------------

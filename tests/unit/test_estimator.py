@@ -210,3 +210,21 @@ def test_quantised_bases_are_not_sharded():
     e = est("whisper-large-v3", method="qlora", batch=4)
     terms = multi_device_terms(e)
     assert terms["fsdp_fixed_gb"] is None and choose_strategy(terms, 2, 1.0, e.total_gb)[0] == "ddp"
+
+
+def test_a_long_clip_that_does_not_fit_says_how_long_a_clip_may_be():
+    """Qwen2-Audio takes a whole clip as 30 s items in one prompt: a 5-minute clip cannot fit
+    12 GiB, a 30 s one can, and the advice says so instead of a bare "try shorter audio"."""
+    from engine.estimator import longest_fitting_audio
+
+    qwen = get_model("qwen2-audio-7b-instruct")
+    text = recommend(qwen, 12, FitConfig(audio_seconds=300)).text
+    assert "does not fit" in text and "for 300 s clips" in text
+    assert "clips up to ~30 s fit" in text and "split longer recordings" in text
+    cfg = FitConfig(method="qlora", batch=1, lora_rank=8, freeze_audio_encoder=True, audio_seconds=300)
+    longest = longest_fitting_audio(qwen, cfg, 12)
+    assert longest == 30.0
+    assert recommend(qwen, 12, FitConfig(audio_seconds=longest)).method is not None  # and it does fit
+    # a family that segments long audio: shorter clips change nothing, so no such advice
+    whisper = recommend(get_model("whisper-large-v3"), 2, FitConfig(audio_seconds=300)).text
+    assert "does not fit" in whisper and "clips up to" not in whisper and "300 s clips" not in whisper
