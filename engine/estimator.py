@@ -536,7 +536,7 @@ def recommend(entry: ModelEntry, gpu_gb: float, base: FitConfig | None = None,
                                   f"{entry.name} on {gpu_s}: {what}, batch {batch}{frozen}, checkpointing on "
                                   f"(~{est.total_gb:.1f} GiB)", freeze_audio_encoder=freeze)
     whole = getattr(entry, "long_audio", "segment") != "segment"  # a clip's length is one example's
-    clip = f" for {base.audio_seconds:g} s clips" if whole and base.audio_seconds else ""
+    clip = f" for {base.audio_seconds:.0f} s clips" if whole and base.audio_seconds else ""
     need = f" (QLoRA at batch 1 needs ~{first.total_gb:.1f} GiB{clip})" if first else ""
     tries, split = [], ""
     freeze = base.freeze_audio_encoder or entry.family == "audio-llm"
