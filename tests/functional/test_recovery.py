@@ -78,7 +78,10 @@ def test_worker_killed_alone_fails_with_the_signal_and_the_queue_moves_on(ws, mo
         kill9(Store(ws).get_run(first)["pid"])
         run = wait_status(ws, first, ("failed", "finished"), 30)
         assert run["status"] == "failed" and run["status_reason"].startswith("killed by SIGKILL")
-        assert run["signal"] == "SIGKILL" and read_json(RunFiles(ws.run_dir(first)).result)["signal"] == "SIGKILL"
+        assert run["signal"] == "SIGKILL"
+        # the daemon records the ending in the store first, then in the run's result.json
+        result = RunFiles(ws.run_dir(first)).result
+        wait_for(lambda: (read_json(result) or {}).get("signal") == "SIGKILL", 30, what="result.json's signal")
         assert wait_status(ws, second, ("finished", "failed"), 30)["status"] == "finished"
         assert daemon.status(ws)["queue_paused"] is False
         # a failed run resumes from its last checkpoint too
