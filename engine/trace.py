@@ -44,6 +44,8 @@ import weakref
 from dataclasses import asdict
 from typing import Any
 
+from engine.loading import unwrapped
+
 GIB = 1024**3
 TERMS = ("weights", "gradients", "optimizer", "activations", "logits", "other")
 NF4_BYTES_PER_PARAM = 0.5 + 4 / 64 / 4 + 4 / 256 / 64  # 4 bits + double-quantised absmax (bnb)
@@ -357,9 +359,9 @@ def _features(entry: dict, model, b: int, seconds: float, input_dtype) -> dict:
 
     import torch
 
-    conf = _unwrap(model).config
+    conf = unwrapped(model).config
     mel = getattr(getattr(conf, "encoder_config", None), "num_mel_bins", None)
-    params = inspect.signature(_unwrap(model).forward).parameters
+    params = inspect.signature(unwrapped(model).forward).parameters
     out = {}
     for name, (shape, dt) in feature_shapes(conf.model_type, seconds, mel).items():
         dtype = input_dtype if dt.startswith("float") else getattr(torch, dt)
@@ -418,9 +420,6 @@ AUDIO_TOKENS_PER_CHUNK = {"qwen2_audio": 750, "voxtral": 375, "glmasr": 375, "au
 MERGE_TO_INTERMEDIATE = ("voxtral", "glmasr")
 
 
-def _unwrap(model):
-    """The transformers model under a PeftModel."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def forward_loss(entry: dict, model, batch: dict):
@@ -436,7 +435,7 @@ def forward_loss(entry: dict, model, batch: dict):
         return _ctc_loss(model, batch)
     if entry.get("recipe") not in AUDIO_TOKENS_PER_CHUNK:
         return model(**batch).loss
-    top = _unwrap(model)
+    top = unwrapped(model)
     inner = top.model
     b = batch["labels"].shape[0]
     feats = batch["input_features"]
@@ -471,7 +470,7 @@ def _ctc_loss(model, batch: dict):
     from torch._subclasses.fake_tensor import is_fake
 
     if not is_fake(log_probs):  # real tensors (train_steps_on_device): the real kernel
-        conf = _unwrap(model).config
+        conf = unwrapped(model).config
         blank = getattr(conf, "blank_token_id", None)
         return torch.nn.functional.ctc_loss(
             log_probs, labels, (int(log_probs.shape[0]),) * int(labels.shape[0]),
@@ -563,8 +562,8 @@ def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
     model, quant, norms = _build(entry, cfg, notes)
     dtype_of, half, mixed = _dtypes(cfg, quant, norms)
     if recipe_kind(entry) in ("ctc", "seq2seq", "seamless"):  # feature shapes: the extractor runs for real
-        feature_shapes(_unwrap(model).config.model_type, seq["seconds_per_example"],
-                       getattr(getattr(_unwrap(model).config, "encoder_config", None), "num_mel_bins", None))
+        feature_shapes(unwrapped(model).config.model_type, seq["seconds_per_example"],
+                       getattr(getattr(unwrapped(model).config, "encoder_config", None), "num_mel_bins", None))
     counter = _Counter()
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     counter.mark()
@@ -598,7 +597,7 @@ def trace(entry: dict, cfg: dict, steps: int = 2) -> dict:
         if head is None and recipe_kind(entry) == "ctc":  # the classifier over frames
             from engine.loading import ctc_head_name
 
-            head = getattr(_unwrap(model), ctc_head_name(_unwrap(model)) or "lm_head", None)
+            head = getattr(unwrapped(model), ctc_head_name(unwrapped(model)) or "lm_head", None)
 
         def to_logits(*_a):
             counter.tag = "logits"
