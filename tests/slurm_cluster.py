@@ -84,7 +84,8 @@ SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={r}/munge/munge.socket
+# cred_expire: a requeued job waits this long before it may start again (default 120 s)
+AuthInfo=socket={r}/munge/munge.socket,cred_expire=15
 StateSaveLocation={r}/state
 SlurmdSpoolDir={r}/spool
 SlurmctldPidFile={r}/slurmctld.pid

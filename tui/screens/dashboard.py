@@ -311,9 +311,7 @@ class DashboardScreen(Screen):
     # -- actions ---------------------------------------------------------------------------
     def on_resize(self) -> None:
         self.set_class(self.size.width >= 140 and self.size.height >= 30, "-wide")
-        log = self.query_one(LogView)
-        if log.follow:  # a new size must not leave the tail out of view
-            self.call_after_refresh(log.scroll_end, animate=False)
+        # the log keeps its own tail in view when its height changes (LogView.on_resize)
 
 
     def action_close(self) -> None:

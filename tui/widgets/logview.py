@@ -55,6 +55,19 @@ class LogView(Log):
             self.match_line = None
             self.scroll_end(animate=False)
 
+    def on_resize(self) -> None:
+        """Keep the tail in view when the widget's own height changes while following.
+
+        The summary above the log grows from one line to two after the first poll; without
+        this the view kept the scroll offset of the taller log and hid the newest line.
+        """
+        if self.auto_scroll:
+            self.call_after_refresh(self._keep_tail)
+
+    def _keep_tail(self) -> None:
+        if self.auto_scroll:  # following may have been paused since the resize
+            self.scroll_end(animate=False, immediate=True, x_axis=False)  # already after the layout
+
     @property
     def term(self) -> str:
         return self.highlighter.term
