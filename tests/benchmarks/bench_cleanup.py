@@ -104,9 +104,15 @@ VOICES = ["en-us", "en-gb", "en-us+f3", "en-gb-x-rp", "en-us+m3", "en+f2", "en-g
 
 
 def speak(text: str, wav: Path, rng: random.Random) -> None:
+    """Synthesise `text` to `wav` (16 kHz mono) unless it exists. The voice is drawn from `rng`
+    either way, so a cached set consumes the same random numbers as a fresh build and every
+    later clip keeps the text it was spoken with."""
+    voice, rate, pitch = rng.choice(VOICES), rng.randint(135, 185), rng.randint(35, 65)
+    if wav.exists():
+        return
     raw = wav.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-v", rng.choice(VOICES), "-s", str(rng.randint(135, 185)), "-p",
-                    str(rng.randint(35, 65)), "-w", str(raw), text], check=True, capture_output=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", str(raw), text],
+                   check=True, capture_output=True)
     subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(wav)], check=True, capture_output=True)
     raw.unlink()
 
@@ -129,8 +135,7 @@ def make_set(folder: Path, templates: list[str], n: int, seed: int, long_clips: 
     for i in range(n):
         clean = _fill(rng.choice(templates), rng)
         wav = folder / f"clip{i:03d}.wav"
-        if not wav.exists():
-            speak(disfluent(clean, rng), wav, rng)
+        speak(disfluent(clean, rng), wav, rng)  # draws its random numbers even when the file is cached
         (folder / f"clip{i:03d}.txt").write_text(clean + "\n")
     tmp = folder / ".parts"
     for j in range(long_clips):
