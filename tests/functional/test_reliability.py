@@ -87,8 +87,13 @@ def test_repeated_kill9_loses_and_corrupts_nothing(ws, monkeypatch):
                     queue.resume(ws, run["id"])
             queue.unpause(ws)
         daemon.start(ws)
-        wait_for(lambda: all(r["status"] in ("finished", "failed", "cancelled", "interrupted")
-                             for r in store.list_runs()), 240, interval=0.5, what="every run to end")
+        try:  # 480 s: a fresh-clone CI run on 2 busy cores once needed more than 240
+            wait_for(lambda: all(r["status"] in ("finished", "failed", "cancelled", "interrupted")
+                                 for r in store.list_runs()), 480, interval=0.5, what="every run to end")
+        except AssertionError as e:
+            states = {r["id"]: (r["status"], r.get("status_reason")) for r in store.list_runs()}
+            raise AssertionError(f"{e}; paused={store.is_paused() if hasattr(store, 'is_paused') else '?'}; "
+                                 f"runs: {states}") from None
         runs = {r["id"]: r for r in store.list_runs()}
         lost = [rid for rid in ids if rid not in runs or runs[rid]["status"] != "finished"]
         corrupt += corrupt_files(ws)
